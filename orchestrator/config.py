@@ -1,0 +1,356 @@
+"""Load one environment's TOML file into frozen, typed settings (SPEC section 5).
+
+Validation is strict: an unknown key, a wrong type or a missing required value
+raises :class:`~orchestrator.errors.ConfigError` naming the file and the dotted
+key. Strings may use ``${NAME}`` or ``${NAME:-default}`` from the environment.
+Local paths (``source.repo``, ``ssh.key``, ``ssh.known_hosts``,
+``database.passfile``) and remote paths (``app.root``, ``lb.admin_socket``,
+per-host ``root``) that are relative are resolved against the config file's
+directory, so a checked-in file can point into the project (the sandbox).
+Passwords never come from the file: a DSN with a password is refused.
+
+Every section but ``[source]`` may be absent; a command that needs one asks
+with :meth:`Config.need`, which names the missing section.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import types
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import psycopg2.extensions
+
+from orchestrator.errors import ConfigError
+
+ROLES = ("app", "scripts", "lb")
+_PATH = {"path": True}
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """``[source]``: where the code and the patches come from."""
+
+    repo: str = field(default=".", metadata=_PATH)
+    """A local path (relative to the config file) or a URL."""
+    branch: str = "db-stable"
+    patches: str = "database/schema/patch-*.sql"
+    schema_files: tuple[str, ...] = ("database/schema/**",)
+    permissions: str | None = None
+    """Repository path of the permissions SQL run in the cold-patch transaction."""
+    tag_cuts: bool = True
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``[database]``: the primary, pgbouncer, thresholds and user lists."""
+
+    dsn: str
+    pgbouncer_admin_dsn: str | None = None
+    passfile: str | None = field(default=None, metadata=_PATH)
+    revision_table: str = "LaunchpadDatabaseRevision"
+    standbys: int = 0
+    max_replay_lag_s: float = 60.0
+    max_transaction_age_s: float = 60.0
+    long_transaction_users: tuple[str, ...] = ()
+    system_users: tuple[str, ...] = ("postgres",)
+    fragile_users: tuple[str, ...] = ()
+    timings_dsn: str | None = None
+    """Where rehearsal timings are read from (the staging database); default: ``dsn``."""
+    connect_timeout_s: float = 5.0
+    lock_timeout_s: float = 1.0
+    live_retries: int = 5
+    replay_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """``[window]``: the outage budget and the per-patch staging budget."""
+
+    budget_s: float = 30.0
+    patch_budget_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """``[ssh]``: how to reach every host."""
+
+    known_hosts: str = field(metadata=_PATH)
+    user: str = "deploy"
+    key: str | None = field(default=None, metadata=_PATH)
+    port: int = 22
+    connect_timeout_s: float = 5.0
+    command_timeout_s: float = 60.0
+    parallelism: int = 16
+    connect_retries: int = 3
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """``[hosts.<role>.<name>]``: one host of the inventory."""
+
+    name: str
+    role: str
+    address: str
+    port: int
+    root: str | None = field(default=None, metadata=_PATH)
+    """Per-host app root; ``None`` means ``[app] root``."""
+
+
+@dataclass(frozen=True)
+class LbSettings:
+    """``[lb]``: haproxy on the LB host, and the address users reach."""
+
+    admin_socket: str = field(metadata=_PATH)
+    public_url: str
+    backend: str = "app"
+    server_name: str = "{host}_{port}"
+    drain_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """``[app]``: the application service; commands are argv lists with placeholders.
+
+    Placeholders: ``{root}`` (app root), ``{release}`` (release directory),
+    ``{port}``, ``{address}``, ``{host}``.
+    """
+
+    start: tuple[str, ...]
+    stop: tuple[str, ...]
+    status: tuple[str, ...]
+    root: str = field(default="/srv/app", metadata=_PATH)
+    health_url: str = "http://{address}:{port}/+health"
+    ports: tuple[int, ...] = (8001, 8002)
+    health_timeout_s: float = 10.0
+    stop_timeout_s: float = 10.0
+    keep_releases: int = 5
+    min_free_mb: int = 100
+
+
+@dataclass(frozen=True)
+class ScriptsSettings:
+    """``[scripts]``: the fragile scripts, stopped before and started after the window."""
+
+    start: tuple[str, ...]
+    stop: tuple[str, ...]
+    status: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodowntimeSettings:
+    """``[nodowntime]``: the rolling stage."""
+
+    batch_size: int = 1
+    max_out_of_rotation: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """One environment. ``path`` is the file it came from (None: built-in defaults)."""
+
+    path: Path | None
+    source: SourceSettings = SourceSettings()
+    database: DatabaseSettings | None = None
+    window: WindowSettings = WindowSettings()
+    ssh: SshSettings | None = None
+    hosts: tuple[HostSettings, ...] = ()
+    lb: LbSettings | None = None
+    app: AppSettings | None = None
+    scripts: ScriptsSettings | None = None
+    nodowntime: NodowntimeSettings = NodowntimeSettings()
+
+    def need(self, section: str) -> Any:
+        """The settings of ``section``, or a ConfigError saying the file lacks it."""
+        value = getattr(self, section)
+        if value is None or value == ():
+            raise ConfigError(str(self.path or "<no config file>"), f"[{section}]",
+                              "this command needs the section, and it is missing")
+        return value
+
+    def role(self, role: str) -> tuple[HostSettings, ...]:
+        """The hosts of one role, in file order."""
+        return tuple(h for h in self.hosts if h.role == role)
+
+    def app_root(self, host: HostSettings) -> str:
+        """The app root on ``host``: its own ``root`` or ``[app] root``."""
+        return host.root or self.need("app").root
+
+
+_SECTIONS: dict[str, type] = {
+    "source": SourceSettings,
+    "database": DatabaseSettings,
+    "window": WindowSettings,
+    "ssh": SshSettings,
+    "lb": LbSettings,
+    "app": AppSettings,
+    "scripts": ScriptsSettings,
+    "nodowntime": NodowntimeSettings,
+}
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:")
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate ``path``; ``None`` gives the built-in defaults (no sections)."""
+    if path is None:
+        return Config(path=None)
+    file = Path(path)
+    where = str(file)
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(where, None, "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(where, None, f"cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, None, f"not valid TOML: {exc}") from None
+    return _Loader(file).config(raw)
+
+
+class _Loader:
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.where = str(file)
+        self.base = file.resolve().parent
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        return ConfigError(self.where, key, problem)
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        values: dict[str, Any] = {}
+        for name, section in raw.items():
+            if name == "hosts":
+                values["hosts"] = self.hosts(section, raw.get("ssh", {}))
+            elif name in _SECTIONS:
+                if not isinstance(section, dict):
+                    raise self.error(name, "must be a table")
+                values[name] = self.build(_SECTIONS[name], section, name)
+            else:
+                known = ", ".join([*_SECTIONS, "hosts"])
+                raise self.error(name, f"unknown section (known: {known})")
+        config = Config(path=self.file, **values)
+        self.check(config)
+        return config
+
+    def hosts(self, section: Any, ssh: Any) -> tuple[HostSettings, ...]:
+        if not isinstance(section, dict):
+            raise self.error("hosts", "must be a table of roles")
+        default_port = ssh.get("port", 22) if isinstance(ssh, dict) else 22
+        seen: set[str] = set()
+        hosts = []
+        for role, members in section.items():
+            if role not in ROLES:
+                raise self.error(f"hosts.{role}", f"unknown role (known: {', '.join(ROLES)})")
+            if not isinstance(members, dict) or not members:
+                raise self.error(f"hosts.{role}", "must hold one table per host")
+            for name, table in members.items():
+                key = f"hosts.{role}.{name}"
+                if name in seen:
+                    raise self.error(key, "host name used twice")
+                seen.add(name)
+                if not isinstance(table, dict):
+                    raise self.error(key, "must be a table")
+                table = {"port": default_port, **table, "name": name, "role": role}
+                hosts.append(self.build(HostSettings, table, key))
+        return tuple(hosts)
+
+    def build(self, cls: type, table: dict[str, Any], prefix: str) -> Any:
+        hints = get_type_hints(cls)
+        known = {f.name: f for f in fields(cls)}
+        for key in table:
+            if key not in known:
+                raise self.error(f"{prefix}.{key}", f"unknown key (known: {', '.join(known)})")
+        values = {}
+        for name, spec in known.items():
+            key = f"{prefix}.{name}"
+            if name not in table:
+                if spec.default is MISSING and spec.default_factory is MISSING:
+                    raise self.error(key, "required, and missing")
+                continue
+            value = self.convert(hints[name], table[name], key)
+            if spec.metadata.get("path") and value is not None:
+                value = self.resolve(value)
+            values[name] = value
+        return cls(**values)
+
+    def convert(self, hint: Any, value: Any, key: str) -> Any:
+        origin, args = get_origin(hint), get_args(hint)
+        if origin in (Union, types.UnionType):
+            inner = [a for a in args if a is not type(None)][0]
+            return self.convert(inner, value, key)
+        if origin is tuple:
+            if not isinstance(value, list):
+                raise self.error(key, f"must be a list, not {_tname(value)}")
+            return tuple(self.convert(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.error(key, f"must be a number, not {_tname(value)}")
+            if value < 0:
+                raise self.error(key, "must not be negative")
+            return float(value)
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(key, f"must be an integer, not {_tname(value)}")
+            if value < 0:
+                raise self.error(key, "must not be negative")
+            return value
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise self.error(key, f"must be true or false, not {_tname(value)}")
+            return value
+        if hint is str:
+            if not isinstance(value, str):
+                raise self.error(key, f"must be a string, not {_tname(value)}")
+            return self.expand(value, key)
+        raise TypeError(f"no converter for {hint!r}")  # a programming error, not bad input
+
+    def expand(self, value: str, key: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise self.error(key, f"${{{name}}} is not set in the environment")
+
+        return _ENV.sub(substitute, value)
+
+    def resolve(self, value: str) -> str:
+        if _URL.match(value):
+            return value
+        return os.path.normpath(self.base / value)
+
+    def check(self, config: Config) -> None:
+        for name in ("dsn", "pgbouncer_admin_dsn", "timings_dsn"):
+            dsn = getattr(config.database, name, None)
+            if dsn is not None:
+                self.check_dsn(f"database.{name}", dsn)
+        if config.app and len(config.app.ports) != 2:
+            raise self.error("app.ports", "must name exactly two instance ports (old and new)")
+        if config.lb and not config.role("lb"):
+            raise self.error("hosts.lb", "[lb] is configured but no host has the role lb")
+        if config.ssh and config.ssh.parallelism < 1:
+            raise self.error("ssh.parallelism", "must be at least 1")
+        nodowntime = config.nodowntime
+        if nodowntime.batch_size < 1 or nodowntime.max_out_of_rotation < nodowntime.batch_size:
+            raise self.error("nodowntime.batch_size",
+                             "must be at least 1 and at most nodowntime.max_out_of_rotation")
+
+    def check_dsn(self, key: str, dsn: str) -> None:
+        try:
+            params = psycopg2.extensions.parse_dsn(dsn)
+        except psycopg2.ProgrammingError as exc:
+            raise self.error(key, f"not a valid libpq connection string: {exc}") from None
+        if "password" in params:
+            raise self.error(key, "must not hold a password; use the environment "
+                                  "(PGPASSWORD) or a pgpass file (database.passfile)")
+
+
+def _tname(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)

@@ -1,0 +1,143 @@
+"""Loading a config file: strict validation, errors that name file and key, no passwords."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError, ExitCode
+from orchestrator.sandbox.configfile import CHECKED_IN_BASE, render_config
+from orchestrator.sandbox.layout import PROJECT_ROOT, Layout
+
+MINIMAL = """
+[database]
+dsn = "host=db.example port=5432 dbname=app user=deployer"
+
+[ssh]
+known_hosts = "known_hosts"
+
+[hosts.app.web1]
+address = "10.0.0.1"
+
+[app]
+start = ["appctl", "start", "{release}", "{port}"]
+stop = ["appctl", "stop", "{port}"]
+status = ["appctl", "status"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "env.toml"
+    path.write_text(text)
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    return caught.value
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    """A minimal file loads, with Launchpad's defaults for everything it leaves out."""
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.window.budget_s == 30.0
+    assert config.window.patch_budget_s == 15.0
+    assert config.database.max_replay_lag_s == 60.0
+    assert config.source.branch == "db-stable"
+    assert config.hosts[0].port == 22 and config.hosts[0].role == "app"
+    assert config.ssh.known_hosts == str(tmp_path / "known_hosts")
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    """An unknown key is an error naming the file and the dotted key."""
+    err = error_for(tmp_path, MINIMAL + "\n[window]\nbudget = 30\n")
+    assert err.key == "window.budget"
+    assert str(tmp_path / "env.toml") in str(err) and "unknown key" in str(err)
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    """A misspelt section is an error, not silently ignored."""
+    assert error_for(tmp_path, MINIMAL + "\n[windoe]\nbudget_s = 3\n").key == "windoe"
+
+
+def test_wrong_type_names_key(tmp_path: Path) -> None:
+    """A string where a number belongs names the key and both types."""
+    err = error_for(tmp_path, MINIMAL + '\n[window]\nbudget_s = "30"\n')
+    assert err.key == "window.budget_s" and "number" in err.problem
+
+
+def test_bool_is_not_an_integer(tmp_path: Path) -> None:
+    """TOML booleans are not accepted where an integer belongs."""
+    err = error_for(tmp_path, MINIMAL + "\n[nodowntime]\nbatch_size = true\n")
+    assert err.key == "nodowntime.batch_size"
+
+
+def test_missing_required_value(tmp_path: Path) -> None:
+    """A required key that is absent is named."""
+    err = error_for(tmp_path, MINIMAL.replace('dsn = "host=db.example port=5432 '
+                                              'dbname=app user=deployer"', ""))
+    assert err.key == "database.dsn" and "required" in err.problem
+
+
+def test_password_in_dsn_is_refused(tmp_path: Path) -> None:
+    """Passwords never come from the file."""
+    err = error_for(tmp_path, MINIMAL.replace("user=deployer", "user=deployer password=s3cret"))
+    assert err.key == "database.dsn" and "password" in err.problem
+    assert "s3cret" not in str(err)
+
+
+def test_unknown_role_and_duplicate_host(tmp_path: Path) -> None:
+    """Host roles are app, scripts and lb; a host name is used once."""
+    assert error_for(tmp_path, MINIMAL + '\n[hosts.db.x]\naddress = "1"\n').key == "hosts.db"
+    err = error_for(tmp_path, MINIMAL + '\n[hosts.scripts.web1]\naddress = "1"\n')
+    assert err.key == "hosts.scripts.web1"
+
+
+def test_environment_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """${NAME} and ${NAME:-default} expand; an unset name without default is an error."""
+    monkeypatch.setenv("FDT_TEST_HOST", "db.internal")
+    text = MINIMAL.replace("db.example", "${FDT_TEST_HOST}")
+    assert "host=db.internal" in load_config(write(tmp_path, text)).database.dsn
+    text = MINIMAL.replace('"known_hosts"', '"${FDT_UNSET_VAR:-/etc/ssh/kh}"')
+    assert load_config(write(tmp_path, text)).ssh.known_hosts == "/etc/ssh/kh"
+    err = error_for(tmp_path, MINIMAL.replace('"known_hosts"', '"${FDT_UNSET_VAR}"'))
+    assert err.key == "ssh.known_hosts" and "FDT_UNSET_VAR" in err.problem
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    """Syntax errors and missing files are ConfigErrors naming the file."""
+    assert "not valid TOML" in str(error_for(tmp_path, "[database\n"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_cli_exit_code_two_for_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          ) -> None:
+    """A bad config file makes the command exit 2 with the key in the message."""
+    path = write(tmp_path, MINIMAL + "\n[window]\nbudget_s = -1\n")
+    from orchestrator.cli import build_parser, load
+
+    args = build_parser().parse_args(["-c", str(path), "sandbox", "status"])
+    with pytest.raises(ConfigError) as caught:
+        load(args)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+    assert main(["sandbox", "status", "--hosts", "0"]) == ExitCode.BAD_INPUT
+    assert "--hosts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["sandbox.toml", "staging.example.toml",
+                                  "production.example.toml"])
+def test_checked_in_configs_load(name: str) -> None:
+    """Every config file in config/ is valid."""
+    config = load_config(PROJECT_ROOT / "config" / name)
+    assert config.database is not None and config.hosts
+
+
+def test_sandbox_config_matches_layout() -> None:
+    """config/sandbox.toml is exactly the rendering of the default sandbox layout."""
+    checked_in = (PROJECT_ROOT / "config" / "sandbox.toml").read_text()
+    assert checked_in == render_config(Layout(PROJECT_ROOT / ".sandbox"), CHECKED_IN_BASE)
