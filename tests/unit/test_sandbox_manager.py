@@ -1,0 +1,121 @@
+"""sandbox up is all-or-nothing and names what is missing; the plumbing waits with deadlines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.errors import SandboxError
+from orchestrator.sandbox import manager, procs
+from orchestrator.sandbox.base import Component
+
+
+class Fake(Component):
+    def __init__(self, name: str, events: list[str], fail: bool = False) -> None:
+        self.name = name
+        self.events = events
+        self.fail = fail
+        self.running = False
+        self.log = Path(f"/nonexistent/{name}.log")
+
+    def is_up(self) -> bool:
+        return self.running
+
+    def up(self) -> None:
+        self.events.append(f"up {self.name}")
+        self.running = True
+        if self.fail:
+            raise SandboxError(self.name, "not ready within 1 s", str(self.log))
+
+    def down(self) -> None:
+        self.events.append(f"down {self.name}")
+        self.running = False
+
+
+@pytest.fixture
+def fake_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    base = tmp_path / "sb"
+    monkeypatch.setenv("FASTDOWNTIME_SANDBOX", str(base))
+    monkeypatch.setattr(manager, "check_tools", lambda: None)
+    monkeypatch.setattr(manager, "ensure_os_user", lambda user: None)
+    monkeypatch.setattr(manager, "ensure_client_key", lambda layout: None)
+    monkeypatch.setattr(manager, "write_known_hosts", lambda layout: None)
+
+    class Repo:
+        first = "0" * 40
+
+    monkeypatch.setattr(manager, "build_sample_repo", lambda path: Repo())
+    monkeypatch.setattr(manager, "_baseline", lambda repo, rev: [])
+    return base
+
+
+def test_failed_component_stops_what_this_call_started(
+        fake_sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a component fails, every component this call started is stopped, in reverse."""
+    events: list[str] = []
+    parts = [Fake("primary", events), Fake("pgbouncer", events), Fake("app1", events, fail=True),
+             Fake("haproxy", events)]
+    monkeypatch.setattr(manager, "components", lambda *a, **k: parts)
+    with pytest.raises(SandboxError, match="app1: not ready within 1 s"):
+        manager.up()
+    assert events == ["up primary", "up pgbouncer", "up app1",
+                      "down app1", "down pgbouncer", "down primary"]
+    assert not fake_sandbox.exists(), "a sandbox directory this call created is removed"
+
+
+def test_up_leaves_running_components_alone(
+        fake_sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An already-up component is not started again, nor stopped when a later one fails."""
+    events: list[str] = []
+    running = Fake("primary", events)
+    running.running = True
+    fake_sandbox.mkdir()
+    parts: list[Any] = [running, Fake("app1", events, fail=True)]
+    monkeypatch.setattr(manager, "components", lambda *a, **k: parts)
+    with pytest.raises(SandboxError):
+        manager.up()
+    assert events == ["up primary", "up app1", "down app1"]
+    assert fake_sandbox.exists(), "a directory that existed before is kept"
+
+
+def test_missing_tool_names_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing binary is reported with the package that provides it."""
+    monkeypatch.setattr(manager, "_TOOLS", {"/nonexistent/pgbouncer": "pgbouncer"})
+    with pytest.raises(SandboxError, match="apt-get install pgbouncer"):
+        manager.check_tools()
+
+
+def test_wait_until_names_component_and_log() -> None:
+    """A readiness check that never passes fails at its deadline, naming component and log."""
+    with pytest.raises(SandboxError) as caught:
+        procs.wait_until(lambda: False, deadline_s=0.05, component="pgbouncer",
+                         what="answering", log=Path("/tmp/pgb.log"))
+    assert "pgbouncer" in str(caught.value) and "/tmp/pgb.log" in str(caught.value)
+
+
+def test_wait_until_stops_early_when_the_daemon_died() -> None:
+    """A dead daemon ends the wait at once instead of running out the deadline."""
+    with pytest.raises(SandboxError, match="exited before answering"):
+        procs.wait_until(lambda: False, deadline_s=30, component="pgbouncer",
+                         what="answering", gave_up=lambda: True)
+
+
+def test_alive_treats_zombies_and_missing_pids_as_dead(tmp_path: Path) -> None:
+    """A pid with no /proc entry is dead; our own pid is alive."""
+    import os
+    import subprocess
+    import time
+
+    assert procs.alive(os.getpid())
+    assert not procs.alive(2**22 + 12345)
+    child = subprocess.Popen(["true"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 5
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not procs.alive(child.pid), "an unreaped zombie counts as dead"
+    child.wait()
+    assert procs.pid_alive(tmp_path / "missing.pid") is None
