@@ -1,0 +1,160 @@
+"""The ``fastdowntime`` command line: one function per command; parse, call, print, exit.
+
+Every command takes ``-c/--config FILE``; flags override the file. Errors are
+:class:`~orchestrator.errors.FastdowntimeError` subclasses whose ``exit_code``
+becomes the process's (SPEC section 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.config import Config, load_config
+from orchestrator.errors import BadInput, ExitCode, FastdowntimeError
+
+DEFAULT_CONFIG = Path("config/sandbox.toml")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises BadInput (exit 2 with our message) instead of exiting itself."""
+
+    def error(self, message: str) -> Any:  # noqa: D102 - argparse hook
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """structlog to stderr: key=value lines, millisecond UTC timestamps."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%dT%H:%M:%S.%fZ", utc=True),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.INFO),
+        # Looked up at each call, so a replaced sys.stderr (tests, rich) is honoured.
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def load(args: argparse.Namespace, *, required: bool = True) -> Config:
+    """The config named by ``-c``, else ``config/sandbox.toml`` when present.
+
+    With ``required=False`` (commands that work on a laptop with flags alone)
+    a missing default file gives the built-in defaults instead of an error.
+    """
+    path = getattr(args, "config", None)
+    if path is not None:
+        return load_config(path)
+    if DEFAULT_CONFIG.exists() or required:
+        return load_config(DEFAULT_CONFIG)
+    return load_config(None)
+
+
+# --- sandbox -----------------------------------------------------------------
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """``sandbox up [--hosts N] | down | status [--json]``."""
+    from orchestrator.sandbox import manager
+    from orchestrator.sandbox.layout import MAX_APP_HOSTS
+
+    if args.hosts is not None and not 1 <= args.hosts <= MAX_APP_HOSTS:
+        raise BadInput(f"sandbox up --hosts: must be between 1 and {MAX_APP_HOSTS}")
+    if args.action == "up":
+        layout = manager.up(args.hosts)
+        print(f"sandbox up: {layout.app_hosts} app hosts under {layout.base}")
+        config = DEFAULT_CONFIG if layout.app_hosts == 4 else layout.base / "sandbox.toml"
+        print(f"config: {config}")
+        return ExitCode.OK
+    if args.action == "down":
+        removed = manager.down()
+        print("sandbox down" if removed else "no sandbox to take down")
+        return ExitCode.OK
+    state = manager.status()
+    if args.json:
+        print(json.dumps(state, indent=2, sort_keys=True))
+    else:
+        _print_status(state)
+    components = state["components"]
+    all_up = bool(components) and all(c["state"] == "up" for c in components.values())
+    return ExitCode.OK if all_up else ExitCode.FAILED_BEFORE_COMMIT
+
+
+def _print_status(state: dict[str, Any]) -> None:
+    console = Console()
+    if not state["components"]:
+        console.print(f"no sandbox at {state['sandbox']}")
+        return
+    table = Table(title=f"sandbox {state['sandbox']}")
+    for column in ("component", "state", "address", "detail"):
+        table.add_column(column)
+    for name, info in state["components"].items():
+        where = f"{info.get('address', '')}:{info.get('port', info.get('ssh_port', ''))}"
+        detail = ""
+        if "instances" in info:
+            detail = ", ".join(f"{port}: {i['revision'][:12]} patch {i['patch']}"
+                               if i.get("ok") else f"{port}: -"
+                               for port, i in info["instances"].items())
+        elif "servers" in info:
+            detail = ", ".join(f"{s}={st}" for s, st in info["servers"].items())
+        elif "streaming" in info:
+            detail = "streaming" if info["streaming"] else "not streaming"
+        colour = "green" if info["state"] == "up" else "red"
+        table.add_row(name, f"[{colour}]{info['state']}[/]", where, detail)
+    console.print(table)
+
+
+# --- parser ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each subcommand sets ``func``."""
+    common = _Parser(add_help=False)
+    # SUPPRESS: the option may come before or after the command without one
+    # level's default overwriting the other's value.
+    common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="environment config (TOML); default config/sandbox.toml")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging")
+    parser = _Parser(prog="fastdowntime", parents=[common],
+                     description="Deploy db-stable with a fastdowntime window and a "
+                                 "nodowntime rollout.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sandbox = sub.add_parser("sandbox", parents=[common],
+                             help="the embedded local staging (up, down, status)")
+    sandbox.add_argument("action", choices=("up", "down", "status"))
+    sandbox.add_argument("--hosts", type=int, default=None, metavar="N",
+                         help="number of app hosts for `up` (default 4)")
+    sandbox.add_argument("--json", action="store_true", help="status as JSON")
+    sandbox.set_defaults(func=cmd_sandbox)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        configure_logging(getattr(args, "verbose", False))
+        func: Command = args.func
+        return func(args)
+    except FastdowntimeError as exc:
+        print(f"fastdowntime: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fastdowntime: interrupted", file=sys.stderr)
+        return ExitCode.FAILED_BEFORE_COMMIT
