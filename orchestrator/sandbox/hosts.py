@@ -32,6 +32,9 @@ from orchestrator.sandbox.procs import (
 )
 
 SSHD = "/usr/sbin/sshd"
+# StrictModes is off: it refuses an authorized_keys file below any group- or
+# world-writable directory, and a checkout under /tmp (1777) is one. The file
+# itself is root-owned 0644 in a root-owned 0755 directory.
 START_DEADLINE_S = 15
 
 _SSHD_CONFIG = """\
@@ -45,7 +48,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin no
 AllowUsers {user}
-StrictModes yes
+StrictModes no
 UseDNS no
 MaxStartups 200:30:400
 MaxSessions 100
