@@ -1,0 +1,123 @@
+"""Thin, process-counted access to a git repository.
+
+Every function runs one git process, whatever the size of the range: the
+planner reads a 20,000-revision history with one ``git log``, its patch
+files with one ``git cat-file --batch`` and the tree with one ``ls-tree``.
+Git's own failures become :class:`~orchestrator.errors.BadInput` naming the
+repository and the revision.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from orchestrator.errors import BadInput
+
+ZERO = "0" * 40
+
+
+class GitError(BadInput):
+    """A git command failed on the input it was given (repository, branch, revision)."""
+
+
+def git(repo: str, *args: str, input: bytes | None = None, check: bool = True,
+        ) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git -C repo args``; raise GitError with git's message when ``check`` and it fails."""
+    done = subprocess.run(["git", *_OPTIONS, "-C", repo, *args], input=input,
+                          capture_output=True, check=False, env=_ENV)
+    if check and done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(f"{repo}: git {args[0]} failed: {message[-1] if message else 'no output'}")
+    return done
+
+
+_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C",
+        "HOME": "/nonexistent", "GIT_TERMINAL_PROMPT": "0"}
+"""git without the user's or the system's config, aliases, pager or locale."""
+
+_OPTIONS = ("-c", "safe.directory=*")
+"""Reading a repository the user points at is intended, whoever owns it."""
+
+
+def check_repository(repo: str) -> None:
+    """Raise BadInput unless ``repo`` is a git repository (work tree or bare)."""
+    if not Path(repo).is_dir():
+        raise BadInput(f"{repo}: not a directory (the repository to plan from)")
+    done = git(repo, "rev-parse", "--git-dir", check=False)
+    if done.returncode != 0:
+        raise BadInput(f"{repo}: not a git repository")
+
+
+def resolve(repo: str, rev: str, *, what: str) -> str:
+    """The full sha of commit ``rev``; BadInput naming ``what`` and ``rev`` when unknown."""
+    if not rev or rev.startswith("-"):
+        raise BadInput(f"{what} {rev!r}: not a revision")
+    done = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
+               check=False)
+    if done.returncode != 0:
+        raise BadInput(f"{what} {rev!r}: unknown revision in {repo}")
+    return done.stdout.decode().strip()
+
+
+def resolve_branch(repo: str, branch: str) -> str:
+    """The tip of ``branch`` (local, else ``origin/branch``); BadInput when neither exists."""
+    for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+        done = git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        if done.returncode == 0:
+            return done.stdout.decode().strip()
+    raise BadInput(f"branch {branch!r}: not found in {repo}")
+
+
+def is_ancestor(repo: str, older: str, newer: str) -> bool:
+    """True when ``older`` is an ancestor of (or equal to) ``newer``."""
+    done = git(repo, "merge-base", "--is-ancestor", older, newer, check=False)
+    if done.returncode not in (0, 1):
+        raise GitError(f"{repo}: git merge-base failed: {done.stderr.decode().strip()}")
+    return done.returncode == 0
+
+
+def log_range(repo: str, older: str, newer: str) -> Iterator[bytes]:
+    """Stream the raw ``git log`` of every commit in ``older..newer``, merges diffed against
+    their first parent, in chunks as git writes them (so parsing overlaps git's work).
+
+    Format per commit: ``\x01<sha> <parents>\x02<subject>\0`` then ``--raw -z``
+    entries ``:<modes> <old blob> <new blob> <status>\0<path>\0``.
+    """
+    argv = ["git", *_OPTIONS, "-C", repo, "log", "-z",
+            "--format=%x01%H %P%x02%s", "--raw", "--no-abbrev", "--no-renames",
+            "--diff-merges=first-parent", f"{older}..{newer}"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=_ENV) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        while chunk := proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
+            yield chunk
+        error = proc.stderr.read()
+        if proc.wait() != 0:
+            raise GitError(f"{repo}: git log failed: {error.decode(errors='replace').strip()}")
+
+
+def list_tree(repo: str, rev: str) -> list[str]:
+    """Every file path in the tree of ``rev``."""
+    out = git(repo, "ls-tree", "-r", "-z", "--name-only", rev).stdout
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+
+def read_blobs(repo: str, shas: Iterable[str]) -> dict[str, bytes]:
+    """The contents of the given blobs, read with one ``git cat-file --batch``."""
+    wanted: Sequence[str] = sorted(set(shas))
+    if not wanted:
+        return {}
+    out = git(repo, "cat-file", "--batch", input="".join(f"{s}\n" for s in wanted).encode()).stdout
+    blobs: dict[str, bytes] = {}
+    pos = 0
+    for sha in wanted:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        if len(header) < 3 or header[1] == b"missing":
+            raise GitError(f"{repo}: blob {sha} is missing")
+        size = int(header[2])
+        blobs[sha] = out[end + 1:end + 1 + size]
+        pos = end + 1 + size + 1
+    return blobs
