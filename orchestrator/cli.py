@@ -64,6 +64,50 @@ def load(args: argparse.Namespace, *, required: bool = True) -> Config:
     return load_config(None)
 
 
+# --- plan and patches ----------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``plan``: read db-stable, classify and cut it; print the plan. Changes nothing."""
+    from orchestrator.planner import build_plan, rules_for
+
+    config = load(args, required=False)
+    repo = args.repo or config.source.repo
+    branch = args.branch or config.source.branch
+    if args.from_rev is None:
+        raise BadInput("plan: --from is required (the deployed revision)")
+    plan = build_plan(repo, branch, args.from_rev, args.to_rev, rules_for(config))
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        from orchestrator.render import print_plan
+
+        print_plan(plan, Console())
+    return ExitCode.OK
+
+
+def cmd_patches(args: argparse.Namespace) -> int:
+    """``patches FILE...``: classify patch files (kind, statements, locks, problems)."""
+    from orchestrator.patches import analyse
+
+    config = load(args, required=False)
+    table = config.database.revision_table if config.database else "LaunchpadDatabaseRevision"
+    reports = []
+    for file in args.files:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{file}: cannot read: {exc}") from None
+        reports.append(analyse(file, text, revision_table=table))
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        from orchestrator.render import print_patches
+
+        print_patches(reports, Console())
+    return ExitCode.OK
+
+
 # --- sandbox -----------------------------------------------------------------
 
 
@@ -134,6 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Deploy db-stable with a fastdowntime window and a "
                                  "nodowntime rollout.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    plan = sub.add_parser("plan", parents=[common], help="print the plan; changes nothing")
+    plan.add_argument("--repo", metavar="DIR", help="the repository (default [source] repo)")
+    plan.add_argument("--branch", metavar="B", help="the branch (default [source] branch)")
+    plan.add_argument("--from", dest="from_rev", metavar="REV", help="the deployed revision")
+    plan.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON (SPEC section 3)")
+    plan.set_defaults(func=cmd_plan)
+
+    patches = sub.add_parser("patches", parents=[common],
+                             help="classify patch files: kind, statements, locks, problems")
+    patches.add_argument("files", nargs="+", metavar="FILE")
+    patches.add_argument("--json", action="store_true", help="the report as JSON")
+    patches.set_defaults(func=cmd_patches)
 
     sandbox = sub.add_parser("sandbox", parents=[common],
                              help="the embedded local staging (up, down, status)")

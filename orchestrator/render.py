@@ -1,0 +1,73 @@
+"""Human output of plans and patch reports (rich). The JSON forms live on the objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator.patches import PatchReport
+from orchestrator.plan import COLD, LIVE, MIXED, Plan
+
+_KIND_STYLE = {COLD: "bold yellow", LIVE: "cyan", MIXED: "bold red", "code": ""}
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    """The range, the revisions with the cut marked, the patches of each stage, findings."""
+    console.print(f"[bold]{plan.branch}[/] {plan.from_sha[:12]}..{plan.to_sha[:12]}: "
+                  f"{len(plan.revisions)} revisions")
+    table = Table(show_edge=False)
+    for column in ("", "revision", "kind", "patches", "subject"):
+        table.add_column(column)
+    for revision in plan.revisions:
+        style = _KIND_STYLE[revision.kind]
+        kind = f"[{style}]{revision.kind}[/]" if style else revision.kind
+        marker = "[bold yellow]cut ->[/]" if revision.sha == plan.cut else ""
+        table.add_row(marker, revision.sha[:12], kind, ", ".join(revision.patches),
+                      escape(revision.subject))
+    console.print(table)
+    if plan.cut is None:
+        console.print("no cold patch: no window, the whole range is a nodowntime deploy")
+    else:
+        console.print(f"[bold]fastdowntime[/] up to the cut {plan.cut[:12]} "
+                      f"({len(plan.fastdowntime_revisions)} revisions)")
+        console.print(f"  cold patches (in the window): {_names(plan.cold_patches)}")
+        console.print(f"  live patches (online, before): {_names(plan.fastdowntime_live_patches)}")
+        estimate = ("unknown (no rehearsal timings)" if plan.estimated_outage_s is None
+                    else f"{plan.estimated_outage_s:.3f} s")
+        console.print(f"  estimated outage: {estimate}")
+    console.print(f"[bold]nodowntime[/] {len(plan.nodowntime_revisions)} revisions, "
+                  f"live patches: {_names(plan.nodowntime_live_patches)}")
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning[/] {warning.revision[:12]}: {escape(warning.detail)}")
+    for violation in plan.violations:
+        console.print(f"[bold red]violation[/] {violation.revision[:12]} {violation.rule}: "
+                      f"{escape(violation.detail)}")
+    if plan.violations:
+        console.print(f"[bold red]{len(plan.violations)} violation(s): a deploy of this plan "
+                      "is refused[/]")
+
+
+def print_patches(reports: Sequence[PatchReport], console: Console) -> None:
+    """Each file's kind and reason, its statements with their locks, and its problems."""
+    for report in reports:
+        style = "bold yellow" if report.kind == "cold" else "cyan"
+        console.print(f"[bold]{escape(report.file)}[/]: [{style}]{report.kind}[/] "
+                      f"({escape(report.reason)})")
+        table = Table(show_edge=False, show_header=True)
+        for column in ("line", "lock", "tables", "statement"):
+            table.add_column(column)
+        for statement in report.statements:
+            first = statement.sql.splitlines()[0] if statement.sql else ""
+            text = first if len(first) <= 70 else first[:67] + "..."
+            table.add_row(str(statement.line), statement.lock or "-",
+                          ", ".join(statement.tables) or "-", escape(text))
+        console.print(table)
+        for problem in report.problems:
+            console.print(f"  [bold red]problem[/] {escape(problem)}")
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none"
