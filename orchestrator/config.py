@@ -59,11 +59,19 @@ class DatabaseSettings:
     long_transaction_users: tuple[str, ...] = ()
     system_users: tuple[str, ...] = ("postgres",)
     fragile_users: tuple[str, ...] = ()
+    standby_dsns: tuple[str, ...] = ()
+    """Direct connections to the standbys, for exact replay positions (optional)."""
     timings_dsn: str | None = None
     """Where rehearsal timings are read from (the staging database); default: ``dsn``."""
+    timings_file: str | None = field(default=None, metadata=_PATH)
+    """Or a file exported by ``fastdowntime timings --json`` (instead of a database)."""
     connect_timeout_s: float = 5.0
     lock_timeout_s: float = 1.0
     live_retries: int = 5
+    live_backoff_s: float = 0.5
+    """First delay between live-statement retries; doubles each time (tenacity)."""
+    terminate_deadline_s: float = 5.0
+    """How long cutting connections may take before the window fails."""
     replay_timeout_s: float = 30.0
 
 
@@ -330,6 +338,8 @@ class _Loader:
             dsn = getattr(config.database, name, None)
             if dsn is not None:
                 self.check_dsn(f"database.{name}", dsn)
+        for i, dsn in enumerate(config.database.standby_dsns if config.database else ()):
+            self.check_dsn(f"database.standby_dsns[{i}]", dsn)
         if config.app and len(config.app.ports) != 2:
             raise self.error("app.ports", "must name exactly two instance ports (old and new)")
         if config.lb and not config.role("lb"):

@@ -41,6 +41,17 @@ _OPTIONS = ("-c", "safe.directory=*")
 """Reading a repository the user points at is intended, whoever owns it."""
 
 
+def blob_sha(data: bytes) -> str:
+    """git's object id of a blob with ``data``: what ``ls-tree`` lists for that content.
+
+    Used as the checksum of an applied patch, so a tree can be compared with
+    the database without reading a single file.
+    """
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
 def check_repository(repo: str) -> None:
     """Raise BadInput unless ``repo`` is a git repository (work tree or bare)."""
     if not Path(repo).is_dir():

@@ -40,6 +40,8 @@ def render_config(layout: L.Layout, base: str | None = None) -> str:
         f'passfile = "{at(layout.pgpass)}"',
         f'revision_table = "{L.REVISION_TABLE}"',
         "standbys = 1",
+        f'standby_dsns = ["host=127.0.0.1 port={L.STANDBY_PORT} dbname={L.DB_NAME} '
+        'user=fdt_admin"]',
         "max_replay_lag_s = 60",
         "max_transaction_age_s = 60",
         'system_users = ["postgres", "replicator", "fdt_admin", "pgbouncer_admin"]',
