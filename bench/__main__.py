@@ -8,6 +8,11 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     names = argv or sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
     for name in names:
         print(f"== {name}", flush=True)

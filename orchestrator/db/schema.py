@@ -9,6 +9,7 @@ empty, so preflight and dry runs never create it.
 from __future__ import annotations
 
 from orchestrator.db.connect import Connection
+from orchestrator.errors import BadInput
 
 SCHEMA = "fastdowntime"
 LOCK_KEY = 0x6664_7464  # "fdtd": the deploy lock's advisory key (one bigint)
@@ -52,6 +53,20 @@ CREATE TABLE IF NOT EXISTS fastdowntime.patch_timing (
     PRIMARY KEY (filename, checksum, recorded_at)
 );
 """
+
+
+def identifier(name: str) -> str:
+    """``name`` as SQL text: a plain identifier, optionally schema-qualified, folded as written.
+
+    Config values such as the revision table go through here before they
+    reach a query; anything but letters, digits and underscores is refused.
+    """
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 2 or not all(
+            part and part.replace("_", "a").isalnum() and part.isascii() and not part[0].isdigit()
+            for part in parts):
+        raise BadInput(f"revision table {name!r} is not a plain identifier")
+    return ".".join(parts)
 
 
 def ensure_schema(conn: Connection) -> None:

@@ -1,0 +1,216 @@
+"""Cold patches: all of them and the permissions step in one transaction, inside a deadline.
+
+Each statement runs with ``statement_timeout`` set from what is left of the
+deadline, so the transaction can never outlive it by more than PostgreSQL's
+cancel latency. Each patch is timed by the database's ``clock_timestamp()``
+and its revision-table row is checked, or inserted when the patch did not
+insert it itself. COMMIT is the commit point. Any error before it, the
+deadline included, rolls everything back and raises
+:class:`ColdPatchFailed` naming the patch, the statement and the time spent.
+
+The ``fastdowntime`` schema must exist beforehand (the deploy lock creates
+it), so the window runs no DDL of the orchestrator's own. Round trips are
+few: one per statement (as ``psql -f`` does), one per patch for its end
+time and row check, and three for the whole transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import structlog
+
+from orchestrator.db.connect import Connection
+from orchestrator.db.schema import identifier
+from orchestrator.errors import FailedBeforeCommit
+from orchestrator.patches import PatchReport
+
+QUERY_CANCELED = "57014"
+_SHOWN = 120
+
+
+@dataclass(frozen=True)
+class ColdPatch:
+    """A cold patch to apply: its analysis, its text and its checksum (git blob id)."""
+
+    report: PatchReport
+    text: str
+    checksum: str
+
+    @property
+    def filename(self) -> str:
+        assert self.report.name is not None
+        return self.report.name.filename
+
+
+@dataclass(frozen=True)
+class PatchTiming:
+    """How long one patch took inside the transaction, by the database's clock."""
+
+    filename: str
+    duration_s: float
+    statements: int
+
+
+@dataclass(frozen=True)
+class ColdResult:
+    """What the committed transaction did; ``commit_at`` is the clock() of the commit point."""
+
+    timings: tuple[PatchTiming, ...]
+    total_s: float
+    commit_at: float
+
+
+class ColdPatchFailed(FailedBeforeCommit):
+    """The cold-patch transaction failed and was rolled back: nothing changed."""
+
+    def __init__(self, filename: str, line: int | None, statement: str, elapsed_s: float,
+                 reason: str, sqlstate: str | None = None, deadline: bool = False) -> None:
+        self.filename = filename
+        self.line = line
+        self.statement = statement
+        self.elapsed_s = elapsed_s
+        self.sqlstate = sqlstate
+        self.deadline = deadline
+        where = f"{filename} line {line}" if line else filename
+        shown = statement if len(statement) <= _SHOWN else statement[:_SHOWN - 3] + "..."
+        cause = "the window deadline passed" if deadline else reason
+        super().__init__(f"{where}: {shown}: {cause} after {elapsed_s:.3f} s; rolled back, "
+                         "nothing changed")
+
+
+def render_cold(patches: Sequence[ColdPatch], permissions: str | None,
+                revision_table: str) -> list[str]:
+    """The SQL :func:`apply_cold` would send, in order, for ``--dry-run``."""
+    table = identifier(revision_table)
+    out = ["BEGIN"]
+    for patch in patches:
+        out.append(f"-- {patch.filename} ({patch.checksum[:12]})")
+        out += [f"{s.sql};" for s in patch.report.statements]
+        out.append(f"-- check or insert the {table} row of {patch.filename}")
+    if permissions:
+        out += ["-- permissions", permissions.strip()]
+    out.append("COMMIT")
+    return out
+
+
+def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
+               permissions: str | None = None,
+               revision_table: str = "LaunchpadDatabaseRevision", run_id: str | None = None,
+               clock: Callable[[], float] = time.monotonic, log: Any = None) -> ColdResult:
+    """Apply ``patches`` (numeric order) and ``permissions`` in one transaction, then COMMIT.
+
+    ``deadline`` is an absolute ``clock()`` value. Raises ColdPatchFailed
+    (rolled back) on any error or when the deadline passes before COMMIT.
+    """
+    log = log or structlog.get_logger("cold")
+    table = identifier(revision_table)
+    ordered = sorted(patches, key=lambda p: p.report.name.key if p.report.name else (0, 0, 0))
+    conn.autocommit = False
+    started = clock()
+    current: tuple[str, int | None, str] = ("", None, "BEGIN")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
+                        "SELECT clock_timestamp()")
+            begin: datetime = _one(cur)
+            timings, rows = [], []
+            for patch in ordered:
+                for statement in patch.report.statements:
+                    current = (patch.filename, statement.line, statement.sql)
+                    cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
+                                + statement.sql)
+                current = (patch.filename, None, f"check the {table} row")
+                name = patch.report.name
+                assert name is not None
+                cur.execute(f"SELECT clock_timestamp(), EXISTS (SELECT 1 FROM {table} "
+                            "WHERE major = %s AND minor = %s AND patch = %s)",
+                            (name.major, name.minor, name.point))
+                end, present = cur.fetchone()
+                rows.append((name.major, name.minor, name.point, begin, end, present))
+                duration = (end - begin).total_seconds()
+                timings.append(PatchTiming(patch.filename, duration,
+                                           len(patch.report.statements)))
+                log.info("cold.patch", file=patch.filename, duration_s=round(duration, 6))
+                begin = end
+            current = ("", None, "record the revision rows and checksums")
+            _record(cur, table, rows, ordered, timings, run_id)
+            if permissions:
+                current = ("permissions", None, "the permissions step")
+                cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
+                            + permissions)
+            current = ("", None, "COMMIT")
+            _ms(deadline, clock)
+        conn.commit()
+    except (psycopg2.Error, _DeadlinePassed) as exc:
+        _rollback(conn)
+        elapsed = clock() - started
+        filename, line, sql = current
+        if isinstance(exc, _DeadlinePassed):
+            raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
+                                  "deadline", deadline=True) from None
+        sqlstate = getattr(exc, "pgcode", None)
+        reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
+        raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
+                              f"{reason} (SQLSTATE {sqlstate})", sqlstate,
+                              deadline=sqlstate == QUERY_CANCELED) from None
+    commit_at = clock()
+    log.info("cold.commit", patches=len(ordered), total_s=round(commit_at - started, 6))
+    return ColdResult(tuple(timings), commit_at - started, commit_at)
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+def _ms(deadline: float, clock: Callable[[], float]) -> int:
+    remaining = deadline - clock()
+    if remaining <= 0:
+        raise _DeadlinePassed
+    return max(1, int(remaining * 1000))
+
+
+def _one(cur: Any) -> Any:
+    row = cur.fetchone()
+    return row[0]
+
+
+def _record(cur: Any, table: str, rows: list[tuple[Any, ...]], patches: Sequence[ColdPatch],
+            timings: Sequence[PatchTiming], run_id: str | None) -> None:
+    """Insert missing revision rows, set every row's times, and store the checksums."""
+    missing = [r[:5] for r in rows if not r[5]]
+    if missing:
+        psycopg2.extras.execute_values(
+            cur, f"INSERT INTO {table} (major, minor, patch, start_time, end_time) VALUES %s",
+            missing, template="(%s, %s, %s, %s AT TIME ZONE 'UTC', %s AT TIME ZONE 'UTC')")
+    present = [r[:5] for r in rows if r[5]]
+    if present:
+        psycopg2.extras.execute_values(
+            cur, f"UPDATE {table} t SET start_time = v.s AT TIME ZONE 'UTC', "
+                 "end_time = v.e AT TIME ZONE 'UTC' FROM (VALUES %s) v(ma, mi, pa, s, e) "
+                 "WHERE t.major = v.ma AND t.minor = v.mi AND t.patch = v.pa",
+            present, template="(%s, %s, %s, %s::timestamptz, %s::timestamptz)")
+    psycopg2.extras.execute_values(
+        cur, "INSERT INTO fastdowntime.applied_patch "
+             "(filename, major, minor, point, checksum, duration_s, run_id) VALUES %s "
+             "ON CONFLICT (filename) DO UPDATE SET checksum = EXCLUDED.checksum, "
+             "duration_s = EXCLUDED.duration_s, run_id = EXCLUDED.run_id, "
+             "applied_at = clock_timestamp()",
+        [(p.filename, p.report.name.major, p.report.name.minor, p.report.name.point,  # type: ignore[union-attr]
+          p.checksum, t.duration_s, run_id) for p, t in zip(patches, timings, strict=True)])
+
+
+def _rollback(conn: Connection) -> None:
+    if conn.closed:
+        return
+    try:
+        conn.rollback()
+    except psycopg2.Error as exc:
+        structlog.get_logger("cold").error("cold.rollback_failed", error=str(exc))

@@ -1,0 +1,146 @@
+"""Cold patches against the real primary: one transaction, a deadline, nothing half-done."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator.config import DatabaseSettings
+from orchestrator.db.cold import ColdPatch, ColdPatchFailed, apply_cold, render_cold
+from orchestrator.db.connect import DatabaseUnreachable, connect
+from orchestrator.db.schema import ensure_schema
+from orchestrator.history.git import blob_sha
+from orchestrator.patches import analyse
+
+pytestmark = pytest.mark.integration
+
+
+def cold(name: str, text: str) -> ColdPatch:
+    return ColdPatch(analyse(name, text), text, blob_sha(text.encode()))
+
+
+def columns(settings: DatabaseSettings, table: str = "item") -> set[str]:
+    conn = connect(settings)
+    with conn.cursor() as cur:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+                    (table,))
+        out = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return out
+
+
+def revisions(settings: DatabaseSettings) -> list[tuple[int, int, int, bool]]:
+    conn = connect(settings)
+    with conn.cursor() as cur:
+        cur.execute("SELECT major, minor, patch, end_time IS NOT NULL "
+                    "FROM LaunchpadDatabaseRevision ORDER BY 1, 2, 3")
+        out = cur.fetchall()
+    conn.close()
+    return out
+
+
+@pytest.fixture
+def conn(scratch_db: DatabaseSettings):  # type: ignore[no-untyped-def]
+    conn = connect(scratch_db)
+    ensure_schema(conn)
+    yield conn
+    conn.close()
+
+
+def test_patches_and_permissions_commit_together(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """Patches apply in numeric order, rows are checked or inserted, checksums are stored."""
+    patches = [
+        cold("patch-2200-10-0.sql", "ALTER TABLE item ADD COLUMN later text;\n"),
+        cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n"
+             "UPDATE item SET note = 'n';\n"
+             "INSERT INTO LaunchpadDatabaseRevision VALUES (2200, 9, 0);\n"),
+    ]
+    result = apply_cold(conn, patches, deadline=time.monotonic() + 10,
+                        permissions="GRANT SELECT ON item TO fragile;", run_id="test-run")
+    assert [t.filename for t in result.timings] == ["patch-2200-09-0.sql", "patch-2200-10-0.sql"]
+    assert all(t.duration_s >= 0 for t in result.timings)
+    assert {"note", "later"} <= columns(scratch_db)
+    assert revisions(scratch_db) == [(2200, 0, 0, False), (2200, 9, 0, True), (2200, 10, 0, True)]
+    with conn.cursor() as cur:
+        cur.execute("SELECT filename, checksum, run_id FROM fastdowntime.applied_patch "
+                    "ORDER BY filename")
+        assert cur.fetchall() == [(p.filename, p.checksum, "test-run") for p in reversed(patches)]
+        cur.execute("SELECT has_table_privilege('fragile', 'item', 'SELECT')")
+        assert cur.fetchone()[0] is True
+
+
+def test_failure_halfway_rolls_everything_back(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """A statement failing in the second patch leaves no trace of the first: nothing changed."""
+    before = columns(scratch_db)
+    patches = [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n"),
+               cold("patch-2200-10-0.sql", "-- two statements\nALTER TABLE item ADD COLUMN x int;"
+                    "\nALTER TABLE nosuchtable ADD COLUMN y int;\n")]
+    with pytest.raises(ColdPatchFailed) as caught:
+        apply_cold(conn, patches, deadline=time.monotonic() + 10)
+    error = caught.value
+    assert error.filename == "patch-2200-10-0.sql" and error.line == 3
+    assert "nosuchtable" in str(error) and error.sqlstate == "42P01"
+    assert "rolled back" in str(error) and error.exit_code == 1
+    assert columns(scratch_db) == before
+    assert revisions(scratch_db) == [(2200, 0, 0, False)]
+
+
+def test_slow_patch_is_cut_at_the_deadline(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """pg_sleep(10) with a 2 s deadline is rolled back within 2.5 s; the schema is unchanged."""
+    before = columns(scratch_db)
+    patches = [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n"
+                    "SELECT pg_sleep(10);\n")]
+    started = time.monotonic()
+    with pytest.raises(ColdPatchFailed) as caught:
+        apply_cold(conn, patches, deadline=started + 2)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"took {elapsed:.3f} s"
+    assert caught.value.deadline and "deadline" in str(caught.value)
+    assert caught.value.line == 2
+    assert columns(scratch_db) == before
+    assert revisions(scratch_db) == [(2200, 0, 0, False)]
+
+
+def test_deadline_already_passed_runs_nothing(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """With no time left, nothing is sent and the error says the deadline passed."""
+    with pytest.raises(ColdPatchFailed, match="deadline"):
+        apply_cold(conn, [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN n int;\n")],
+                   deadline=time.monotonic() - 1)
+    assert "n" not in columns(scratch_db)
+
+
+def test_missing_revision_table_is_named(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """A revision table that does not exist fails the transaction, naming it."""
+    with pytest.raises(ColdPatchFailed, match="nosuch_revision") as caught:
+        apply_cold(conn, [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN n int;\n")],
+                   deadline=time.monotonic() + 5, revision_table="nosuch_revision")
+    assert caught.value.filename == "patch-2200-09-0.sql"
+    assert "n" not in columns(scratch_db)
+
+
+def test_render_lists_the_sql(conn) -> None:  # type: ignore[no-untyped-def]
+    """The dry-run rendering shows every statement between BEGIN and COMMIT."""
+    lines = render_cold([cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN n int;\n")],
+                        "GRANT SELECT ON item TO app;", "LaunchpadDatabaseRevision")
+    assert lines[0] == "BEGIN" and lines[-1] == "COMMIT"
+    assert "ALTER TABLE item ADD COLUMN n int;" in lines
+
+
+def test_unreachable_and_wrong_password_name_host_not_password(
+        scratch_db: DatabaseSettings, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Connection failures name host and port, exit 3, and never show the password."""
+    import dataclasses
+
+    nowhere = dataclasses.replace(scratch_db, dsn="host=127.0.0.1 port=1 dbname=app user=x")
+    with pytest.raises(DatabaseUnreachable) as caught:
+        connect(nowhere)
+    assert "127.0.0.1:1" in str(caught.value) and caught.value.exit_code == 3
+    monkeypatch.setenv("PGPASSWORD", "not-the-password-x9")
+    wrong = dataclasses.replace(scratch_db, passfile=str(tmp_path / "empty"))
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(DatabaseUnreachable) as caught:
+        connect(wrong)
+    assert "127.0.0.1:15432" in str(caught.value)
+    assert "password authentication failed" in str(caught.value)
+    assert "not-the-password-x9" not in str(caught.value)
