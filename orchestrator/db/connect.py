@@ -8,13 +8,15 @@ database and user, and never a password.
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import psycopg2
 import psycopg2.extensions
 
 from orchestrator.config import DatabaseSettings
 from orchestrator.errors import Refused
 
-Connection = psycopg2.extensions.connection
+Connection: TypeAlias = psycopg2.extensions.connection
 
 
 class DatabaseUnreachable(Refused):
@@ -70,3 +72,20 @@ def admin_console(settings: DatabaseSettings) -> Connection:
         raise Refused("no [database] pgbouncer_admin_dsn configured")
     return connect(settings, settings.pgbouncer_admin_dsn, what="pgbouncer admin console",
                    autocommit=True)
+
+
+def fresh_rows(conn: Connection, sql: str,
+               params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` as of now: in autocommit, in a transaction of its own, or on a new
+    statistics snapshot inside the caller's transaction (pg_stat_* views are snapshots)."""
+    began = (not conn.autocommit
+             and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+    try:
+        with conn.cursor() as cur:
+            if not conn.autocommit and not began:
+                cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        if began:
+            conn.rollback()

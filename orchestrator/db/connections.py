@@ -1,0 +1,429 @@
+"""Cutting and restoring the application's database connections for the window (SPEC section 4).
+
+Two methods, chosen by ``[database] pgbouncer_admin_dsn``:
+
+- **pgbouncer**: ``DISABLE <db>`` (new clients are refused), then ``KILL <db>``
+  (every client and server connection of the database dropped at once; the
+  database stays paused until ``RESUME``). Before ``KILL`` the cut waits,
+  briefly, until no server login of the database is in progress: pgbouncer
+  counts a login it drops as a failed one and would then refuse every client
+  for ``server_login_retry`` after the window.
+- **terminate**: no pgbouncer, so the backends themselves go.
+
+Either way the cut then terminates, on the primary, every client backend of
+the primary's database whose user is not a system user (and not our own):
+with pgbouncer these are direct connections and server backends still busy
+with a query pgbouncer no longer listens to. It polls ``pg_stat_activity``
+every few milliseconds until none remains or the deadline passes, which
+raises :class:`ConnectionsNotCut` naming what is left; the caller restores.
+A superuser backend can only be ended by a superuser: unless it belongs to a
+system user it stays, and the cut fails naming it.
+
+:meth:`ConnectionControl.restore` brings pgbouncer back to serving
+(``RESUME`` what is paused, then ``ENABLE`` what is disabled, as ``SHOW
+DATABASES`` says). It is idempotent, safe after a failed or partial cut,
+and needs nothing from the cut (so ``resume RUN`` can use a fresh object).
+The terminate method has nothing to restore: clients reconnect by themselves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.extensions
+import structlog
+
+from orchestrator.config import DatabaseSettings
+from orchestrator.db.connect import Connection, DatabaseUnreachable, admin_console, fresh_rows
+from orchestrator.errors import FailedBeforeCommit, FastdowntimeError, Refused
+
+POLL_S = 0.002
+"""Pause between two polls of pg_stat_activity or pgbouncer's pools."""
+LOGIN_SETTLE_S = 0.25
+"""At most this long (and never past the deadline) waiting for server logins before KILL."""
+
+_COLUMNS = ("pid", "usename", "application_name", "client_addr", "state")
+_APP_BACKENDS = """
+  FROM pg_stat_activity a
+  LEFT JOIN pg_roles r ON r.oid = a.usesysid
+ WHERE a.backend_type = 'client backend'
+   AND a.datname = current_database()
+   AND a.pid <> pg_backend_pid()
+   AND coalesce(a.usename, '') <> ALL (%(system)s)
+ ORDER BY a.pid
+"""
+_LIST = ("SELECT a.pid, a.usename, a.application_name, host(a.client_addr), a.state"
+         + _APP_BACKENDS)
+_TERMINATE = (
+    "SELECT a.pid, a.usename, a.application_name, host(a.client_addr), a.state,"
+    " CASE WHEN NOT coalesce(r.rolsuper, false)"
+    " OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"
+    " THEN pg_terminate_backend(a.pid) ELSE false END" + _APP_BACKENDS)
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_T = TypeVar("_T")
+_STATEMENTS = itertools.count(1)
+"""Numbers the prepared terminate statements: unique in the process, so on any connection."""
+
+
+@dataclass(frozen=True)
+class CutResult:
+    """What a successful cut did.
+
+    ``terminated`` counts the backends signalled with pg_terminate_backend
+    (with pgbouncer: direct connections and server backends still busy after
+    KILL). ``remaining_checks`` is the number of pg_stat_activity polls made,
+    the last one being the first to find no application connection.
+    """
+
+    method: str
+    terminated: int
+    remaining_checks: int
+    duration_s: float
+
+
+class ConnectionsNotCut(FailedBeforeCommit):
+    """Application connections remained past the cut's deadline; the caller restores.
+
+    ``remaining`` holds one dict per connection (pid, usename,
+    application_name, client_addr, state) as the last poll saw them.
+    """
+
+    def __init__(self, method: str, remaining: Sequence[dict[str, Any]], waited_s: float) -> None:
+        self.method = method
+        self.remaining = list(remaining)
+        self.waited_s = waited_s
+        shown = ", ".join(f"pid {c['pid']} user {c['usename']} "
+                          f"application_name {c['application_name']!r}" for c in self.remaining)
+        super().__init__(f"{len(self.remaining)} application connection(s) still open "
+                         f"{waited_s:.3f} s into the cut ({method}), past its deadline: {shown}")
+
+
+class ConnectionControlFailed(FailedBeforeCommit):
+    """pgbouncer or the primary refused a command of the cut; the caller restores."""
+
+    def __init__(self, target: str, command: str, reason: str) -> None:
+        self.target = target
+        self.command = command
+        self.reason = reason
+        super().__init__(f"cutting connections: {target} refused {command!r}: {reason}")
+
+
+class ConnectionsNotRestored(FastdowntimeError):
+    """pgbouncer could not be brought back to serving; the caller decides what it means.
+
+    Raised before or after the commit point alike, so it is not a
+    FailedBeforeCommit: ``command`` is what failed, ``reason`` why.
+    """
+
+    def __init__(self, command: str, reason: str) -> None:
+        self.command = command
+        self.reason = reason
+        super().__init__(f"restoring connections: pgbouncer {command!r} failed: {reason}; "
+                         f"run RESUME and ENABLE on pgbouncer's admin console by hand")
+
+
+class ConnectionControl:
+    """Cuts and restores the application's connections to the primary's database.
+
+    Built from the settings and a connection to the primary (the orchestrator's
+    own, preferably in autocommit; if it is not, each poll runs in its own
+    short transaction, or on a fresh statistics snapshot inside the caller's).
+    :meth:`prepare` opens pgbouncer's admin console before the window, so the
+    window pays no connection cost. ``clock`` and ``sleep`` are injectable.
+    """
+
+    def __init__(self, settings: DatabaseSettings, primary: Connection, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, log: Any = None) -> None:
+        self.settings = settings
+        self.primary = primary
+        self.clock = clock
+        self.sleep = sleep
+        self.log = log or structlog.get_logger("connections")
+        self.method = "pgbouncer" if settings.pgbouncer_admin_dsn else "terminate"
+        self._console: Connection | None = None
+        self._databases: tuple[str, ...] | None = None
+        self._statement: str | None = None
+        """The terminate query as a prepared statement's EXECUTE, once prepared."""
+
+    # -- before the window -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Get everything the window needs ready: console, pgbouncer databases, the query.
+
+        Opens the admin console (if configured) and finds pgbouncer's
+        databases for ours; PREPAREs the terminate query on the primary (its
+        planning costs more than its execution). Raises :class:`Refused` when
+        pgbouncer serves no database that is the primary's, and
+        DatabaseUnreachable when the console cannot be reached.
+        """
+        if self.method == "pgbouncer":
+            self._databases = self._resolve(self._console_connection())
+        if self._statement is None:
+            name = f"fastdowntime_cut_{next(_STATEMENTS)}"
+            fresh_rows(self.primary, f"PREPARE {name}(text[]) AS "
+                        + _TERMINATE.replace("%(system)s", "$1"), None)
+            self._statement = f"EXECUTE {name}(%(system)s)"
+
+    def render(self) -> list[str]:
+        """The exact commands :meth:`cut` then :meth:`restore` run, one line each (dry runs).
+
+        Without :meth:`prepare` the pgbouncer databases are assumed to be named
+        as the primary's database.
+        """
+        databases = self._databases or (self._dbname(),)
+        terminate = " ".join(_TERMINATE.split()).replace(
+            "%(system)s", psycopg2.extensions.adapt(list(self.settings.system_users))
+            .getquoted().decode())
+        lines = []
+        if self.method == "pgbouncer":
+            lines += [f"cut pgbouncer: DISABLE {_name(db)}" for db in databases]
+            lines += [f"cut pgbouncer: SHOW POOLS -- every {POLL_S * 1000:g} ms, at most "
+                      f"{LOGIN_SETTLE_S:g} s, until no server login is in progress"]
+            lines += [f"cut pgbouncer: KILL {_name(db)}" for db in databases]
+        lines.append(f"cut primary: {terminate} -- every {POLL_S * 1000:g} ms until it returns "
+                     f"no row or the cut's deadline passes (terminate_deadline_s = "
+                     f"{self.settings.terminate_deadline_s:g} s)")
+        if self.method == "pgbouncer":
+            lines.append("restore pgbouncer: SHOW DATABASES")
+            lines += [f"restore pgbouncer: RESUME {_name(db)} -- if paused" for db in databases]
+            lines += [f"restore pgbouncer: ENABLE {_name(db)} -- if disabled"
+                      for db in databases]
+        else:
+            lines.append("restore: nothing (clients reconnect by themselves)")
+        return lines
+
+    def app_connections(self) -> list[dict[str, Any]]:
+        """Every client backend of the primary's database that is not a system user's, nor ours.
+
+        Each is a dict: pid, usename, application_name, client_addr, state.
+        """
+        rows = fresh_rows(self.primary, _LIST, {"system": list(self.settings.system_users)})
+        return [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+
+    # -- in the window -----------------------------------------------------------------
+
+    def cut(self, deadline: float) -> CutResult:
+        """Cut every application connection; ``deadline`` is an absolute ``clock()`` value.
+
+        Returns once no application connection remains. Raises
+        :class:`ConnectionsNotCut` past the deadline and
+        :class:`ConnectionControlFailed` when a command is refused; after
+        either the caller calls :meth:`restore`.
+        """
+        started = self.clock()
+        if self.method == "pgbouncer":
+            self._cut_pgbouncer(deadline)
+        terminated, checks = self._terminate(started, deadline)
+        result = CutResult(self.method, terminated, checks, self.clock() - started)
+        self.log.info("connections.cut", method=result.method, terminated=result.terminated,
+                      checks=result.remaining_checks, duration_s=round(result.duration_s, 6))
+        return result
+
+    def restore(self) -> None:
+        """Let clients in again: RESUME what is paused, then ENABLE what is disabled.
+
+        Idempotent and safe after a failed or partial cut (it reads the state
+        from pgbouncer). Reconnects once if the console connection was lost.
+        Raises :class:`ConnectionsNotRestored` if pgbouncer stays closed.
+        """
+        if self.method != "pgbouncer":
+            self.log.info("connections.restored", method=self.method)
+            return
+        started = self.clock()
+        try:
+            done = self._restore_once()
+        except _ConsoleLost as lost:
+            self.log.warning("connections.console_lost", error=lost.reason)
+            self._close_console()
+            try:
+                done = self._restore_once()
+            except _ConsoleLost as again:
+                raise ConnectionsNotRestored(again.command, again.reason) from None
+        self.log.info("connections.restored", method=self.method, commands=done,
+                      duration_s=round(self.clock() - started, 6))
+
+    def close(self) -> None:
+        """Close the admin console connection (the primary belongs to the caller)."""
+        self._close_console()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _cut_pgbouncer(self, deadline: float) -> None:
+        command = "connect"
+        try:
+            console = self._console_connection()
+            command = "SHOW DATABASES"
+            databases = self._databases or self._resolve(console)
+            self._databases = databases
+            for db in databases:
+                command = f"DISABLE {_name(db)}"
+                _admin(console, command, "DISABLE")
+            command = "SHOW POOLS"
+            self._await_logins(console, databases, min(deadline, self.clock() + LOGIN_SETTLE_S))
+            for db in databases:
+                command = f"KILL {_name(db)}"
+                _admin(console, command, "KILL")
+        except DatabaseUnreachable as exc:
+            raise ConnectionControlFailed("pgbouncer", command, exc.reason) from exc
+        except psycopg2.Error as exc:
+            raise ConnectionControlFailed("pgbouncer", command, _one_line(exc)) from exc
+        except _Answer as answer:
+            raise ConnectionControlFailed("pgbouncer", command, answer.reason) from None
+
+    def _await_logins(self, console: Connection, databases: tuple[str, ...],
+                      until: float) -> None:
+        """Poll SHOW POOLS until no server login of ``databases`` is in progress, or ``until``."""
+        while True:
+            pools = _console_rows(console, "SHOW POOLS")
+            logins = sum(int(p["sv_login"]) for p in pools if p["database"] in databases)
+            if logins == 0:
+                return
+            if self.clock() >= until:
+                self.log.warning("connections.kill_during_login", logins=logins,
+                                 consequence="pgbouncer may refuse clients for server_login_retry")
+                return
+            self._pause(until)
+
+    def _terminate(self, started: float, deadline: float) -> tuple[int, int]:
+        params = {"system": list(self.settings.system_users)}
+        signalled: set[int] = set()
+        checks = 0
+        while True:
+            try:
+                rows = fresh_rows(self.primary, self._statement or _TERMINATE, params)
+            except psycopg2.Error as exc:
+                raise ConnectionControlFailed("the primary", "pg_terminate_backend",
+                                              _one_line(exc)) from exc
+            checks += 1
+            if not rows:
+                return len(signalled), checks
+            signalled.update(row[0] for row in rows if row[5])
+            if self.clock() >= deadline:
+                remaining = [dict(zip(_COLUMNS, row[:5], strict=True)) for row in rows]
+                self.log.error("connections.not_cut", method=self.method,
+                               remaining=[c["pid"] for c in remaining], checks=checks)
+                raise ConnectionsNotCut(self.method, remaining, self.clock() - started)
+            self._pause(deadline)
+
+    def _restore_once(self) -> list[str]:
+        try:
+            console = self._console_connection()
+        except DatabaseUnreachable as exc:
+            raise _ConsoleLost("connect", exc.reason) from None
+        databases = self._databases or self._restore_step(console, "SHOW DATABASES",
+                                                          lambda: self._resolve(console))
+        self._databases = databases
+        done = []
+        state = self._restore_step(console, "SHOW DATABASES",
+                                   lambda: self._database_state(console))
+        gone = [db for db in databases if db not in state]
+        if gone:
+            raise ConnectionsNotRestored("SHOW DATABASES",
+                                         f"pgbouncer no longer serves {', '.join(gone)}")
+        for verb, flag in (("RESUME", "paused"), ("ENABLE", "disabled")):
+            for db in databases:
+                if state[db][flag]:
+                    command = f"{verb} {_name(db)}"
+                    self._restore_step(console, command, partial(_admin, console, command, verb))
+                    done.append(command)
+        state = self._restore_step(console, "SHOW DATABASES",
+                                   lambda: self._database_state(console))
+        closed = [db for db in databases
+                  if db not in state or state[db]["paused"] or state[db]["disabled"]]
+        if closed:
+            raise ConnectionsNotRestored("SHOW DATABASES",
+                                         f"still paused or disabled: {', '.join(closed)}")
+        return done
+
+    def _restore_step(self, console: Connection, command: str, step: Callable[[], _T]) -> _T:
+        try:
+            return step()
+        except psycopg2.Error as exc:
+            if console.closed:  # the connection broke, not the command
+                raise _ConsoleLost(command, _one_line(exc)) from None
+            raise ConnectionsNotRestored(command, _one_line(exc)) from exc
+        except _Answer as answer:
+            raise ConnectionsNotRestored(command, answer.reason) from None
+        except Refused as refused:
+            raise ConnectionsNotRestored(command, str(refused)) from refused
+
+    def _database_state(self, console: Connection) -> dict[str, dict[str, bool]]:
+        rows = _console_rows(console, "SHOW DATABASES")
+        return {row["name"]: {"paused": bool(int(row["paused"])),
+                              "disabled": bool(int(row["disabled"]))} for row in rows}
+
+    def _resolve(self, console: Connection) -> tuple[str, ...]:
+        dbname = self._dbname()
+        rows = _console_rows(console, "SHOW DATABASES")
+        names = tuple(row["name"] for row in rows
+                      if row["database"] == dbname and row["name"] != "pgbouncer")
+        if not names:
+            raise Refused(f"pgbouncer ({self.settings.pgbouncer_admin_dsn}) serves no database "
+                          f"for {dbname!r}, the primary's; its databases: "
+                          f"{', '.join(row['name'] for row in rows)}")
+        return names
+
+    def _dbname(self) -> str:
+        return str(self.primary.info.dbname)
+
+    def _console_connection(self) -> Connection:
+        if self._console is None or self._console.closed:
+            self._console = admin_console(self.settings)
+        return self._console
+
+    def _close_console(self) -> None:
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    def _pause(self, until: float) -> None:
+        self.sleep(max(0.0, min(POLL_S, until - self.clock())))
+
+
+class _Answer(Exception):
+    """The admin console answered a command with something else than its verb."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class _ConsoleLost(Exception):
+    """The admin console connection broke during a restore (restore reconnects once)."""
+
+    def __init__(self, command: str, reason: str) -> None:
+        self.command = command
+        self.reason = reason
+        super().__init__(f"{command}: {reason}")
+
+
+def _admin(console: Connection, command: str, answer: str) -> None:
+    """Run one admin command; pgbouncer raises on an error, and must answer its verb."""
+    with console.cursor() as cur:
+        cur.execute(command)
+        status = cur.statusmessage
+    if status != answer:
+        raise _Answer(f"answered {status!r} instead of {answer!r}")
+
+
+def _console_rows(console: Connection, command: str) -> list[dict[str, Any]]:
+    with console.cursor() as cur:
+        cur.execute(command)
+        names = [column[0] for column in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _name(db: str) -> str:
+    return db if _PLAIN_NAME.match(db) else '"' + db.replace('"', '""') + '"'
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
