@@ -108,6 +108,73 @@ def cmd_patches(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# --- database: preflight, lock, timings ---------------------------------------------
+
+
+def _plan_for(config: Config, args: argparse.Namespace) -> Any:
+    from orchestrator.planner import build_plan, rules_for
+
+    if getattr(args, "from_rev", None) is None:
+        raise BadInput(f"{args.command}: --from is required (the deployed revision)")
+    return build_plan(config.source.repo, config.source.branch, args.from_rev,
+                      getattr(args, "to_rev", None), rules_for(config))
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """``preflight``: run every check; change nothing. Exit 3 naming every failed check."""
+    from orchestrator.db.preflight import CheckResult, run_checks
+    from orchestrator.db.timings import read_timings
+    from orchestrator.errors import Refused
+    from orchestrator.plan import parse_approvals
+
+    config = load(args)
+    plan = _plan_for(config, args)
+    approvals = parse_approvals(args.approve, plan)
+    results = [CheckResult("plan", not plan.violations,
+                           "; ".join(f"{v.revision[:12]} {v.rule}: {v.detail}"
+                                     for v in plan.violations) or "no violations")]
+    results += run_checks(config, plan, read_timings(config.need("database")), approvals)
+    if args.json:
+        print(json.dumps({"ok": all(r.ok for r in results),
+                          "checks": [r.to_json() for r in results]}, indent=2, default=str))
+    else:
+        table = Table(title="preflight")
+        for column in ("check", "result", "detail"):
+            table.add_column(column)
+        for r in results:
+            table.add_row(r.name, "[green]ok[/]" if r.ok else "[bold red]FAILED[/]", r.detail)
+        Console().print(table)
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        raise Refused(f"preflight failed: {', '.join(failed)}")
+    return ExitCode.OK
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """``unlock --force``: end the session holding the deploy lock and mark its run."""
+    from orchestrator.db.lock import force_unlock
+
+    if not args.force:
+        raise BadInput("unlock: give --force to end another run's session")
+    released = force_unlock(load(args).need("database"))
+    print("the deploy lock was free" if released is None
+          else f"released the deploy lock held by {released.describe()}")
+    return ExitCode.OK
+
+
+def cmd_timings(args: argparse.Namespace) -> int:
+    """``timings [--json]``: the rehearsal timings production will read (exportable)."""
+    from orchestrator.db.timings import export, read_timings
+
+    rows = export(read_timings(load(args).need("database")))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['file']}  {str(row['checksum'])[:12]}  {row['seconds']:.3f} s")
+    return ExitCode.OK
+
+
 # --- sandbox -----------------------------------------------------------------
 
 
@@ -192,6 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     patches.add_argument("files", nargs="+", metavar="FILE")
     patches.add_argument("--json", action="store_true", help="the report as JSON")
     patches.set_defaults(func=cmd_patches)
+
+    preflight = sub.add_parser("preflight", parents=[common],
+                               help="run every check; changes nothing")
+    preflight.add_argument("--from", dest="from_rev", metavar="REV", help="the deployed revision")
+    preflight.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
+    preflight.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",
+                           help="sign off a slow or unrehearsed cold patch")
+    preflight.add_argument("--json", action="store_true", help="the results as JSON")
+    preflight.set_defaults(func=cmd_preflight)
+
+    unlock = sub.add_parser("unlock", parents=[common], help="release a dead run's deploy lock")
+    unlock.add_argument("--force", action="store_true", help="end the holding session")
+    unlock.set_defaults(func=cmd_unlock)
+
+    timings = sub.add_parser("timings", parents=[common],
+                             help="the rehearsal timings (export with --json)")
+    timings.add_argument("--json", action="store_true", help="as JSON, for [database] timings_file")
+    timings.set_defaults(func=cmd_timings)
 
     sandbox = sub.add_parser("sandbox", parents=[common],
                              help="the embedded local staging (up, down, status)")

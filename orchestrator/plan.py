@@ -9,6 +9,7 @@ form the fastdowntime stage, the rest the nodowntime stage.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 from orchestrator.errors import BadInput
 from orchestrator.globs import matches, matches_any
 from orchestrator.history import Change, Commit, History
-from orchestrator.patches import PatchName, PatchReport, analyse, check_unique, parse_name
+from orchestrator.patches import PatchReport, analyse, check_unique, parse_name
 
 CODE, COLD, LIVE, MIXED = "code", "schema-cold", "schema-live", "mixed"
 _CHANGED = ("A", "M", "T")
@@ -92,6 +93,8 @@ class Plan:
     warnings: tuple[Finding, ...]
     reports: Mapping[str, PatchReport] = field(repr=False)
     """The analysis of each patch (by basename), as of the last revision that changed it."""
+    tree_patches: Mapping[str, str] = field(repr=False, default_factory=dict)
+    """Every patch file of the target tree: basename -> git blob id (its checksum)."""
 
     @property
     def cut_index(self) -> int:
@@ -123,24 +126,28 @@ class Plan:
         }
 
 
-def check_tree(paths: Iterable[str], rules: PathRules) -> list[PatchName]:
-    """Every patch file of the target tree, ordered; BadInput for a bad or duplicate name."""
-    names = [parse_name(path) for path in paths if rules.is_patch(path)]
-    check_unique(names)
-    return sorted(names)
+def check_tree(tree: Mapping[str, str] | Iterable[str], rules: PathRules) -> dict[str, str]:
+    """Every patch file of the target tree (basename -> blob id, "" when unknown), in
+    numeric order; BadInput for a bad or duplicate name."""
+    blobs = tree if isinstance(tree, Mapping) else dict.fromkeys(tree, "")
+    named = [(parse_name(path), blob) for path, blob in blobs.items() if rules.is_patch(path)]
+    check_unique(name for name, _ in named)
+    return {name.filename: blob for name, blob in sorted(named)}
 
 
-def make_plan(history: History, texts: Mapping[str, str], tree: Sequence[str],
+def make_plan(history: History, texts: Mapping[str, str],
+              tree: Mapping[str, str] | Sequence[str],
               rules: PathRules = PathRules(), timings: Mapping[str, float] | None = None,
               overhead_s: float = 0.1) -> Plan:
     """Classify every revision of ``history`` and cut it.
 
     ``texts`` maps the blob sha of every patch file the range adds or modifies
-    to its text; ``tree`` lists the files of the target revision; ``timings``
+    to its text; ``tree`` lists the files of the target revision (with their
+    blob ids when it is a mapping); ``timings``
     maps patch basenames to rehearsed seconds (the outage estimate is their
     sum plus ``overhead_s``, or None when a cold patch has no timing).
     """
-    check_tree(tree, rules)
+    tree_patches = check_tree(tree, rules)
     reports: dict[str, PatchReport] = {}
     planned, violations, warnings = [], [], []
     for revision in history.revisions:
@@ -171,7 +178,8 @@ def make_plan(history: History, texts: Mapping[str, str], tree: Sequence[str],
         names = tuple(sorted({posixpath.basename(c.path) for c in changed},
                              key=lambda n: parse_name(n).key))
         planned.append(PlannedRevision(revision.sha, kind, names, revision.subject))
-    return _cut(history, tuple(planned), reports, violations, warnings, timings, overhead_s)
+    plan = _cut(history, tuple(planned), reports, violations, warnings, timings, overhead_s)
+    return dataclasses.replace(plan, tree_patches=tree_patches)
 
 
 def _cut(history: History, planned: tuple[PlannedRevision, ...],
@@ -212,3 +220,24 @@ def _analyse(change: Change, texts: Mapping[str, str], rules: PathRules) -> Patc
     if change.blob not in texts:
         raise BadInput(f"{change.path}: the text of blob {change.blob[:12]} was not read")
     return analyse(change.path, texts[change.blob], revision_table=rules.revision_table)
+
+
+def parse_approvals(values: Iterable[str], plan: Plan) -> dict[str, str]:
+    """``--approve PATCH:WHO`` values -> ``{patch file name: who}``.
+
+    PATCH is the file name with or without ``.sql``; it must be a cold patch
+    of the plan (an approval of anything else is a typo worth stopping for).
+    """
+    approvals = {}
+    for value in values:
+        patch, sep, who = value.partition(":")
+        if not sep or not patch.strip() or not who.strip():
+            raise BadInput(f"--approve {value!r}: expected PATCH:WHO")
+        name = patch.strip()
+        name = name if name.endswith(".sql") else name + ".sql"
+        if name not in plan.cold_patches:
+            cold = ", ".join(plan.cold_patches) or "none"
+            raise BadInput(f"--approve {value!r}: {name} is not a cold patch of the plan "
+                           f"(cold patches: {cold})")
+        approvals[name] = who.strip()
+    return approvals

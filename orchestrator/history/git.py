@@ -109,10 +109,18 @@ def log_range(repo: str, older: str, newer: str) -> Iterator[bytes]:
             raise GitError(f"{repo}: git log failed: {error.decode(errors='replace').strip()}")
 
 
-def list_tree(repo: str, rev: str) -> list[str]:
-    """Every file path in the tree of ``rev``."""
-    out = git(repo, "ls-tree", "-r", "-z", "--name-only", rev).stdout
-    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+def list_tree(repo: str, rev: str) -> dict[str, str]:
+    """Every file of the tree of ``rev``: ``{path: blob id}``."""
+    out = git(repo, "ls-tree", "-r", "-z", "--full-tree", rev).stdout
+    files = {}
+    for entry in out.split(b"\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition(b"\t")
+        mode, kind, blob = meta.split()
+        if kind == b"blob":
+            files[path.decode("utf-8", "surrogateescape")] = blob.decode()
+    return files
 
 
 def read_blobs(repo: str, shas: Iterable[str]) -> dict[str, bytes]:

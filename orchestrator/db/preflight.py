@@ -1,0 +1,277 @@
+"""The database checks of preflight: each a named result with its threshold and its data.
+
+Every check runs on a read-only session and changes nothing. Checks
+(Launchpad's defaults, all configurable in ``[database]`` and ``[window]``):
+
+- ``role``: the connected role may change the schema (superuser, or owner of
+  the database and of the revision table);
+- ``standbys``: the expected number of standbys present and streaming;
+- ``replication_lag``: every standby's replay lag under ``max_replay_lag_s``
+  (by LSN and by replay timestamp);
+- ``long_transactions``: no transaction older than ``max_transaction_age_s``
+  except ``long_transaction_users``;
+- ``fragile_connections``: no connection from ``fragile_users`` (once the
+  deploy has stopped the scripts);
+- ``revision_table``: it exists;
+- ``pending_patches``: the patches the database lacks are exactly the plan's;
+- ``applied_unchanged``: no applied patch file changed since it was applied;
+- ``patch_timings``: every cold patch rehearsed under ``patch_budget_s``, or approved;
+- ``window_budget``: the estimated outage fits ``budget_s``;
+- ``deploy_lock``: nobody else is deploying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import psycopg2
+
+from orchestrator.config import Config
+from orchestrator.db import replication
+from orchestrator.db.connect import Connection, connect
+from orchestrator.db.lock import holder
+from orchestrator.db.schema import identifier, schema_exists
+from orchestrator.db.timings import Timings, for_plan
+from orchestrator.patches import parse_name
+from orchestrator.plan import Plan
+
+OVERHEAD_S = 0.1
+"""The window's own cost on top of the patches (control work and round trips)."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: its name, whether it passed, a sentence, and its data (for --json)."""
+
+    name: str
+    ok: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "data": self.data}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the checks look at: config, an open read-only session, the plan and its gates."""
+
+    config: Config
+    conn: Connection
+    plan: Plan | None
+    timings: Timings
+    approvals: Mapping[str, str]
+    scripts_stopped: bool = False
+    """True once the deploy has stopped the scripts: a fragile connection then fails."""
+
+    @cached_property
+    def standbys(self) -> list[replication.StandbyState]:
+        """The standbys' states, sampled once for both replication checks."""
+        return replication.standbys(self.config.need("database"), self.conn)
+
+
+Check = Callable[[Context], CheckResult]
+
+
+def run_checks(config: Config, plan: Plan | None, timings: Timings,
+               approvals: Mapping[str, str], *, scripts_stopped: bool = False,
+               ) -> list[CheckResult]:
+    """Run every database check; a check that errors is a failed check, not a crash.
+
+    Before the deploy has stopped the fragile scripts (``scripts_stopped``
+    False, with a scripts host configured), their connections are reported
+    but do not fail: the deploy checks again once they are stopped.
+    """
+    settings = config.need("database")
+    conn = connect(settings, what="primary", readonly=True, autocommit=True)
+    try:
+        ctx = Context(config, conn, plan, timings, approvals, scripts_stopped)
+        results = []
+        for check in CHECKS:
+            try:
+                results.append(check(ctx))
+            except psycopg2.Error as exc:
+                name = check.__name__.removeprefix("check_")
+                results.append(CheckResult(name, False, f"could not check: "
+                                           f"{' '.join(str(exc).split())}"))
+        return results
+    finally:
+        conn.close()
+
+
+def _rows(conn: Connection, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def check_role(ctx: Context) -> CheckResult:
+    table = ctx.config.need("database").revision_table
+    [(user, superuser, owns_db, owns_table)] = _rows(ctx.conn, """
+        SELECT current_user, r.rolsuper,
+               pg_has_role(current_user, d.datdba, 'USAGE'),
+               COALESCE(pg_has_role(current_user, c.relowner, 'USAGE'), false)
+          FROM pg_roles r, pg_database d
+          LEFT JOIN pg_class c ON c.oid = to_regclass(%s)
+         WHERE r.rolname = current_user AND d.datname = current_database()""", (table,))
+    ok = superuser or (owns_db and owns_table)
+    detail = (f"{user} may change the schema" if ok else
+              f"{user} is neither superuser nor owner of the database and of {table}")
+    return CheckResult("role", ok, detail, {"user": user, "superuser": superuser})
+
+
+def check_standbys(ctx: Context) -> CheckResult:
+    expected = ctx.config.need("database").standbys
+    states = ctx.standbys
+    streaming = [s.name for s in states if s.state == "streaming"]
+    ok = len(streaming) >= expected
+    return CheckResult("standbys", ok, f"{len(streaming)} streaming, {expected} expected",
+                       {"standbys": [vars(s) for s in states]})
+
+
+def check_replication_lag(ctx: Context) -> CheckResult:
+    limit = ctx.config.need("database").max_replay_lag_s
+    states = ctx.standbys
+    behind = [s for s in states if s.lag_s is None or s.lag_s >= limit]
+    worst = max((s.lag_s or 0.0 for s in states), default=0.0)
+    detail = (f"replay lag {worst:.3f} s, under {limit:g} s" if not behind else
+              "; ".join(f"{s.name} lags {_seconds(s.lag_s)} ({s.lag_bytes} bytes), "
+                        f"limit {limit:g} s" for s in behind))
+    return CheckResult("replication_lag", not behind, detail,
+                       {"limit_s": limit, "standbys": [vars(s) for s in states]})
+
+
+def _seconds(value: float | None) -> str:
+    return "an unknown time" if value is None else f"{value:.3f} s"
+
+
+def check_long_transactions(ctx: Context) -> CheckResult:
+    settings = ctx.config.need("database")
+    rows = _rows(ctx.conn, """
+        SELECT pid, usename, application_name,
+               extract(epoch FROM clock_timestamp() - xact_start)::float8
+          FROM pg_stat_activity
+         WHERE xact_start < clock_timestamp() - make_interval(secs => %s)
+           AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+           AND NOT (usename = ANY(%s))""",
+                 (settings.max_transaction_age_s, list(settings.long_transaction_users)))
+    detail = (f"no transaction older than {settings.max_transaction_age_s:g} s" if not rows else
+              "; ".join(f"pid {pid} ({user}, {app or '-'}) open for {age:.0f} s"
+                        for pid, user, app, age in rows))
+    return CheckResult("long_transactions", not rows, detail,
+                       {"transactions": [{"pid": r[0], "user": r[1], "age_s": r[3]}
+                                         for r in rows]})
+
+
+def check_fragile_connections(ctx: Context) -> CheckResult:
+    users = list(ctx.config.need("database").fragile_users)
+    rows = _rows(ctx.conn, "SELECT pid, usename, application_name, client_addr::text "
+                           "FROM pg_stat_activity WHERE usename = ANY(%s)", (users,))
+    data = {"connections": [{"pid": r[0], "user": r[1]} for r in rows]}
+    if not rows:
+        return CheckResult("fragile_connections", True, "no connection from a fragile user", data)
+    listed = "; ".join(f"{user} connected (pid {pid}, {app or '-'}, from {addr or 'socket'})"
+                       for pid, user, app, addr in rows)
+    if not ctx.scripts_stopped and ctx.config.scripts is not None and ctx.config.role("scripts"):
+        return CheckResult("fragile_connections", True,
+                           f"{listed}: the deploy stops the scripts, then checks again", data)
+    return CheckResult("fragile_connections", False, f"{listed}: stop those scripts first", data)
+
+
+def _applied(ctx: Context) -> set[tuple[int, int, int]] | None:
+    table = identifier(ctx.config.need("database").revision_table)
+    [(exists,)] = _rows(ctx.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,))
+    if not exists:
+        return None
+    return {(r[0], r[1], r[2]) for r in _rows(ctx.conn, f"SELECT major, minor, patch FROM {table}")}
+
+
+def check_revision_table(ctx: Context) -> CheckResult:
+    table = ctx.config.need("database").revision_table
+    applied = _applied(ctx)
+    if applied is None:
+        return CheckResult("revision_table", False, f"the revision table {table} is missing")
+    return CheckResult("revision_table", True, f"{table}: {len(applied)} patches applied")
+
+
+def check_pending_patches(ctx: Context) -> CheckResult:
+    applied = _applied(ctx)
+    if ctx.plan is None or applied is None:
+        return CheckResult("pending_patches", applied is not None, "no plan to compare")
+    planned = set(ctx.plan.cold_patches + ctx.plan.fastdowntime_live_patches +
+                  ctx.plan.nodowntime_live_patches)
+    missing = {n for n in ctx.plan.tree_patches if parse_name(n).key not in applied}
+    unplanned = sorted(missing - planned, key=lambda n: parse_name(n).key)
+    redone = sorted((n for n in planned if parse_name(n).key in applied
+                     and ctx.plan.reports[n].kind == "cold"), key=lambda n: parse_name(n).key)
+    problems = ([f"{n} is not applied and not in the plan (is the database at --from?)"
+                 for n in unplanned] +
+                [f"{n} is in the plan but already applied" for n in redone])
+    detail = "; ".join(problems) or (f"{len(missing)} pending patches, all in the plan")
+    return CheckResult("pending_patches", not problems, detail,
+                       {"pending": sorted(missing), "unplanned": unplanned, "applied": redone})
+
+
+def check_applied_unchanged(ctx: Context) -> CheckResult:
+    if ctx.plan is None or not schema_exists(ctx.conn):
+        return CheckResult("applied_unchanged", True, "no checksums recorded yet")
+    rows = _rows(ctx.conn, "SELECT filename, checksum FROM fastdowntime.applied_patch")
+    changed = [f"{name} changed since it was applied ({old[:12]} then, {new[:12]} now)"
+               for name, old in rows
+               if (new := ctx.plan.tree_patches.get(name)) and new != old]
+    return CheckResult("applied_unchanged", not changed,
+                       "; ".join(changed) or f"{len(rows)} applied patch files unchanged",
+                       {"changed": changed})
+
+
+def check_patch_timings(ctx: Context) -> CheckResult:
+    if ctx.plan is None:
+        return CheckResult("patch_timings", True, "no plan")
+    budget = ctx.config.window.patch_budget_s
+    known = for_plan(ctx.timings, ctx.plan.tree_patches)
+    problems, notes = [], []
+    for name in ctx.plan.cold_patches:
+        seconds = known.get(name)
+        if seconds is not None and seconds < budget:
+            continue
+        why = "never rehearsed" if seconds is None else f"took {seconds:.3f} s on staging"
+        if name in ctx.approvals:
+            notes.append(f"{name} {why}, approved by {ctx.approvals[name]}")
+        else:
+            problems.append(f"{name} {why} (budget {budget:g} s): rehearse it or "
+                            f"--approve {name}:WHO")
+    detail = "; ".join(problems + notes) or f"every cold patch rehearsed under {budget:g} s"
+    return CheckResult("patch_timings", not problems, detail,
+                       {"timings": known, "approved": dict(ctx.approvals)})
+
+
+def check_window_budget(ctx: Context) -> CheckResult:
+    budget = ctx.config.window.budget_s
+    if ctx.plan is None or not ctx.plan.cold_patches:
+        return CheckResult("window_budget", True, "no window")
+    known = for_plan(ctx.timings, ctx.plan.tree_patches)
+    unknown = [n for n in ctx.plan.cold_patches if n not in known]
+    estimate = sum(known.get(n, 0.0) for n in ctx.plan.cold_patches) + OVERHEAD_S
+    if unknown:
+        return CheckResult("window_budget", all(n in ctx.approvals for n in unknown),
+                           f"estimate at least {estimate:.3f} s of {budget:g} s; unknown for "
+                           f"{', '.join(unknown)}", {"estimate_s": None, "budget_s": budget})
+    return CheckResult("window_budget", estimate <= budget,
+                       f"estimated outage {estimate:.3f} s, budget {budget:g} s",
+                       {"estimate_s": estimate, "budget_s": budget})
+
+
+def check_deploy_lock(ctx: Context) -> CheckResult:
+    current = holder(ctx.conn)
+    return CheckResult("deploy_lock", current is None,
+                       "free" if current is None else f"held by {current.describe()}")
+
+
+CHECKS: tuple[Check, ...] = (
+    check_role, check_standbys, check_replication_lag, check_long_transactions,
+    check_fragile_connections, check_revision_table, check_pending_patches,
+    check_applied_unchanged, check_patch_timings, check_window_budget, check_deploy_lock,
+)
