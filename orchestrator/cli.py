@@ -76,7 +76,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     branch = args.branch or config.source.branch
     if args.from_rev is None:
         raise BadInput("plan: --from is required (the deployed revision)")
-    plan = build_plan(repo, branch, args.from_rev, args.to_rev, rules_for(config))
+    timings = None
+    if config.database is not None and config.database.timings_file:
+        from orchestrator.db.timings import load_export
+
+        timings = load_export(Path(config.database.timings_file))
+    plan = build_plan(repo, branch, args.from_rev, args.to_rev, rules_for(config), timings)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -128,12 +133,13 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from orchestrator.plan import parse_approvals
 
     config = load(args)
-    plan = _plan_for(config, args)
+    timings = read_timings(config.need("database"))
+    plan = _plan_for(config, args).with_timings(timings)
     approvals = parse_approvals(args.approve, plan)
     results = [CheckResult("plan", not plan.violations,
                            "; ".join(f"{v.revision[:12]} {v.rule}: {v.detail}"
                                      for v in plan.violations) or "no violations")]
-    results += run_checks(config, plan, read_timings(config.need("database")), approvals)
+    results += run_checks(config, plan, timings, approvals)
     if args.json:
         print(json.dumps({"ok": all(r.ok for r in results),
                           "checks": [r.to_json() for r in results]}, indent=2, default=str))

@@ -22,6 +22,8 @@ from orchestrator.history import Change, Commit, History
 from orchestrator.patches import PatchReport, analyse, check_unique, parse_name
 
 CODE, COLD, LIVE, MIXED = "code", "schema-cold", "schema-live", "mixed"
+WINDOW_OVERHEAD_S = 0.1
+"""The window's own cost on top of the cold patches: control work and round trips."""
 _CHANGED = ("A", "M", "T")
 
 
@@ -96,6 +98,13 @@ class Plan:
     tree_patches: Mapping[str, str] = field(repr=False, default_factory=dict)
     """Every patch file of the target tree: basename -> git blob id (its checksum)."""
 
+    def with_timings(self, timings: Mapping[tuple[str, str], float],
+                     overhead_s: float = WINDOW_OVERHEAD_S) -> Plan:
+        """This plan with its outage estimate from rehearsal timings (None if one is missing)."""
+        total, unknown = estimate_outage(self.cold_patches,
+                                         timings_for(self.tree_patches, timings), overhead_s)
+        return dataclasses.replace(self, estimated_outage_s=None if unknown else total)
+
     @property
     def cut_index(self) -> int:
         """How many revisions the fastdowntime stage holds (0 when there is no cut)."""
@@ -138,7 +147,7 @@ def check_tree(tree: Mapping[str, str] | Iterable[str], rules: PathRules) -> dic
 def make_plan(history: History, texts: Mapping[str, str],
               tree: Mapping[str, str] | Sequence[str],
               rules: PathRules = PathRules(), timings: Mapping[str, float] | None = None,
-              overhead_s: float = 0.1) -> Plan:
+              overhead_s: float = WINDOW_OVERHEAD_S) -> Plan:
     """Classify every revision of ``history`` and cut it.
 
     ``texts`` maps the blob sha of every patch file the range adds or modifies
@@ -198,8 +207,9 @@ def _cut(history: History, planned: tuple[PlannedRevision, ...],
     live_first = patches_of(planned[:split], "live")
     live_after = tuple(p for p in patches_of(planned[split:], "live") if p not in live_first)
     estimate: float | None = None
-    if timings is not None and all(p in timings for p in cold):
-        estimate = round(sum(timings[p] for p in cold) + (overhead_s if cold else 0.0), 3)
+    if timings is not None:
+        total, unknown = estimate_outage(cold, timings, overhead_s)
+        estimate = None if unknown else total
     return Plan(history.branch, history.from_sha, history.to_sha, cut, planned, cold,
                 live_first, live_after, estimate, tuple(violations), tuple(warnings),
                 dict(reports))
@@ -220,6 +230,30 @@ def _analyse(change: Change, texts: Mapping[str, str], rules: PathRules) -> Patc
     if change.blob not in texts:
         raise BadInput(f"{change.path}: the text of blob {change.blob[:12]} was not read")
     return analyse(change.path, texts[change.blob], revision_table=rules.revision_table)
+
+
+def estimate_outage(cold_patches: Sequence[str], seconds: Mapping[str, float],
+                    overhead_s: float = WINDOW_OVERHEAD_S) -> tuple[float, list[str]]:
+    """(the known cold patches' seconds plus the window overhead, the patches with no timing).
+
+    No cold patch means no window: 0.
+    """
+    if not cold_patches:
+        return 0.0, []
+    unknown = [p for p in cold_patches if p not in seconds]
+    total = sum(seconds.get(p, 0.0) for p in cold_patches) + overhead_s
+    return round(total, 3), unknown
+
+
+def timings_for(tree_patches: Mapping[str, str],
+                timings: Mapping[tuple[str, str], float]) -> dict[str, float]:
+    """``{filename: seconds}`` for the versions of the patches the target tree holds.
+
+    ``timings`` is keyed by (file name, checksum): a rehearsal of another text
+    of the patch does not count.
+    """
+    return {name: timings[(name, blob)] for name, blob in tree_patches.items()
+            if (name, blob) in timings}
 
 
 def parse_approvals(values: Iterable[str], plan: Plan) -> dict[str, str]:

@@ -20,9 +20,13 @@ def rules_for(config: Config) -> PathRules:
 
 
 def build_plan(repo: str, branch: str, from_rev: str, to_rev: str | None, rules: PathRules,
-               timings: Mapping[str, float] | None = None) -> Plan:
-    """Read ``branch`` of ``repo`` in (``from_rev``, ``to_rev``] and plan it."""
+               timings: Mapping[tuple[str, str], float] | None = None) -> Plan:
+    """Read ``branch`` of ``repo`` in (``from_rev``, ``to_rev``] and plan it.
+
+    ``timings`` (rehearsal seconds by (file name, checksum)) give the outage estimate.
+    """
     history = read_history(repo, branch, from_rev, to_rev)
     texts = read_patch_texts(history, rules.is_patch)
     tree = git.list_tree(repo, history.to_sha)
-    return make_plan(history, texts, tree, rules, timings)
+    plan = make_plan(history, texts, tree, rules)
+    return plan.with_timings(timings) if timings is not None else plan

@@ -34,12 +34,9 @@ from orchestrator.db import replication
 from orchestrator.db.connect import Connection, connect
 from orchestrator.db.lock import holder
 from orchestrator.db.schema import identifier, schema_exists
-from orchestrator.db.timings import Timings, for_plan
+from orchestrator.db.timings import Timings
 from orchestrator.patches import parse_name
-from orchestrator.plan import Plan
-
-OVERHEAD_S = 0.1
-"""The window's own cost on top of the patches (control work and round trips)."""
+from orchestrator.plan import Plan, estimate_outage, timings_for
 
 
 @dataclass(frozen=True)
@@ -231,7 +228,7 @@ def check_patch_timings(ctx: Context) -> CheckResult:
     if ctx.plan is None:
         return CheckResult("patch_timings", True, "no plan")
     budget = ctx.config.window.patch_budget_s
-    known = for_plan(ctx.timings, ctx.plan.tree_patches)
+    known = timings_for(ctx.plan.tree_patches, ctx.timings)
     problems, notes = [], []
     for name in ctx.plan.cold_patches:
         seconds = known.get(name)
@@ -252,9 +249,8 @@ def check_window_budget(ctx: Context) -> CheckResult:
     budget = ctx.config.window.budget_s
     if ctx.plan is None or not ctx.plan.cold_patches:
         return CheckResult("window_budget", True, "no window")
-    known = for_plan(ctx.timings, ctx.plan.tree_patches)
-    unknown = [n for n in ctx.plan.cold_patches if n not in known]
-    estimate = sum(known.get(n, 0.0) for n in ctx.plan.cold_patches) + OVERHEAD_S
+    known = timings_for(ctx.plan.tree_patches, ctx.timings)
+    estimate, unknown = estimate_outage(ctx.plan.cold_patches, known)
     if unknown:
         return CheckResult("window_budget", all(n in ctx.approvals for n in unknown),
                            f"estimate at least {estimate:.3f} s of {budget:g} s; unknown for "

@@ -69,9 +69,3 @@ def load_export(path: Path) -> dict[tuple[str, str], float]:
         raise BadInput(f"{path}: no such timings file ([database] timings_file)") from None
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise BadInput(f"{path}: not a timings export: {exc}") from None
-
-
-def for_plan(timings: Timings, tree_patches: Mapping[str, str]) -> dict[str, float]:
-    """``{filename: seconds}`` for the versions of the patches the target tree holds."""
-    return {name: timings[(name, blob)] for name, blob in tree_patches.items()
-            if (name, blob) in timings}

@@ -11,8 +11,9 @@ import pytest
 from orchestrator.config import DatabaseSettings
 from orchestrator.db.connect import connect
 from orchestrator.db.schema import ensure_schema
-from orchestrator.db.timings import export, for_plan, load_export, read_timings, record_timings
+from orchestrator.db.timings import export, load_export, read_timings, record_timings
 from orchestrator.errors import BadInput
+from orchestrator.plan import timings_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def test_record_read_export_roundtrip(scratch_db: DatabaseSettings, tmp_path: Pa
     file = tmp_path / "timings.json"
     file.write_text(json.dumps(export(timings)))
     assert read_timings(dataclasses.replace(scratch_db, timings_file=str(file))) == timings
-    assert for_plan(timings, {"patch-2200-01-0.sql": "aaa", "patch-2200-03-0.sql": "ccc"}) == {
+    assert timings_for({"patch-2200-01-0.sql": "aaa", "patch-2200-03-0.sql": "ccc"}, timings) == {
         "patch-2200-01-0.sql": 2.0}
 
 

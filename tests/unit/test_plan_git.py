@@ -268,3 +268,22 @@ def test_cli_bad_input_exits_2(args: list[str], tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     assert main(args) == ExitCode.BAD_INPUT
     assert capsys.readouterr().err.startswith("fastdowntime: ")
+
+
+def test_outage_estimate_uses_timings_of_the_same_version(repo: GitRepo) -> None:
+    """The estimate sums the cold patches' rehearsed seconds plus overhead; another text's
+    timing does not count."""
+    from orchestrator.history.git import blob_sha
+
+    base = repo.head()
+    one, two = COLD_SQL.format(n=1), COLD_SQL.format(n=2)
+    repo.commit("Cold 1", {patch(2200, 1): one})
+    repo.commit("Cold 2", {patch(2200, 2): two})
+    timings = {("patch-2200-01-0.sql", blob_sha(one.encode())): 1.25,
+               ("patch-2200-02-0.sql", blob_sha(two.encode())): 2.5}
+    plan = build_plan(str(repo.path), "db-stable", base, None, RULES, timings)
+    assert plan.to_json()["fastdowntime"]["estimated_outage_s"] == pytest.approx(3.85)
+    stale = {("patch-2200-01-0.sql", blob_sha(one.encode())): 1.25,
+             ("patch-2200-02-0.sql", "0" * 40): 2.5}
+    assert build_plan(str(repo.path), "db-stable", base, None, RULES,
+                      stale).estimated_outage_s is None
