@@ -74,14 +74,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = load(args, required=False)
     repo = args.repo or config.source.repo
     branch = args.branch or config.source.branch
-    if args.from_rev is None:
-        raise BadInput("plan: --from is required (the deployed revision)")
+    from_rev = args.from_rev or deployed_revision(config, args)
     timings = None
     if config.database is not None and config.database.timings_file:
         from orchestrator.db.timings import load_export
 
         timings = load_export(Path(config.database.timings_file))
-    plan = build_plan(repo, branch, args.from_rev, args.to_rev, rules_for(config), timings)
+    plan = build_plan(repo, branch, from_rev, args.to_rev, rules_for(config), timings)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -116,18 +115,32 @@ def cmd_patches(args: argparse.Namespace) -> int:
 # --- database: preflight, lock, timings ---------------------------------------------
 
 
+def deployed_revision(config: Config, args: argparse.Namespace) -> str:
+    """``--from``, or else the revision every app host runs (read over SSH)."""
+    if getattr(args, "from_rev", None):
+        return str(args.from_rev)
+    if config.ssh is None or not config.role("app"):
+        raise BadInput(f"{args.command}: --from is required (the deployed revision) when the "
+                       "config has no [ssh] and app hosts to read it from")
+    from orchestrator.remote.operations import agreed_revision
+    from orchestrator.remote.ssh import Remote
+
+    with Remote(config) as remote:
+        return agreed_revision(remote, config)
+
+
 def _plan_for(config: Config, args: argparse.Namespace) -> Any:
     from orchestrator.planner import build_plan, rules_for
 
-    if getattr(args, "from_rev", None) is None:
-        raise BadInput(f"{args.command}: --from is required (the deployed revision)")
-    return build_plan(config.source.repo, config.source.branch, args.from_rev,
-                      getattr(args, "to_rev", None), rules_for(config))
+    return build_plan(config.source.repo, config.source.branch,
+                      deployed_revision(config, args), getattr(args, "to_rev", None),
+                      rules_for(config))
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """``preflight``: run every check; change nothing. Exit 3 naming every failed check."""
-    from orchestrator.db.preflight import CheckResult, run_checks
+    from orchestrator.checks import CheckResult
+    from orchestrator.db.preflight import run_checks
     from orchestrator.db.timings import read_timings
     from orchestrator.errors import Refused
     from orchestrator.plan import parse_approvals
@@ -140,6 +153,12 @@ def cmd_preflight(args: argparse.Namespace) -> int:
                            "; ".join(f"{v.revision[:12]} {v.rule}: {v.detail}"
                                      for v in plan.violations) or "no violations")]
     results += run_checks(config, plan, timings, approvals)
+    if config.ssh is not None and config.hosts:
+        from orchestrator.remote.checks import run_checks as remote_checks
+        from orchestrator.remote.ssh import Remote
+
+        with Remote(config) as remote:
+            results += remote_checks(remote, config, plan.from_sha)
     if args.json:
         print(json.dumps({"ok": all(r.ok for r in results),
                           "checks": [r.to_json() for r in results]}, indent=2, default=str))
@@ -255,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", parents=[common], help="print the plan; changes nothing")
     plan.add_argument("--repo", metavar="DIR", help="the repository (default [source] repo)")
     plan.add_argument("--branch", metavar="B", help="the branch (default [source] branch)")
-    plan.add_argument("--from", dest="from_rev", metavar="REV", help="the deployed revision")
+    plan.add_argument("--from", dest="from_rev", metavar="REV",
+                      help="the deployed revision (default: what the app hosts run)")
     plan.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
     plan.add_argument("--json", action="store_true", help="the plan as JSON (SPEC section 3)")
     plan.set_defaults(func=cmd_plan)
@@ -268,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     preflight = sub.add_parser("preflight", parents=[common],
                                help="run every check; changes nothing")
-    preflight.add_argument("--from", dest="from_rev", metavar="REV", help="the deployed revision")
+    preflight.add_argument("--from", dest="from_rev", metavar="REV",
+                           help="the deployed revision (default: what the app hosts run)")
     preflight.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
     preflight.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",
                            help="sign off a slow or unrehearsed cold patch")

@@ -23,12 +23,13 @@ Every check runs on a read-only session and changes nothing. Checks
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import psycopg2
 
+from orchestrator.checks import CheckResult
 from orchestrator.config import Config
 from orchestrator.db import replication
 from orchestrator.db.connect import Connection, connect
@@ -37,19 +38,6 @@ from orchestrator.db.schema import identifier, schema_exists
 from orchestrator.db.timings import Timings
 from orchestrator.patches import parse_name
 from orchestrator.plan import Plan, estimate_outage, timings_for
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check: its name, whether it passed, a sentence, and its data (for --json)."""
-
-    name: str
-    ok: bool
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "data": self.data}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import pytest
 
 from orchestrator.config import Config, load_config
 from orchestrator.db.lock import DeployLock, new_run_id
-from orchestrator.db.preflight import CheckResult, run_checks
+from orchestrator.checks import CheckResult
+from orchestrator.db.preflight import run_checks
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.planner import build_plan, rules_for
 from orchestrator.sandbox import layout as L
