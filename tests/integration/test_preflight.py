@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
+from orchestrator.checks import CheckResult
 from orchestrator.config import Config, load_config
 from orchestrator.db.lock import DeployLock, new_run_id
-from orchestrator.checks import CheckResult
 from orchestrator.db.preflight import run_checks
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.planner import build_plan, rules_for
