@@ -158,6 +158,15 @@ class NodowntimeSettings:
 
 
 @dataclass(frozen=True)
+class RunsSettings:
+    """``[runs]``: where each run's journal and summary are kept."""
+
+    dir: str = field(default="~/.local/state/fastdowntime/runs", metadata=_PATH)
+    playbook: str = "fastdowntime"
+    """The fastdowntime playbook: ``fastdowntime`` or ``fastdowntime-restart`` (or a path)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """One environment. ``path`` is the file it came from (None: built-in defaults)."""
 
@@ -171,6 +180,7 @@ class Config:
     app: AppSettings | None = None
     scripts: ScriptsSettings | None = None
     nodowntime: NodowntimeSettings = NodowntimeSettings()
+    runs: RunsSettings = RunsSettings()
 
     def need(self, section: str) -> Any:
         """The settings of ``section``, or a ConfigError saying the file lacks it."""
@@ -198,6 +208,7 @@ _SECTIONS: dict[str, type] = {
     "app": AppSettings,
     "scripts": ScriptsSettings,
     "nodowntime": NodowntimeSettings,
+    "runs": RunsSettings,
 }
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:")
@@ -331,7 +342,7 @@ class _Loader:
     def resolve(self, value: str) -> str:
         if _URL.match(value):
             return value
-        return os.path.normpath(self.base / value)
+        return os.path.normpath(self.base / os.path.expanduser(value))
 
     def check(self, config: Config) -> None:
         for name in ("dsn", "pgbouncer_admin_dsn", "timings_dsn"):

@@ -91,5 +91,9 @@ def render_config(layout: L.Layout, base: str | None = None) -> str:
         "[nodowntime]",
         "batch_size = 1",
         "max_out_of_rotation = 1",
+        "",
+        "[runs]",
+        f'dir = "{at(layout.base / "runs")}"',
+        'playbook = "fastdowntime"',
     ]
     return "\n".join(lines) + "\n"

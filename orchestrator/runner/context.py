@@ -1,0 +1,66 @@
+"""The state one run's steps share: settings, the plan, open connections, the window clock.
+
+Built by :mod:`orchestrator.runner.deploy`; actions read and update it. The
+window's instants are wall-clock (journal) and monotonic (deadlines) at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.config import Config, HostSettings
+from orchestrator.plan import Plan
+
+
+@dataclass
+class Run:
+    """Everything a step may need; mutable, owned by one run."""
+
+    config: Config
+    plan: Plan
+    run_id: str
+    journal: Any
+    stage: str
+    release: str
+    """The revision this stage deploys: the cut (fastdowntime) or the target (nodowntime)."""
+    previous: str
+    """The revision the hosts ran before this stage."""
+    texts: Mapping[str, str]
+    """Patch file name -> its text at the target revision."""
+    remote: Any = None
+    dry_run: bool = False
+    rehearse: bool = False
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    haproxy: Any = None
+    primary: Any = None
+    control: Any = None
+    slots: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """App host -> (port serving now, idle port the new release starts on)."""
+    committed: bool = False
+    window_opened: float | None = None
+    window_closed: float | None = None
+    window_deadline: float | None = None
+    cold_timings: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """Failures after the commit point: the run rolled forward past them."""
+    host_states: dict[str, str] = field(default_factory=dict)
+    rendered: list[str] = field(default_factory=list)
+
+    @property
+    def app_hosts(self) -> tuple[HostSettings, ...]:
+        return self.config.role("app")
+
+    @property
+    def outage_s(self) -> float | None:
+        if self.window_opened is None or self.window_closed is None:
+            return None
+        return round(self.window_closed - self.window_opened, 3)
+
+    def server(self, host: HostSettings, port: int) -> str:
+        """The haproxy server name of ``host``'s instance on ``port``."""
+        lb = self.config.need("lb")
+        return str(lb.server_name.format(host=host.name, port=port))

@@ -1,0 +1,68 @@
+"""The generic step runner: it knows steps, not stages.
+
+Each step is journaled (start, done with its data and duration, or failed).
+Before the commit point a failure undoes the completed steps in reverse and
+raises :class:`FailedBeforeCommit` (exit 1): old state back. After it, the
+run rolls forward: a failing step is recorded in ``run.problems`` and the
+next steps still run; the caller reports exit 4 with each host's state.
+"""
+
+from __future__ import annotations
+
+from orchestrator.errors import FailedBeforeCommit
+from orchestrator.runner.context import Run
+from orchestrator.runner.playbook import Playbook, Step
+
+ROLL_FORWARD_HINT = ("the schema is new and code works on both schemas; finish with "
+                      "`fastdowntime resume RUN` once the cause is fixed")
+
+
+def run_steps(playbook: Playbook, run: Run) -> None:
+    """Run ``playbook``'s steps on ``run``; undo or roll forward on failure."""
+    done: list[Step] = []
+    for step in playbook.steps:
+        journal = run.journal.bind(stage=run.stage, step=step.name)
+        try:
+            with journal.step(step.name, line=step.line) as record:
+                data = step.action.do(run)
+                record.note(**data)
+            if step.action.commit_point:
+                journal.checkpoint()
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure restores
+            if run.committed:
+                run.problems.append(f"{playbook.name} step {step.name}: {exc}")
+                journal.event("rollforward", error=str(exc))
+                continue
+            problems = undo(done, run)
+            restored = ("; undo failed: " + "; ".join(problems)) if problems else \
+                "; the old state is restored"
+            raise FailedBeforeCommit(f"{playbook.name} step {step.name} (line {step.line}) "
+                                     f"failed: {exc}{restored}") from exc
+        done.append(step)
+
+
+def undo(done: list[Step], run: Run) -> list[str]:
+    """Undo ``done`` in reverse, journaling each; return the undo failures (all attempted)."""
+    problems = []
+    for step in reversed(done):
+        journal = run.journal.bind(stage=run.stage, step=step.name)
+        try:
+            with journal.step(f"undo {step.name}", line=step.line):
+                step.action.undo(run)
+        except Exception as exc:  # noqa: BLE001 - every undo is attempted, failures reported
+            problems.append(f"undo {step.name}: {exc}")
+    return problems
+
+
+def render_steps(playbook: Playbook, run: Run) -> list[str]:
+    """Every step with the exact commands and SQL it would run, for ``--dry-run``."""
+    lines = [f"== {playbook.name} ({playbook.path.name}): {run.release[:12]} "
+             f"(from {run.previous[:12]})"]
+    for number, step in enumerate(playbook.steps, 1):
+        doc = next(iter((type(step.action).__doc__ or "").strip().splitlines()), "")
+        lines.append(f"{number:2d}. {step.name}: {doc}")
+        lines += [f"      {line}" for line in step.action.render(run)]
+    return lines
+
+
+__all__ = ["ROLL_FORWARD_HINT", "render_steps", "run_steps", "undo"]

@@ -1,0 +1,159 @@
+"""The generic runner: playbooks validated with file and line; undo before commit, roll on after."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from orchestrator.errors import BadInput, FailedBeforeCommit
+from orchestrator.runner.actions import ACTIONS, Action
+from orchestrator.runner.engine import render_steps, run_steps
+from orchestrator.runner.playbook import PLAYBOOKS, Playbook, Step, load_playbook
+
+
+class FakeJournal:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def bind(self, **context: Any) -> FakeJournal:
+        return self
+
+    def event(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+    def checkpoint(self) -> None:
+        self.events.append(("checkpoint", {}))
+
+    @contextlib.contextmanager
+    def step(self, name: str, **fields: Any) -> Iterator[Any]:
+        self.events.append(("step.start", {"step": name}))
+
+        class Record:
+            def note(self, **data: Any) -> None:
+                pass
+        try:
+            yield Record()
+        except BaseException:
+            self.events.append(("step.failed", {"step": name}))
+            raise
+        self.events.append(("step.done", {"step": name}))
+
+
+@dataclass
+class FakeRun:
+    journal: FakeJournal
+    log: list[str]
+    committed: bool = False
+    problems: list[str] | None = None
+    stage: str = "fastdowntime"
+    release: str = "c" * 40
+    previous: str = "p" * 40
+
+
+class Recorder(Action):
+    """Records what it does and undoes."""
+
+    name: ClassVar[str] = "recorder"
+    fail = False
+    commits = False
+
+    def __init__(self, label: str, fail: bool = False, commits: bool = False) -> None:
+        super().__init__()
+        self.label, self.fail, self.commits = label, fail, commits
+
+    @property
+    def commit_point(self) -> bool:  # type: ignore[override]
+        return self.commits
+
+    def do(self, run: Any) -> dict[str, Any]:
+        run.log.append(f"do {self.label}")
+        if self.fail:
+            raise FailedBeforeCommit(f"{self.label} broke")
+        if self.commits:
+            run.committed = True
+        return {}
+
+    def undo(self, run: Any) -> None:
+        run.log.append(f"undo {self.label}")
+
+
+def book(*actions: Action) -> Playbook:
+    return Playbook("test", "", tuple(Step(a, i + 1) for i, a in enumerate(actions)),
+                    Path("test.yaml"))
+
+
+def new_run() -> FakeRun:
+    return FakeRun(FakeJournal(), [], problems=[])
+
+
+def test_failure_before_commit_undoes_in_reverse() -> None:
+    """A failing step before the commit point undoes every completed step, newest first."""
+    run = new_run()
+    with pytest.raises(FailedBeforeCommit, match="c broke; the old state is restored"):
+        run_steps(book(Recorder("a"), Recorder("b"), Recorder("c", fail=True)), run)  # type: ignore[arg-type]
+    assert run.log == ["do a", "do b", "do c", "undo b", "undo a"]
+
+
+def test_failure_after_commit_rolls_forward() -> None:
+    """After the commit point a failing step is recorded and the next steps still run."""
+    run = new_run()
+    run_steps(book(Recorder("a"), Recorder("cold", commits=True), Recorder("x", fail=True),
+                   Recorder("y")), run)  # type: ignore[arg-type]
+    assert run.log == ["do a", "do cold", "do x", "do y"]
+    assert run.problems and "x broke" in run.problems[0]
+    assert ("checkpoint", {}) in run.journal.events
+
+
+def test_every_failure_is_journaled() -> None:
+    """Start, failure and each undo appear in the journal."""
+    run = new_run()
+    with pytest.raises(FailedBeforeCommit):
+        run_steps(book(Recorder("a"), Recorder("b", fail=True)), run)  # type: ignore[arg-type]
+    names = [(e, f.get("step")) for e, f in run.journal.events]
+    assert names == [("step.start", "recorder"), ("step.done", "recorder"),
+                     ("step.start", "recorder"), ("step.failed", "recorder"),
+                     ("step.start", "undo recorder"), ("step.done", "undo recorder")]
+
+
+def test_shipped_playbooks_load() -> None:
+    """The three shipped playbooks are valid and use only built-in actions."""
+    for name in ("fastdowntime", "fastdowntime-restart", "nodowntime"):
+        playbook = load_playbook(name)
+        assert playbook.steps and all(s.name in ACTIONS for s in playbook.steps)
+    default = [s.name for s in load_playbook("fastdowntime").steps]
+    window = default[default.index("open_window"):default.index("close_window") + 1]
+    assert window == ["open_window", "cut_connections", "apply_cold_patches",
+                      "restore_connections", "close_window"]
+    assert (PLAYBOOKS / "fastdowntime.yaml").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("steps:\n  - action: stage_code\n  - action: teleport\n", "line 3: unknown action 'teleport'"),
+    ("steps:\n  - action: open_window\n    drain_timeout: 5\n",
+     "line 3: action 'open_window' has no parameter 'drain_timeout'"),
+    ("steps:\n  - action: open_window\n    drain_timeout_s: soon\n",
+     "line 3: open_window.drain_timeout_s: must be float"),
+    ("name: x\nstepz: []\n", "line 2: unknown key 'stepz'"),
+    ("steps: []\n", "steps must be a non-empty list"),
+    ("steps:\n  - stage_code\n", "line 2: a step is a mapping"),
+])
+def test_bad_playbooks_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    """Unknown actions, parameters, wrong types and bad shapes are exit 2 with file and line."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(BadInput) as caught:
+        load_playbook(str(path))
+    assert str(path) in str(caught.value) and message in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_render_lists_every_step() -> None:
+    """The dry-run rendering numbers every step with its description."""
+    run = new_run()
+    lines = render_steps(book(Recorder("a"), Recorder("b")), run)  # type: ignore[arg-type]
+    assert lines[0].startswith("== test") and lines[1].startswith(" 1. recorder")
