@@ -72,6 +72,10 @@ class DatabaseSettings:
     """First delay between live-statement retries; doubles each time (tenacity)."""
     terminate_deadline_s: float = 5.0
     """How long cutting connections may take before the window fails."""
+    cut_method: str = "pause"
+    """With pgbouncer: ``pause`` (clients stay connected and wait; pgbouncer closes its
+    server connections once their transactions end) or ``kill`` (DISABLE + KILL: clients
+    are dropped and must reconnect)."""
     replay_timeout_s: float = 30.0
 
 
@@ -349,6 +353,8 @@ class _Loader:
             dsn = getattr(config.database, name, None)
             if dsn is not None:
                 self.check_dsn(f"database.{name}", dsn)
+        if config.database and config.database.cut_method not in ("pause", "kill"):
+            raise self.error("database.cut_method", "must be pause or kill")
         for i, dsn in enumerate(config.database.standby_dsns if config.database else ()):
             self.check_dsn(f"database.standby_dsns[{i}]", dsn)
         if config.app and len(config.app.ports) != 2:

@@ -184,10 +184,17 @@ class ConnectionControl:
             .getquoted().decode())
         lines = []
         if self.method == "pgbouncer":
-            lines += [f"cut pgbouncer: DISABLE {_name(db)}" for db in databases]
+            pause = self.settings.cut_method == "pause"
+            if not pause:
+                lines += [f"cut pgbouncer: DISABLE {_name(db)}" for db in databases]
             lines += [f"cut pgbouncer: SHOW POOLS -- every {POLL_S * 1000:g} ms, at most "
                       f"{LOGIN_SETTLE_S:g} s, until no server login is in progress"]
-            lines += [f"cut pgbouncer: KILL {_name(db)}" for db in databases]
+            if pause:
+                lines += [f"cut pgbouncer: PAUSE {_name(db)} -- waits for running "
+                          "transactions; KILL if the window's deadline comes first"
+                          for db in databases]
+            else:
+                lines += [f"cut pgbouncer: KILL {_name(db)}" for db in databases]
         lines.append(f"cut primary: {terminate} -- every {POLL_S * 1000:g} ms until it returns "
                      f"no row or the cut's deadline passes (terminate_deadline_s = "
                      f"{self.settings.terminate_deadline_s:g} s)")
@@ -263,11 +270,16 @@ class ConnectionControl:
             command = "SHOW DATABASES"
             databases = self._databases or self._resolve(console)
             self._databases = databases
-            for db in databases:
-                command = f"DISABLE {_name(db)}"
-                _admin(console, command, "DISABLE")
+            if self.settings.cut_method == "kill":
+                for db in databases:
+                    command = f"DISABLE {_name(db)}"
+                    _admin(console, command, "DISABLE")
             command = "SHOW POOLS"
             self._await_logins(console, databases, min(deadline, self.clock() + LOGIN_SETTLE_S))
+            if self.settings.cut_method == "pause":
+                command = "PAUSE"
+                if self._paused(console, databases, deadline):
+                    return
             for db in databases:
                 command = f"KILL {_name(db)}"
                 _admin(console, command, "KILL")
@@ -277,6 +289,42 @@ class ConnectionControl:
             raise ConnectionControlFailed("pgbouncer", command, _one_line(exc)) from exc
         except _Answer as answer:
             raise ConnectionControlFailed("pgbouncer", command, answer.reason) from None
+
+    def _paused(self, console: Connection, databases: tuple[str, ...], deadline: float) -> bool:
+        """PAUSE every database: pgbouncer waits for running transactions, then closes its
+        server connections; clients stay connected and wait. True once paused; False when
+        the deadline passed first (a transaction did not end): the caller then KILLs, which
+        also ends the pending PAUSE."""
+        import threading
+
+        done: list[BaseException | None] = []
+
+        def pause() -> None:
+            try:
+                for db in databases:
+                    _admin(console, f"PAUSE {_name(db)}", "PAUSE")
+                done.append(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                done.append(exc)
+
+        worker = threading.Thread(target=pause, name="pgbouncer-pause", daemon=True)
+        worker.start()
+        worker.join(max(0.0, deadline - self.clock()))
+        if worker.is_alive():
+            self.log.warning("connections.pause_timeout",
+                             consequence="killing the remaining connections")
+            killer = admin_console(self.settings)
+            try:
+                for db in databases:
+                    _admin(killer, f"KILL {_name(db)}", "KILL")
+            finally:
+                killer.close()
+            worker.join(self.settings.terminate_deadline_s)
+            self._close_console()
+            return True
+        if done and done[0] is not None:
+            raise done[0]
+        return True
 
     def _await_logins(self, console: Connection, databases: tuple[str, ...],
                       until: float) -> None:

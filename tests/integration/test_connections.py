@@ -33,7 +33,8 @@ def settings(sandbox: Context) -> DatabaseSettings:
     """The sandbox's database settings, with the fragile script's user left alone."""
     database = load_config(PROJECT_ROOT / "config" / "sandbox.toml").database
     assert database is not None
-    return dataclasses.replace(database, system_users=(*database.system_users, "fragile"))
+    return dataclasses.replace(database, system_users=(*database.system_users, "fragile"),
+                               cut_method="kill")
 
 
 @pytest.fixture
@@ -180,3 +181,55 @@ def test_app_servers_answer_after_a_cut_and_restore(
     assert statuses == [200] * (2 * servers)
     print(f"\ncut+restore {cycle_s * 1000:.2f} ms back to back "
           f"({result.remaining_checks} checks, {result.terminated} terminated)")
+
+
+@pytest.fixture
+def pausing(settings: DatabaseSettings, primary: Connection) -> Iterator[ConnectionControl]:
+    """A prepared ConnectionControl in pause mode; pgbouncer is restored at the end."""
+    ctl = ConnectionControl(dataclasses.replace(settings, cut_method="pause"), primary)
+    ctl.prepare()
+    yield ctl
+    ctl.restore()
+    ctl.close()
+
+
+def test_pause_keeps_clients_connected_and_waiting(sandbox: Context,
+                                                   pausing: ConnectionControl) -> None:
+    """PAUSE closes pgbouncer's server connections, keeps clients; their queries wait, then run."""
+    import threading
+
+    idle = [client(sandbox) for _ in range(3)]
+    for conn in idle:
+        assert answers(conn)
+    result = pausing.cut(time.monotonic() + 5)
+    done = threading.Event()
+    try:
+        assert [c for c in pausing.app_connections() if c["usename"] == "app"] == []
+        waiter = threading.Thread(target=lambda: (answers(idle[0]), done.set()))
+        waiter.start()
+        assert not done.wait(0.3), "a query ran while pgbouncer was paused"
+    finally:
+        pausing.restore()
+    assert done.wait(5), "the waiting query did not run after RESUME"
+    waiter.join()
+    assert all(answers(conn) for conn in idle), "a client was dropped by PAUSE"
+    assert result.duration_s < 1.0
+    for conn in idle:
+        conn.close()
+
+
+def test_pause_that_cannot_finish_falls_back_to_kill(sandbox: Context,
+                                                     pausing: ConnectionControl) -> None:
+    """A transaction that does not end by the deadline is killed; the cut still completes."""
+    stuck = client(sandbox)
+    stuck.autocommit = False
+    with stuck.cursor() as cur:
+        cur.execute("SELECT 1")
+    started = time.monotonic()
+    result = pausing.cut(started + 0.3)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, f"took {elapsed:.2f} s"
+    assert result.method == "pgbouncer"
+    assert not answers(stuck), "the stuck transaction survived the cut"
+    assert [c for c in pausing.app_connections() if c["usename"] == "app"] == []
+    stuck.close()
