@@ -200,6 +200,71 @@ def cmd_timings(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# --- deploy, rehearse, history ------------------------------------------------------
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """``deploy``: the whole sequence (``rehearse``: the same, recording patch timings)."""
+    from orchestrator.render import print_plan
+    from orchestrator.runner.deploy import Options, deploy
+
+    config = load(args)
+    console = Console()
+    options = Options(stage=args.stage, dry_run=args.dry_run, yes=args.yes,
+                      approve=args.approve, rehearse=args.command == "rehearse")
+    summary = deploy(config, options, show=console.out if sys.stdout.isatty() else print,
+                     show_plan=lambda plan: print_plan(plan, console))
+    if summary.get("id"):
+        print(f"run {summary['id']}: {summary['outcome']}, outage {summary['outage_s']} s "
+              f"(budget {summary['window_budget_s']} s), seen by the probe "
+              f"{(summary.get('probe') or {}).get('longest_s')} s")
+    return ExitCode.OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """``runs``: the history of runs, newest first."""
+    from orchestrator.runner.runs import list_runs
+
+    for run in list_runs(Path(load(args).runs.dir)):
+        print(f"{run['id']}  {run.get('outcome', '?'):20}  cut {str(run.get('cut'))[:12]:12}  "
+              f"outage {run.get('outage_s')} s  {run.get('who', '')}")
+    return ExitCode.OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``show RUN|last [--json]``: one run."""
+    from orchestrator.runner.runs import load_run, render_text
+
+    run = load_run(Path(load(args).runs.dir), args.run)
+    print(json.dumps(run, indent=2, default=str) if args.json else render_text(run))
+    return ExitCode.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``report RUN [--html FILE]``: the run's timeline."""
+    from orchestrator.runner.journal import read_journal
+    from orchestrator.runner.runs import load_run, render_html, render_text
+
+    runs_dir = Path(load(args).runs.dir)
+    run = load_run(runs_dir, args.run)
+    if args.html:
+        journal = read_journal(runs_dir / run["id"] / "journal.jsonl")
+        Path(args.html).write_text(render_html(run, journal))
+        print(f"wrote {args.html}")
+    else:
+        print(render_text(run))
+    return ExitCode.OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``resume RUN``: finish or restore a run whose orchestrator died."""
+    from orchestrator.runner.resume import resume
+
+    summary = resume(load(args), args.run, show=print)
+    print(f"run {summary['id']}: {summary['outcome']}")
+    return ExitCode.OK
+
+
 # --- sandbox -----------------------------------------------------------------
 
 
@@ -304,6 +369,33 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the rehearsal timings (export with --json)")
     timings.add_argument("--json", action="store_true", help="as JSON, for [database] timings_file")
     timings.set_defaults(func=cmd_timings)
+
+    for name, text in (("deploy", "the whole sequence"),
+                       ("rehearse", "deploy on staging, recording per-patch timings")):
+        deploy = sub.add_parser(name, parents=[common], help=text)
+        deploy.add_argument("--dry-run", action="store_true",
+                            help="read-only: preflight, then every step's commands and SQL")
+        deploy.add_argument("--yes", action="store_true", help="do not ask")
+        deploy.add_argument("--stage", choices=("all", "fastdowntime", "nodowntime"),
+                            default="all")
+        deploy.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",
+                            help="sign off a slow or unrehearsed cold patch")
+        deploy.set_defaults(func=cmd_deploy)
+
+    runs = sub.add_parser("runs", parents=[common], help="the history of runs")
+    runs.set_defaults(func=cmd_runs)
+    show = sub.add_parser("show", parents=[common], help="one run")
+    show.add_argument("run", metavar="RUN", help="a run id, a prefix of one, or last")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+    report = sub.add_parser("report", parents=[common], help="a run's timeline")
+    report.add_argument("run", metavar="RUN")
+    report.add_argument("--html", metavar="FILE", help="write a self-contained HTML timeline")
+    report.set_defaults(func=cmd_report)
+    resume = sub.add_parser("resume", parents=[common],
+                            help="finish or restore a run whose orchestrator died")
+    resume.add_argument("run", metavar="RUN")
+    resume.set_defaults(func=cmd_resume)
 
     sandbox = sub.add_parser("sandbox", parents=[common],
                              help="the embedded local staging (up, down, status)")

@@ -448,14 +448,23 @@ class CloseWindow(Action):
 
     def do(self, run: Run) -> dict[str, Any]:
         index = 1 if self.params.servers == "new" else 0
-        ready = _servers(run, index)
+        # haproxy routes to a server the instant it leaves maintenance, before its own
+        # health check: ask each instance first (this also reopens its database pool).
+        unhealthy = _check_instances(run, index)
+        ready = [run.server(h, run.slots[h.name][index]) for h in run.app_hosts
+                 if h.name not in unhealthy]
+        if not ready:
+            raise FailedBeforeCommit("no instance is healthy: " + "; ".join(unhealthy.values()))
         run.haproxy.set_state(ready, "ready")
         run.window_closed = run.wall()
         run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
                           budget_s=run.config.window.budget_s)
         if index == 1:
             run.haproxy.set_state(_servers(run, 0), "maint")
-        return {"ready": ready, "outage_s": run.outage_s}
+        for host, why in unhealthy.items():
+            run.problems.append(f"{host}: not put in service: {why}")
+            run.host_states[host] = f"out of service: {why}"
+        return {"ready": ready, "outage_s": run.outage_s, "unhealthy": unhealthy}
 
     def render(self, run: Run) -> list[str]:
         lb = run.config.need("lb")
@@ -464,6 +473,19 @@ class CloseWindow(Action):
         old = [run.server(h, ports[0]) for h in run.app_hosts]
         return ([f"lb: {line}" for line in hap.render_set_state(lb.backend, new, "ready")] +
                 [f"lb: {line}" for line in hap.render_set_state(lb.backend, old, "maint")])
+
+
+def _check_instances(run: Run, index: int, timeout_s: float = 2.0) -> dict[str, str]:
+    """Health-check the ``index`` slot of every app host at once; host -> why, if unhealthy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(host: Any) -> Any:
+        return ops.wait_healthy(run.config, host, run.slots[host.name][index], run.release,
+                                timeout_s)
+    with ThreadPoolExecutor(max_workers=max(1, len(run.app_hosts))) as pool:
+        results = list(pool.map(one, run.app_hosts))
+    return {h.name: r.describe() for h, r in zip(run.app_hosts, results, strict=True)
+            if not r.ok}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,303 @@
+"""``deploy`` (and ``rehearse``): plan, ask, lock, preflight, then the two stages.
+
+1. Plan from what the app hosts run to the target; refuse violations (exit 3).
+2. Show the plan and ask, unless ``--yes``. ``--dry-run`` stops after
+   preflight and prints every step with its commands and SQL.
+3. Take the deploy lock (exit 5 if held), run preflight (exit 3).
+4. fastdowntime up to the cut (if there is one), then nodowntime to the target,
+   with a probe of ``[lb] public_url`` every 10 ms throughout.
+
+The run's journal and summary land in ``[runs] dir``; the outcome maps to
+the exit codes of SPEC section 3.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.checks import CheckResult
+from orchestrator.config import Config
+from orchestrator.errors import (
+    BadInput,
+    FailedAfterCommit,
+    FailedBeforeCommit,
+    FastdowntimeError,
+    Refused,
+)
+from orchestrator.plan import Plan, parse_approvals
+from orchestrator.runner.context import Run
+from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
+from orchestrator.runner.playbook import load_playbook
+
+STAGES = ("all", "fastdowntime", "nodowntime")
+
+
+@dataclass
+class Options:
+    """The deploy command's flags."""
+
+    stage: str = "all"
+    dry_run: bool = False
+    yes: bool = False
+    approve: list[str] = field(default_factory=list)
+    rehearse: bool = False
+    to_rev: str | None = None
+
+
+def read_texts(config: Config, plan: Plan) -> dict[str, str]:
+    """The text of every patch of the plan, and the permissions file, at the target."""
+    from orchestrator.history import git
+
+    repo = config.source.repo
+    tree = git.list_tree(repo, plan.to_sha)
+    wanted = set(plan.cold_patches + plan.fastdowntime_live_patches +
+                 plan.nodowntime_live_patches)
+    blobs = {name: blob for name, blob in plan.tree_patches.items() if name in wanted}
+    permissions = config.source.permissions
+    if permissions:
+        if permissions not in tree:
+            raise BadInput(f"[source] permissions {permissions}: no such file at "
+                           f"{plan.to_sha[:12]}")
+        blobs["<permissions>"] = tree[permissions]
+    data = git.read_blobs(repo, blobs.values())
+    return {name: data[blob].decode("utf-8") for name, blob in blobs.items()}
+
+
+def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = input,
+           show: Callable[[str], None] = print, show_plan: Callable[[Plan], None] | None = None,
+           ) -> dict[str, Any]:
+    """Run the whole sequence; return the run summary. Raises the error of the outcome."""
+    from orchestrator.db.lock import DeployLock, new_run_id, whoami
+    from orchestrator.db.preflight import run_checks as db_checks
+    from orchestrator.db.timings import read_timings
+    from orchestrator.planner import build_plan, rules_for
+    from orchestrator.remote import checks as remote_checks
+    from orchestrator.remote.operations import agreed_revision
+    from orchestrator.remote.ssh import Remote
+
+    if options.stage not in STAGES:
+        raise BadInput(f"--stage {options.stage!r}: one of {', '.join(STAGES)}")
+    settings = config.need("database")
+    config.need("app")
+    config.need("lb")
+    with Remote(config) as remote:
+        deployed = agreed_revision(remote, config)
+        timings = read_timings(settings)
+        plan = build_plan(config.source.repo, config.source.branch, deployed, options.to_rev,
+                          rules_for(config), timings)
+        if show_plan is not None:
+            show_plan(plan)
+        if plan.violations:
+            raise Refused("the plan has violations: " + "; ".join(
+                f"{v.revision[:12]} {v.rule}: {v.detail}" for v in plan.violations))
+        if options.stage == "nodowntime" and plan.cut is not None:
+            raise Refused(f"the range holds cold patches up to {plan.cut[:12]}: run the "
+                          "fastdowntime stage first")
+        approvals = parse_approvals(options.approve, plan)
+        texts = read_texts(config, plan)
+        if not plan.revisions:
+            show(f"nothing to deploy: the hosts run {deployed[:12]}, the target")
+            return {"outcome": "done", "revisions": 0}
+        if not options.dry_run and not options.yes:
+            answer = ask(f"deploy {len(plan.revisions)} revisions to {plan.to_sha[:12]}"
+                         f"{' with a window' if plan.cut else ''}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise FailedBeforeCommit("not confirmed: nothing was changed")
+        checks = db_checks(config, plan, timings, approvals)
+        checks += remote_checks.run_checks(remote, config, plan.from_sha)
+        failed = [c for c in checks if not c.ok]
+        if options.dry_run:
+            _show_checks(checks, show)
+            _render(config, plan, texts, remote, show)
+            if failed:
+                raise Refused(f"preflight failed: {', '.join(c.name for c in failed)}")
+            return {"outcome": "dry-run"}
+        if failed:
+            raise Refused("preflight failed: " + "; ".join(f"{c.name}: {c.detail}"
+                                                            for c in failed))
+        run_id = new_run_id()
+        lock = DeployLock(settings, run_id, whoami(), plan.to_json(),
+                          [{"patch": p, "who": w} for p, w in approvals.items()])
+        lock.acquire()
+        try:
+            return _execute(config, plan, texts, remote, options, run_id, lock, approvals, show)
+        finally:
+            lock.finish("failed", "the orchestrator stopped before recording an outcome")
+
+
+def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
+             run_id: str, lock: Any, approvals: dict[str, str],
+             show: Callable[[str], None]) -> dict[str, Any]:
+    from orchestrator.remote.haproxy import Haproxy
+    from orchestrator.runner.journal import Journal
+    from orchestrator.runner.probe import Probe
+    from orchestrator.runner.runs import write_summary
+
+    runs_dir = Path(config.runs.dir)
+    journal = Journal(runs_dir, run_id, echo=lambda e: show(_echo(e)))
+    probe = Probe(config.need("lb").public_url)
+    summary: dict[str, Any] = {
+        "id": run_id, "who": lock.who, "started": _now(), "finished": None,
+        "outcome": "running", "from": plan.from_sha, "to": plan.to_sha, "cut": plan.cut,
+        "window_budget_s": config.window.budget_s, "outage_s": None, "window": None,
+        "probe": None, "steps": [], "approvals": [{"patch": p, "who": w}
+                                                 for p, w in approvals.items()],
+        "error": None, "rehearse": options.rehearse, "hosts": {}}
+    write_summary(runs_dir, run_id, summary)
+    journal.event("run.start", plan=plan.to_json(), stage=options.stage)
+    probe.start()
+    haproxy = Haproxy(remote, config)
+    error: FastdowntimeError | None = None
+    runs: list[Run] = []
+    try:
+        if plan.cut is not None and options.stage in ("all", "fastdowntime"):
+            run = Run(config, plan, run_id, journal, "fastdowntime", plan.cut, plan.from_sha,
+                      texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy)
+            runs.append(run)
+            run_steps(load_playbook(config.runs.playbook), run)
+            _after_window(config, plan, run, journal)
+        tail = plan.nodowntime_revisions
+        if tail and options.stage in ("all", "nodowntime"):
+            start = plan.cut or plan.from_sha
+            run = Run(config, plan, run_id, journal, "nodowntime", plan.to_sha, start, texts,
+                      remote=remote, haproxy=haproxy)
+            runs.append(run)
+            try:
+                run_steps(load_playbook("nodowntime"), run)
+            except FailedBeforeCommit as exc:
+                if any(r.committed for r in runs) or any(
+                        s.startswith("serving") for s in run.host_states.values()):
+                    raise FailedAfterCommit(f"{exc}; hosts: {_states(run)}") from exc
+                raise
+    except FastdowntimeError as exc:
+        error = exc
+    finally:
+        report = probe.stop()
+        haproxy.close()
+        for run in runs:
+            for resource in (run.primary, getattr(run.control, "primary", None)):
+                if resource is not None and not resource.closed:
+                    resource.close()
+            if run.control is not None:
+                run.control.close()
+    problems = [p for r in runs for p in r.problems]
+    if error is None and problems:
+        error = FailedAfterCommit("rolled forward past: " + "; ".join(problems) +
+                                  f"; hosts: {'; '.join(_states(r) for r in runs)}; "
+                                  + ROLL_FORWARD_HINT)
+    window_run = next((r for r in runs if r.window_opened is not None), None)
+    summary.update({
+        "finished": _now(), "probe": report.to_json(),
+        "outage_s": window_run.outage_s if window_run else None,
+        "window": None if window_run is None else {
+            "opened": _iso(window_run.window_opened), "closed": _iso(window_run.window_closed),
+            "budget_s": config.window.budget_s},
+        "outcome": _outcome(error, runs), "error": None if error is None else str(error),
+        "hosts": {h: s for r in runs for h, s in r.host_states.items()},
+        "cold_patches": [t for r in runs for t in r.cold_timings]})
+    summary["steps"] = _steps(journal.path)
+    write_summary(runs_dir, run_id, summary)
+    journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
+                  probe_outage_s=report.longest_s)
+    journal.close()
+    lock.finish(summary["outcome"], summary["error"])
+    if error is not None:
+        raise error
+    return summary
+
+
+def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
+    """Record rehearsal timings and tag the cut, once the window committed."""
+    if not run.committed:
+        return
+    if run.rehearse:
+        from orchestrator.db.connect import connect
+        from orchestrator.db.timings import record_timings
+
+        conn = connect(config.need("database"))
+        try:
+            record_timings(conn, [(t["filename"], plan.tree_patches[t["filename"]],
+                                   t["duration_s"]) for t in run.cold_timings], run.run_id)
+        finally:
+            conn.close()
+        journal.event("rehearsal.timings", patches=run.cold_timings)
+    if config.source.tag_cuts and plan.cut:
+        tag = f"fastdowntime/{run.run_id}"
+        done = subprocess.run(["git", "-C", config.source.repo, "tag", tag, plan.cut],
+                              capture_output=True, text=True, check=False)
+        journal.event("tag", tag=tag, ok=done.returncode == 0, error=done.stderr.strip())
+
+
+def _outcome(error: FastdowntimeError | None, runs: list[Run]) -> str:
+    if error is None:
+        return "done"
+    if isinstance(error, FailedAfterCommit):
+        return "failed-after-commit"
+    if isinstance(error, FailedBeforeCommit):
+        return "rolled-back"
+    return "failed"
+
+
+def _states(run: Run) -> str:
+    return ", ".join(f"{h}: {s}" for h, s in run.host_states.items()) or "unchanged"
+
+
+def _steps(path: Path) -> list[dict[str, Any]]:
+    from orchestrator.runner.journal import read_journal
+
+    out = []
+    for event in read_journal(path):
+        if event.get("event") in ("step.done", "step.failed"):
+            out.append({"name": event.get("step_name", event.get("step")),
+                        "stage": event.get("stage"), "host": event.get("host"),
+                        "started": event.get("started"), "duration_s": event.get("duration_s"),
+                        "outcome": event.get("outcome")})
+    return out
+
+
+def _show_checks(checks: list[CheckResult], show: Callable[[str], None]) -> None:
+    show("preflight:")
+    for check in checks:
+        show(f"  {'ok    ' if check.ok else 'FAILED'} {check.name}: {check.detail}")
+
+
+def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
+            show: Callable[[str], None]) -> None:
+    show("every command runs on its host under `timeout -k 2 <[ssh] command_timeout_s>`")
+    if plan.cut is not None:
+        run = Run(config, plan, "dry-run", None, "fastdowntime", plan.cut, plan.from_sha,
+                  texts, remote=remote, dry_run=True)
+        for line in render_steps(load_playbook(config.runs.playbook), run):
+            show(line)
+    if plan.nodowntime_revisions:
+        run = Run(config, plan, "dry-run", None, "nodowntime", plan.to_sha,
+                  plan.cut or plan.from_sha, texts, remote=remote, dry_run=True)
+        for line in render_steps(load_playbook("nodowntime"), run):
+            show(line)
+
+
+def _echo(event: dict[str, Any]) -> str:
+    parts = [event.get("ts", ""), event.get("stage") or "", event.get("event", "")]
+    for key in ("step", "host", "outcome", "duration_s", "outage_s", "error"):
+        if event.get(key) not in (None, ""):
+            parts.append(f"{key}={event[key]}")
+    return " ".join(str(p) for p in parts if p != "")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+__all__ = ["Options", "deploy", "read_texts"]

@@ -1,0 +1,109 @@
+"""``resume RUN``: after the orchestrator died mid-run, finish or restore from the journal.
+
+The journal says whether COMMIT happened and which instance slot of each
+host was old and new; the live state (haproxy, pgbouncer) says what is left
+to do. Before the commit point: connections back, the old instances ready
+again, the new ones stopped, the scripts started (exit 1: nothing changed).
+After it: connections back, the new instances ready, the old ones stopped,
+``current`` on the cut, the scripts started (exit 0; the nodowntime tail is
+left for the next ``deploy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import Config
+from orchestrator.errors import BadInput, FailedBeforeCommit
+from orchestrator.runner.context import Run
+
+
+def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> dict[str, Any]:
+    """Finish or restore run ``ref``; return its updated summary."""
+    from orchestrator.db.connect import connect
+    from orchestrator.db.connections import ConnectionControl
+    from orchestrator.db.lock import DeployLock, whoami
+    from orchestrator.remote import operations as ops
+    from orchestrator.remote.haproxy import Haproxy
+    from orchestrator.remote.ssh import Remote
+    from orchestrator.runner.journal import Journal, read_journal
+    from orchestrator.runner.runs import load_run, write_summary
+
+    runs_dir = Path(config.runs.dir)
+    summary = load_run(runs_dir, ref)
+    if summary.get("outcome") not in ("running", "crashed"):
+        raise BadInput(f"run {summary['id']} ended ({summary.get('outcome')}): "
+                       "nothing to resume")
+    events = read_journal(runs_dir / summary["id"] / "journal.jsonl")
+    committed = any(e.get("event") == "commit" for e in events)
+    slots = _slots(events)
+    if not slots:
+        show("the window was never prepared: nothing on the hosts to restore")
+    settings = config.need("database")
+    lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
+    lock.acquire()
+    journal = Journal(runs_dir, summary["id"])
+    journal.event("resume.start", committed=committed, slots=slots)
+    with Remote(config) as remote, Haproxy(remote, config) as haproxy:
+        run = Run(config, None, summary["id"], journal, "fastdowntime",  # type: ignore[arg-type]
+                  summary.get("cut") or summary["from"], summary["from"], {}, remote=remote,
+                  haproxy=haproxy, slots=slots)
+        control = ConnectionControl(settings, connect(settings, autocommit=True))
+        try:
+            control.prepare()
+            control.restore()
+            journal.event("resume.connections_restored")
+            if slots:
+                new = [run.server(h, slots[h.name][1]) for h in run.app_hosts]
+                old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
+                if committed:
+                    _finish(run, ops, new, old)
+                else:
+                    haproxy.set_state(old, "ready")
+                    haproxy.set_state(new, "maint")
+                    for host in run.app_hosts:
+                        ops.stop_instance(remote, config, host, slots[host.name][1])
+            if config.scripts is not None and config.role("scripts"):
+                if committed:
+                    ops.switch(remote, config, run.release, config.role("scripts"))
+                ops.start_scripts(remote, config).raise_for_failures("starting the scripts")
+        finally:
+            control.close()
+    outcome = "done" if committed else "rolled-back"
+    summary.update({"outcome": outcome, "resumed_by": whoami(),
+                    "error": None if committed else summary.get("error")})
+    write_summary(runs_dir, summary["id"], summary)
+    journal.event("resume.end", outcome=outcome)
+    journal.close()
+    lock.finish(outcome)
+    if not committed:
+        raise FailedBeforeCommit(f"run {summary['id']} restored: every host serves "
+                                 f"{summary['from'][:12]}, the schema is unchanged")
+    return summary
+
+
+def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
+    """After COMMIT: the new instances (healthy) take traffic, old ones stop, current moves."""
+    app = run.config.need("app")
+    for host in run.app_hosts:
+        port = run.slots[host.name][1]
+        health = ops.wait_healthy(run.config, host, port, run.release, app.health_timeout_s)
+        if not health.ok:
+            ops.start_instance(run.remote, run.config, host, run.release, port)
+    run.haproxy.set_state(new, "ready")
+    run.haproxy.set_state(old, "maint")
+    for host in run.app_hosts:
+        ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
+    ops.switch(run.remote, run.config, run.release, run.app_hosts).raise_for_failures(
+        "switching current")
+
+
+def _slots(events: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """The (old, new) ports of each host, as the journal recorded them."""
+    for event in reversed(events):
+        slots = event.get("slots")
+        if event.get("event") == "step.done" and isinstance(slots, dict):
+            return {h: (int(p[0]), int(p[1])) for h, p in slots.items()}
+    return {}
