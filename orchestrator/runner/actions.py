@@ -476,7 +476,10 @@ class CloseWindow(Action):
 
 
 def _check_instances(run: Run, index: int, timeout_s: float = 2.0) -> dict[str, str]:
-    """Health-check the ``index`` slot of every app host at once; host -> why, if unhealthy."""
+    """Health-check the ``index`` slot of every app host at once; host -> why, if unhealthy.
+
+    An instance must answer with the stage's release within ``timeout_s``.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     def one(host: Any) -> Any:
@@ -526,15 +529,20 @@ class RestartOnRelease(Action):
         timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
         _failed(ops.switch(run.remote, run.config, run.release, run.app_hosts),
                 f"switching current to {run.release[:12]}")
+        began = run.clock()
+        failed: dict[str, str] = {}
+        for port, hosts in _by_port(run, 0).items():
+            started = ops.start_instances(run.remote, run.config, hosts, run.release, port)
+            failed.update({r.host: r.describe() for r in started.failed})
+        failed.update({h: why for h, why in _check_instances(run, 0, timeout).items()
+                       if h not in failed})
         for host in run.app_hosts:
-            port = run.slots[host.name][0]
-            started = ops.start_instance(run.remote, run.config, host, run.release, port)
-            health = (ops.wait_healthy(run.config, host, port, run.release, timeout)
-                      if started.ok else None)
-            if health is not None and health.ok:
+            if host.name not in failed:
                 run.host_states[host.name] = f"serving {run.release[:12]}"
+                run.journal.event("restart.healthy", host=host.name,
+                                  start_to_healthy_s=round(run.clock() - began, 6))
                 continue
-            why = health.describe() if health is not None else started.describe()
+            port = run.slots[host.name][0]
             ops.stop_instance(run.remote, run.config, host, port)
             ops.switch(run.remote, run.config, run.previous, [host])
             back = ops.start_instance(run.remote, run.config, host, run.previous, port)
@@ -543,7 +551,8 @@ class RestartOnRelease(Action):
             state = (f"back on {run.previous[:12]} and serving" if healthy else
                      f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
             run.host_states[host.name] = state
-            run.problems.append(f"{host.name}: {run.release[:12]} failed ({why}); {state}")
+            run.problems.append(f"{host.name}: {run.release[:12]} failed "
+                                f"({failed[host.name]}); {state}")
         return {"hosts": dict(run.host_states)}
 
     def render(self, run: Run) -> list[str]:
@@ -633,6 +642,7 @@ class RollingUpdate(Action):
     def _batch(self, run: Run, batch: list[Any], timeout: float) -> None:
         news = {h.name: run.slots[h.name][1] for h in batch}
         started = []
+        began = run.clock()
         try:
             for host in batch:
                 result = ops.start_instance(run.remote, run.config, host, run.release,
@@ -646,6 +656,8 @@ class RollingUpdate(Action):
                                           timeout)
                 if not health.ok:
                     raise FailedBeforeCommit(f"health check failed: {health.describe()}")
+                run.journal.event("rolling.healthy", host=host.name,
+                                  start_to_healthy_s=round(run.clock() - began, 6))
         except FailedBeforeCommit:
             for host in started:
                 ops.stop_instance(run.remote, run.config, host, news[host.name])
