@@ -207,13 +207,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """``deploy``: the whole sequence (``rehearse``: the same, recording patch timings)."""
     from orchestrator.render import print_plan
     from orchestrator.runner.deploy import Options, deploy
+    from orchestrator.runner.progress import Progress
 
     config = load(args)
     console = Console()
     options = Options(stage=args.stage, dry_run=args.dry_run, yes=args.yes,
                       approve=args.approve, rehearse=args.command == "rehearse")
-    summary = deploy(config, options, show=console.out if sys.stdout.isatty() else print,
-                     show_plan=lambda plan: print_plan(plan, console))
+    with Progress(console, config.window.budget_s) as progress:
+        summary = deploy(config, options, show=print, progress=progress,
+                         show_plan=lambda plan: print_plan(plan, console))
     if summary.get("id"):
         print(f"run {summary['id']}: {summary['outcome']}, outage {summary['outage_s']} s "
               f"(budget {summary['window_budget_s']} s), seen by the probe "

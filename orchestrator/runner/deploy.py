@@ -33,6 +33,7 @@ from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
 from orchestrator.runner.playbook import load_playbook
+from orchestrator.runner.progress import plain_line
 
 STAGES = ("all", "fastdowntime", "nodowntime")
 
@@ -70,7 +71,7 @@ def read_texts(config: Config, plan: Plan) -> dict[str, str]:
 
 def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = input,
            show: Callable[[str], None] = print, show_plan: Callable[[Plan], None] | None = None,
-           ) -> dict[str, Any]:
+           progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the whole sequence; return the run summary. Raises the error of the outcome."""
     from orchestrator.db.lock import DeployLock, new_run_id, whoami
     from orchestrator.db.preflight import run_checks as db_checks
@@ -125,21 +126,22 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                           [{"patch": p, "who": w} for p, w in approvals.items()])
         lock.acquire()
         try:
-            return _execute(config, plan, texts, remote, options, run_id, lock, approvals, show)
+            return _execute(config, plan, texts, remote, options, run_id, lock, approvals,
+                            progress or (lambda event: show(plain_line(event))))
         finally:
             lock.finish("failed", "the orchestrator stopped before recording an outcome")
 
 
 def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
              run_id: str, lock: Any, approvals: dict[str, str],
-             show: Callable[[str], None]) -> dict[str, Any]:
+             progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.runner.journal import Journal
     from orchestrator.runner.probe import Probe
     from orchestrator.runner.runs import write_summary
 
     runs_dir = Path(config.runs.dir)
-    journal = Journal(runs_dir, run_id, echo=lambda e: show(_echo(e)))
+    journal = Journal(runs_dir, run_id, echo=progress)
     probe = Probe(config.need("lb").public_url)
     summary: dict[str, Any] = {
         "id": run_id, "who": lock.who, "started": _now(), "finished": None,
@@ -279,14 +281,6 @@ def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
                   plan.cut or plan.from_sha, texts, remote=remote, dry_run=True)
         for line in render_steps(load_playbook("nodowntime"), run):
             show(line)
-
-
-def _echo(event: dict[str, Any]) -> str:
-    parts = [event.get("ts", ""), event.get("stage") or "", event.get("event", "")]
-    for key in ("step", "host", "outcome", "duration_s", "outage_s", "error"):
-        if event.get(key) not in (None, ""):
-            parts.append(f"{key}={event[key]}")
-    return " ".join(str(p) for p in parts if p != "")
 
 
 def _now() -> str:
