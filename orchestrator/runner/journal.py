@@ -1,0 +1,364 @@
+"""The run's journal: append-only JSON lines at ``<runs_dir>/<run_id>/journal.jsonl``.
+
+Every event is one line ``{"ts", "t", "run_id", **context, "event", **fields}``:
+``ts`` is the UTC instant to the millisecond (``2026-11-25T16:40:26.123Z``), ``t``
+the same instant as epoch seconds. Each line is flushed as it is written, so a
+crash loses nothing already written; :meth:`Journal.checkpoint` also fsyncs.
+
+The journal is a structlog bound logger underneath: :meth:`Journal.bind` returns
+a view that adds context (``stage``, ``step``, ``host``) to its events and
+shares the file. Values are made JSON-safe and secrets are masked where the
+event is built: a field whose key names a password, secret or token is written
+as ``***``, and so is a password inside any string (libpq ``password=...``,
+``user:password@`` in a URI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
+from enum import Enum
+from pathlib import Path, PurePath
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from orchestrator.errors import BadInput
+
+MASK = "***"
+JOURNAL_NAME = "journal.jsonl"
+TRUNCATED = "journal.truncated"
+"""The event :func:`read_journal` appends in place of a last line cut by a crash."""
+
+_SECRET_KEY = re.compile(r"passw(?:or)?d|secret|token", re.IGNORECASE)
+_SECRET_HINT = re.compile(r"passw(?:or)?d|secret|token|://", re.IGNORECASE)
+_INLINE_SECRET = re.compile(
+    r"""(?P<key>[\w.-]*(?:passw(?:or)?d|secret|token)[\w.-]*['"]?"""
+    r"""(?:\s*[=:]\s*|\s+(?=['"])))"""
+    r"""(?P<value>'(?:[^'\\]|\\.)*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$)|\S+)""",
+    re.IGNORECASE,
+)
+_URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@",
+                           re.IGNORECASE)
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_MAX_DEPTH = 32
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def iso_ms(t: float) -> str:
+    """Epoch seconds as a UTC ISO instant to the millisecond: ``2026-11-25T16:40:26.123Z``."""
+    seconds, ms = divmod(round(t * 1000), 1000)
+    return f"{_second(seconds)}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def parse_iso(text: str) -> float:
+    """The epoch seconds of an ISO instant (``Z`` or an offset; naive means UTC)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names a directory: letters, digits and ``._:-``; else :class:`BadInput`."""
+    if not _RUN_ID.fullmatch(run_id):
+        raise BadInput(f"run id {run_id!r}: only letters, digits and ._:- are allowed")
+
+
+@functools.lru_cache(maxsize=1024)
+def is_secret_key(key: str) -> bool:
+    """Whether a field named ``key`` holds a secret (password, passwd, secret, token)."""
+    return _SECRET_KEY.search(key) is not None
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every inline password (libpq ``password=...``, URI ``user:pw@``) masked."""
+    if _SECRET_HINT.search(text) is None:
+        return text
+    text = _INLINE_SECRET.sub(lambda m: m.group("key") + MASK, text)
+    return _URI_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """``value`` as plain JSON data with secrets masked.
+
+    Datetimes become ISO strings, timedeltas seconds, sets and tuples lists,
+    dataclasses and mappings dicts (secret keys masked), paths strings, enums
+    their value, anything else ``str(value)``; every string goes through
+    :func:`mask_text`.
+    """
+    kind = type(value)
+    if kind is str:
+        return mask_text(value)
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return mask_text(str(value))
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else str(value)
+    if _depth > _MAX_DEPTH:
+        return mask_text(str(value))
+    depth = _depth + 1
+    if isinstance(value, Mapping):
+        return {str(k): MASK if is_secret_key(str(k)) else jsonable(v, depth)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v, depth) for v in value]
+    if isinstance(value, set | frozenset):
+        items = [jsonable(v, depth) for v in value]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: MASK if is_secret_key(f.name) else jsonable(getattr(value, f.name), depth)
+                for f in dataclasses.fields(value)}
+    if isinstance(value, datetime | date | time_of_day):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, PurePath):
+        return mask_text(str(value))
+    if isinstance(value, Enum):
+        return jsonable(value.value, depth)
+    if isinstance(value, bytes | bytearray):
+        return mask_text(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, BaseException):
+        return mask_text(f"{type(value).__name__}: {value}")
+    return mask_text(str(value))
+
+
+class _Sink:
+    """The open journal file that every view of one journal shares."""
+
+    def __init__(self, path: Path, echo: Callable[[dict[str, Any]], None] | None) -> None:
+        self.path = path
+        self._created = not path.exists()
+        self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+        self._echo = echo
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = _ENCODER.encode(record) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+        if self._echo is not None:
+            self._echo(record)
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            if self._created:
+                directory = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+                self._created = False
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+
+class _Logger(structlog.BoundLoggerBase):
+    """A structlog bound logger whose processors end in a JSON-safe dict for the sink."""
+
+    def record(self, event: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Run the processors over context + event + (sanitized) fields; write the result."""
+        payload = {"event": mask_text(event)}
+        payload.update(_sanitize(fields))
+        _, record = self._process_event("record", None, payload)
+        sink: _Sink = self._logger
+        sink.write(dict(record))
+        return dict(record)
+
+
+def _sanitize(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` JSON-safe with secrets masked (context once at bind, fields per event)."""
+    return {key: MASK if is_secret_key(key) else jsonable(value)
+            for key, value in fields.items()}
+
+
+class Journal:
+    """Append-only JSON lines at ``<runs_dir>/<run_id>/journal.jsonl``.
+
+    Every line is flushed as written (a crash loses nothing written) and
+    fsync'd at :meth:`checkpoint`. ``clock`` gives each event's instant (epoch
+    seconds); ``timer`` measures step durations and defaults to
+    ``time.monotonic`` with the real clock, or to ``clock`` itself when a clock
+    is injected, so a fake clock drives both. ``echo`` sees every event written
+    (the CLI prints progress with it). Thread-safe.
+    """
+
+    path: Path
+    run_id: str
+
+    def __init__(self, runs_dir: Path, run_id: str, *,
+                 clock: Callable[[], float] = time.time,
+                 timer: Callable[[], float] | None = None,
+                 echo: Callable[[dict[str, Any]], None] | None = None) -> None:
+        check_run_id(run_id)
+        self.run_id = run_id
+        self.path = Path(runs_dir).expanduser() / run_id / JOURNAL_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._timer = timer if timer is not None else (
+            time.monotonic if clock is time.time else clock)
+        self._sink = _Sink(self.path, echo)
+        self._log = _Logger(self._sink, [self._stamp], {"run_id": run_id})
+
+    def _stamp(self, _logger: Any, _method: str, event_dict: Any) -> dict[str, Any]:
+        t = self._clock()
+        stamped = {"ts": "", "t": 0.0, **event_dict}
+        stamped["ts"] = iso_ms(t)
+        stamped["t"] = round(t, 6)
+        return stamped
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The context this view adds to its events (``run_id`` and whatever was bound)."""
+        return dict(structlog.get_context(self._log))
+
+    def bind(self, **context: Any) -> Journal:
+        """A view adding ``context`` (``stage=``, ``step=``, ``host=``) to its events."""
+        view = Journal.__new__(Journal)
+        view.__dict__.update(self.__dict__)
+        view._log = self._log.bind(**_sanitize(context))
+        return view
+
+    def event(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one event with this view's context; return the record as written."""
+        return self._log.record(event, fields)
+
+    def step(self, name: str, **fields: Any) -> StepRecord:
+        """A context manager journaling one step.
+
+        Writes ``step.start``; then ``step.done`` with ``outcome: ok`` and
+        ``duration_s`` (to the millisecond) plus what the body added with
+        ``note()``, or ``step.failed`` with ``outcome: failed``, ``duration_s``,
+        ``error_type`` and ``error``, and re-raises. ``step=name`` and
+        ``fields`` (``host=``, ...) are bound to all three events and to events
+        written with the record's ``event()``.
+        """
+        return StepRecord(self.bind(step=name, **fields), self._timer)
+
+    def checkpoint(self) -> None:
+        """Flush and fsync the journal: what was written survives a power cut."""
+        self._sink.checkpoint()
+
+    def close(self) -> None:
+        """Close the file (every view shares it). Closing twice is harmless."""
+        self._sink.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._sink.closed
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class StepRecord:
+    """One running step: ``note(**fields)`` adds data to its done (or failed) event."""
+
+    def __init__(self, journal: Journal, timer: Callable[[], float]) -> None:
+        self.journal = journal
+        self.notes: dict[str, Any] = {}
+        self.duration_s: float | None = None
+        self.outcome: str | None = None
+        self._timer = timer
+        self._started = 0.0
+
+    def note(self, **fields: Any) -> None:
+        """Add ``fields`` to the step's closing event (later notes win)."""
+        self.notes.update(fields)
+
+    def event(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write an event inside the step, with the step's context."""
+        return self.journal.event(event, **fields)
+
+    def __enter__(self) -> StepRecord:
+        self.journal.event("step.start")
+        self._started = self._timer()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 _tb: TracebackType | None) -> None:
+        self.duration_s = round(self._timer() - self._started, 3)
+        fields: dict[str, Any]
+        if exc is None:
+            self.outcome = "ok"
+            fields = {"outcome": "ok", "duration_s": self.duration_s}
+            event = "step.done"
+        else:
+            self.outcome = "failed"
+            fields = {"outcome": "failed", "duration_s": self.duration_s,
+                      "error_type": type(exc).__name__, "error": str(exc)}
+            event = "step.failed"
+        fields.update((k, v) for k, v in self.notes.items() if k not in fields)
+        self.journal.event(event, **fields)
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The events of a journal file, in order; a missing file reads as no events.
+
+    A last line that is not a JSON object (a crash cut it mid-write) is skipped
+    and replaced by a ``{"event": "journal.truncated", "line": N, "bytes": B}``
+    marker, so readers can say so. Any earlier bad line means the file is
+    damaged: :class:`BadInput` naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    last = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
+    events: list[dict[str, Any]] = []
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        record: Any
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            events.append(record)
+        elif index == last:
+            events.append({"event": TRUNCATED, "line": index + 1, "bytes": len(raw),
+                           "path": str(path)})
+        else:
+            raise BadInput(f"{path} line {index + 1}: not a JSON object; the journal is damaged")
+    return events
+
+
+__all__ = ["JOURNAL_NAME", "MASK", "TRUNCATED", "Journal", "StepRecord", "check_run_id",
+           "is_secret_key",
+           "iso_ms", "jsonable", "mask_text", "parse_iso", "read_journal"]

@@ -1,0 +1,265 @@
+"""The run's journal: JSON lines, millisecond stamps, bound context, steps, masking, crashes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import BadInput
+from orchestrator.runner.journal import (
+    MASK,
+    TRUNCATED,
+    Journal,
+    iso_ms,
+    jsonable,
+    mask_text,
+    read_journal,
+)
+
+_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: float = 1795625226.123456) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def lines(journal: Journal) -> list[dict]:
+    return [json.loads(line) for line in journal.path.read_text().splitlines()]
+
+
+def test_lines_are_json_with_millisecond_utc_stamps(tmp_path: Path) -> None:
+    """Each event is one JSON line: ts (UTC, ms), t (epoch), run_id, context, event, fields."""
+    clock = FakeClock(1795625226.123456)
+    journal = Journal(tmp_path, "r1", clock=clock)
+    record = journal.event("window.open", budget_s=15)
+    written = lines(journal)
+    assert written == [record]
+    assert record["ts"] == "2026-11-25T16:47:06.123Z"
+    assert _TS.fullmatch(record["ts"])
+    assert record["t"] == pytest.approx(1795625226.123456)
+    assert list(record)[:4] == ["ts", "t", "run_id", "event"]
+    assert record["run_id"] == "r1" and record["event"] == "window.open"
+    assert record["budget_s"] == 15
+    assert journal.path == tmp_path / "r1" / "journal.jsonl"
+
+
+def test_bound_views_add_context_and_share_the_file(tmp_path: Path) -> None:
+    """bind() returns a view adding stage/step/host to its events; the parent is unchanged."""
+    journal = Journal(tmp_path, "r1")
+    stage = journal.bind(stage="fastdowntime")
+    host = stage.bind(step="stage_code", host="app1")
+    host.event("ship", bytes=10)
+    journal.event("plain")
+    first, second = lines(journal)
+    assert {k: first[k] for k in ("run_id", "stage", "step", "host", "event", "bytes")} == {
+        "run_id": "r1", "stage": "fastdowntime", "step": "stage_code", "host": "app1",
+        "event": "ship", "bytes": 10}
+    assert "stage" not in second and "host" not in second
+    assert stage.context == {"run_id": "r1", "stage": "fastdowntime"}
+
+
+def test_every_line_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
+    """An event is flushed when written: a reader sees it before any checkpoint or close."""
+    journal = Journal(tmp_path, "r1")
+    journal.event("one")
+    assert [e["event"] for e in read_journal(journal.path)] == ["one"]
+    journal.checkpoint()
+    journal.event("two")
+    assert [e["event"] for e in read_journal(journal.path)] == ["one", "two"]
+
+
+def test_step_writes_start_and_done_with_exact_duration_and_notes(tmp_path: Path) -> None:
+    """step() writes step.start then step.done (outcome ok, duration from the injected clock)."""
+    clock = FakeClock()
+    journal = Journal(tmp_path, "r1", clock=clock).bind(stage="fastdowntime")
+    with journal.step("open_window", host="lb1") as step:
+        clock.advance(1.25)
+        step.note(drained=["app1:8001"], waited_s=0.5)
+    start, done = lines(journal)
+    assert start["event"] == "step.start" and done["event"] == "step.done"
+    for record in (start, done):
+        assert (record["stage"], record["step"], record["host"]) == ("fastdowntime",
+                                                                   "open_window", "lb1")
+    assert done["outcome"] == "ok"
+    assert done["duration_s"] == 1.25
+    assert done["drained"] == ["app1:8001"] and done["waited_s"] == 0.5
+    assert step.duration_s == done["duration_s"] and step.outcome == "ok"
+
+
+def test_injected_clock_gives_exact_millisecond_durations(tmp_path: Path) -> None:
+    """With a fake clock the duration is exactly the time it advanced, to the millisecond."""
+    clock = FakeClock(1000.0)
+    journal = Journal(tmp_path, "r1", clock=clock)
+    with journal.step("apply_cold_patches"):
+        clock.advance(2.5)
+    done = lines(journal)[-1]
+    assert done["duration_s"] == 2.5
+    assert lines(journal)[0]["ts"] == "1970-01-01T00:16:40.000Z"
+    assert done["ts"] == "1970-01-01T00:16:42.500Z"
+
+
+def test_failing_step_writes_failed_and_reraises(tmp_path: Path) -> None:
+    """A step whose body raises writes step.failed (error type and message) and re-raises."""
+    clock = FakeClock()
+    journal = Journal(tmp_path, "r1", clock=clock)
+    with pytest.raises(RuntimeError, match="haproxy said no"):
+        with journal.step("close_window") as step:
+            step.note(ready=["app1:8002"])
+            clock.advance(0.25)
+            raise RuntimeError("haproxy said no")
+    start, failed = lines(journal)
+    assert start["event"] == "step.start"
+    assert failed["event"] == "step.failed"
+    assert failed["outcome"] == "failed" and failed["duration_s"] == 0.25
+    assert failed["error_type"] == "RuntimeError" and failed["error"] == "haproxy said no"
+    assert failed["ready"] == ["app1:8002"]
+
+
+def test_events_inside_a_step_carry_its_context(tmp_path: Path) -> None:
+    """The step record's event() writes with step= and the step's fields bound."""
+    journal = Journal(tmp_path, "r1")
+    with journal.step("cut_connections", host="db") as step:
+        step.event("pgbouncer.kill", database="launchpad")
+    inside = lines(journal)[1]
+    assert (inside["event"], inside["step"], inside["host"]) == ("pgbouncer.kill",
+                                                                 "cut_connections", "db")
+
+
+def test_secret_keys_are_masked_at_any_depth(tmp_path: Path) -> None:
+    """A field whose key names a password, passwd, secret or token is written as ***."""
+    journal = Journal(tmp_path, "r1")
+    journal.bind(api_token="t0k3n").event(
+        "connect", password="hunter2", PGPASSWD="x1", client_secret="s3", user="fdt",
+        nested={"db": {"Password": "deep"}, "hosts": [{"auth_token": "tt"}]})
+    text = journal.path.read_text()
+    for secret in ("hunter2", "x1", "s3", "deep", "tt", "t0k3n"):
+        assert secret not in text
+    record = lines(journal)[0]
+    assert record["password"] == MASK and record["PGPASSWD"] == MASK
+    assert record["client_secret"] == MASK and record["api_token"] == MASK
+    assert record["nested"] == {"db": {"Password": MASK}, "hosts": [{"auth_token": MASK}]}
+    assert record["user"] == "fdt"
+
+
+def test_passwords_inside_strings_are_masked(tmp_path: Path) -> None:
+    """A libpq password=... (quoted or not) or a URI user:password@ inside any string is ***."""
+    journal = Journal(tmp_path, "r1")
+    journal.event(
+        "connect",
+        dsn="host=127.0.0.10 port=5432 password=hunter2 dbname=launchpad",
+        quoted="host=db password='it\\'s a secret' user=x",
+        error=RuntimeError("could not connect: postgresql://fdt:pa55w0rd@db:5432/launchpad"),
+        argv=["psql", "dbname=x PASSWORD = s3cr3t"])
+    text = journal.path.read_text()
+    for secret in ("hunter2", "a secret", "pa55w0rd", "s3cr3t"):
+        assert secret not in text
+    record = lines(journal)[0]
+    assert record["dsn"] == "host=127.0.0.10 port=5432 password=*** dbname=launchpad"
+    assert record["quoted"] == "host=db password=*** user=x"
+    assert record["error"] == ("RuntimeError: could not connect: "
+                               "postgresql://fdt:***@db:5432/launchpad")
+    assert mask_text("no secrets here: lock_timeout=1s") == "no secrets here: lock_timeout=1s"
+
+
+def test_failed_step_error_messages_are_masked(tmp_path: Path) -> None:
+    """An exception message carrying a DSN is masked in step.failed."""
+    journal = Journal(tmp_path, "r1")
+    with pytest.raises(ValueError):
+        with journal.step("connect"):
+            raise ValueError("bad dsn: host=x password=hunter2")
+    assert "hunter2" not in journal.path.read_text()
+    assert lines(journal)[-1]["error"] == "bad dsn: host=x password=***"
+
+
+def test_values_are_made_json_safe() -> None:
+    """Datetimes, sets, tuples, dataclasses, paths and unknown objects become JSON data."""
+
+    @dataclasses.dataclass
+    class Timing:
+        patch: str
+        seconds: float
+        db_password: str
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque!"
+
+    value = jsonable({"when": datetime(2026, 11, 25, 16, 40, tzinfo=UTC),
+                      "hosts": {"b", "a"}, "pair": (1, 2), "timing": Timing("p.sql", 1.5, "x"),
+                      "path": Path("/srv/app"), "other": Opaque(), 3: float("nan")})
+    assert value == {"when": "2026-11-25T16:40:00+00:00", "hosts": ["a", "b"], "pair": [1, 2],
+                     "timing": {"patch": "p.sql", "seconds": 1.5, "db_password": MASK},
+                     "path": "/srv/app", "other": "opaque!", "3": "nan"}
+    json.dumps(value)
+
+
+def test_truncated_last_line_is_skipped_with_a_marker(tmp_path: Path) -> None:
+    """A last line cut mid-write (a crash) is skipped and replaced by a journal.truncated marker."""
+    journal = Journal(tmp_path, "r1")
+    journal.event("one")
+    journal.event("two")
+    journal.close()
+    with journal.path.open("a") as handle:
+        handle.write('{"ts":"2026-11-25T16:40:26.123Z","event":"thr')
+    events = read_journal(journal.path)
+    assert [e["event"] for e in events] == ["one", "two", TRUNCATED]
+    assert events[-1]["line"] == 3
+
+
+def test_damaged_line_before_the_end_is_bad_input(tmp_path: Path) -> None:
+    """A bad line that is not the last one means a damaged file: BadInput names file and line."""
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"event": "one"}\nnot json\n{"event": "three"}\n')
+    with pytest.raises(BadInput, match=r"journal.jsonl line 2"):
+        read_journal(path)
+
+
+def test_missing_journal_reads_as_empty(tmp_path: Path) -> None:
+    """A run without a journal file has no events (not an error)."""
+    assert read_journal(tmp_path / "nope" / "journal.jsonl") == []
+
+
+def test_echo_sees_every_event_as_written(tmp_path: Path) -> None:
+    """The echo callback receives each record exactly as it went to the file."""
+    seen: list[dict] = []
+    journal = Journal(tmp_path, "r1", echo=seen.append)
+    with journal.step("s"):
+        journal.event("inside", token="abc")
+    assert seen == lines(journal)
+    assert seen[1]["token"] == MASK
+
+
+def test_reopening_a_journal_appends(tmp_path: Path) -> None:
+    """A second Journal on the same run (resume) appends after the existing lines."""
+    Journal(tmp_path, "r1").event("first")
+    with Journal(tmp_path, "r1") as again:
+        again.event("resumed")
+    assert [e["event"] for e in read_journal(tmp_path / "r1" / "journal.jsonl")] == [
+        "first", "resumed"]
+
+
+def test_run_id_must_be_a_plain_name(tmp_path: Path) -> None:
+    """A run id with a path separator is refused (it names a directory)."""
+    with pytest.raises(BadInput, match="run id"):
+        Journal(tmp_path, "../escape")
+
+
+def test_iso_ms_rounds_to_the_millisecond() -> None:
+    """Instants have three decimals, rounded to the nearest ms (carrying into the second)."""
+    assert iso_ms(0.9999) == "1970-01-01T00:00:01.000Z"
+    assert iso_ms(0.1 + 0.05) == "1970-01-01T00:00:00.150Z"
+    assert iso_ms(1795625226.5) == "2026-11-25T16:47:06.500Z"
