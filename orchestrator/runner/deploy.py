@@ -202,6 +202,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         "outcome": _outcome(error, runs), "error": None if error is None else str(error),
         "hosts": {h: s for r in runs for h, s in r.host_states.items()},
         "cold_patches": [t for r in runs for t in r.cold_timings]})
+    journal.event("probe.report", **report.to_json())
     summary["steps"] = _steps(journal.path)
     write_summary(runs_dir, run_id, summary)
     journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
@@ -251,15 +252,9 @@ def _states(run: Run) -> str:
 
 def _steps(path: Path) -> list[dict[str, Any]]:
     from orchestrator.runner.journal import read_journal
+    from orchestrator.runner.runs import steps_from_journal
 
-    out = []
-    for event in read_journal(path):
-        if event.get("event") in ("step.done", "step.failed"):
-            out.append({"name": event.get("step_name", event.get("step")),
-                        "stage": event.get("stage"), "host": event.get("host"),
-                        "started": event.get("started"), "duration_s": event.get("duration_s"),
-                        "outcome": event.get("outcome")})
-    return out
+    return list(steps_from_journal(read_journal(path)))
 
 
 def _show_checks(checks: list[CheckResult], show: Callable[[str], None]) -> None:

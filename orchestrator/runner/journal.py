@@ -258,9 +258,10 @@ class Journal:
     def step(self, name: str, **fields: Any) -> StepRecord:
         """A context manager journaling one step.
 
-        Writes ``step.start``; then ``step.done`` with ``outcome: ok`` and
-        ``duration_s`` (to the millisecond) plus what the body added with
-        ``note()``, or ``step.failed`` with ``outcome: failed``, ``duration_s``,
+        Writes ``step.start``; then ``step.done`` with ``outcome: ok``,
+        ``started`` (the start event's ``ts``) and ``duration_s`` (to the
+        millisecond) plus what the body added with ``note()``, or
+        ``step.failed`` with ``outcome: failed``, ``started``, ``duration_s``,
         ``error_type`` and ``error``, and re-raises. ``step=name`` and
         ``fields`` (``host=``, ...) are bound to all three events and to events
         written with the record's ``event()``.
@@ -292,6 +293,8 @@ class StepRecord:
     def __init__(self, journal: Journal, timer: Callable[[], float]) -> None:
         self.journal = journal
         self.notes: dict[str, Any] = {}
+        self.started: str | None = None
+        """The ``ts`` of the step's ``step.start`` event."""
         self.duration_s: float | None = None
         self.outcome: str | None = None
         self._timer = timer
@@ -306,7 +309,7 @@ class StepRecord:
         return self.journal.event(event, **fields)
 
     def __enter__(self) -> StepRecord:
-        self.journal.event("step.start")
+        self.started = self.journal.event("step.start")["ts"]
         self._started = self._timer()
         return self
 
@@ -316,12 +319,13 @@ class StepRecord:
         fields: dict[str, Any]
         if exc is None:
             self.outcome = "ok"
-            fields = {"outcome": "ok", "duration_s": self.duration_s}
+            fields = {"outcome": "ok", "started": self.started, "duration_s": self.duration_s}
             event = "step.done"
         else:
             self.outcome = "failed"
-            fields = {"outcome": "failed", "duration_s": self.duration_s,
-                      "error_type": type(exc).__name__, "error": str(exc)}
+            fields = {"outcome": "failed", "started": self.started,
+                      "duration_s": self.duration_s, "error_type": type(exc).__name__,
+                      "error": str(exc)}
             event = "step.failed"
         fields.update((k, v) for k, v in self.notes.items() if k not in fields)
         self.journal.event(event, **fields)

@@ -153,8 +153,9 @@ def summary_from_journal(run_id: str, events: Sequence[Mapping[str, Any]]) -> di
         "from": None, "to": None, "cut": None, "window_budget_s": None, "outage_s": None,
         "window": None, "probe": None, "steps": steps_from_journal(events), "approvals": [],
         "error": None, "notes": []}
-    if events:
-        summary["started"] = events[0].get("ts")
+    stamped = [event for event in events if event.get("ts")]
+    if stamped:
+        summary["started"] = stamped[0]["ts"]
     start = _last(events, RUN_START)
     if start is not None:
         summary.update({key: start[key] for key in _FROM_START if key in start})
@@ -165,7 +166,6 @@ def summary_from_journal(run_id: str, events: Sequence[Mapping[str, Any]]) -> di
     if probe is not None:
         summary["probe"] = {k: v for k, v in probe.items() if k not in _ENVELOPE}
     end = _last(events, RUN_END)
-    stamped = [event for event in events if event.get("ts")]
     if end is not None:
         summary["outcome"] = end.get("outcome", "done")
         summary["error"] = end.get("error")
@@ -202,7 +202,8 @@ def steps_from_journal(events: Iterable[Mapping[str, Any]]) -> list[dict[str, An
         if stack:
             entry = stack.pop()
         else:
-            entry = {"name": key[0], "stage": key[1], "host": key[2], "started": None}
+            entry = {"name": key[0], "stage": key[1], "host": key[2],
+                     "started": event.get("started")}
             steps.append(entry)
         entry["duration_s"] = event.get("duration_s")
         entry["outcome"] = event.get("outcome", "ok" if kind == "step.done" else "failed")

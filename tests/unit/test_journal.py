@@ -94,7 +94,7 @@ def test_step_writes_start_and_done_with_exact_duration_and_notes(tmp_path: Path
     for record in (start, done):
         assert (record["stage"], record["step"], record["host"]) == ("fastdowntime",
                                                                    "open_window", "lb1")
-    assert done["outcome"] == "ok"
+    assert done["outcome"] == "ok" and done["started"] == start["ts"]
     assert done["duration_s"] == 1.25
     assert done["drained"] == ["app1:8001"] and done["waited_s"] == 0.5
     assert step.duration_s == done["duration_s"] and step.outcome == "ok"
@@ -125,6 +125,7 @@ def test_failing_step_writes_failed_and_reraises(tmp_path: Path) -> None:
     assert start["event"] == "step.start"
     assert failed["event"] == "step.failed"
     assert failed["outcome"] == "failed" and failed["duration_s"] == 0.25
+    assert failed["started"] == start["ts"]
     assert failed["error_type"] == "RuntimeError" and failed["error"] == "haproxy said no"
     assert failed["ready"] == ["app1:8002"]
 

@@ -17,6 +17,7 @@ from orchestrator.runner.runs import (
     load_run,
     render_html,
     render_text,
+    steps_from_journal,
     summary_from_journal,
     write_summary,
 )
@@ -194,6 +195,14 @@ def test_render_text_has_the_key_figures(runs_dir: Path) -> None:
     step_line = next(line for line in text.splitlines() if line.endswith("cut_connections"))
     assert step_line.split() == ["16:47:06.150", "2.000", "s", "ok", "fastdowntime", "db",
                                  "cut_connections"]
+
+
+def test_steps_closed_without_a_start_event_keep_their_start() -> None:
+    """A done event whose start was not journaled still gives the step its start instant."""
+    steps = steps_from_journal([{"event": "step.done", "step": "s", "stage": "x", "host": None,
+                                 "started": iso_ms(T0), "duration_s": 1.0, "outcome": "ok"}])
+    assert steps == [{"name": "s", "stage": "x", "host": None, "started": iso_ms(T0),
+                      "duration_s": 1.0, "outcome": "ok"}]
 
 
 def test_render_text_flags_an_outage_over_budget() -> None:
