@@ -57,6 +57,11 @@ class FailedBeforeCommit(FastdowntimeError):
     exit_code = ExitCode.FAILED_BEFORE_COMMIT
 
 
+class UndoFailed(FailedBeforeCommit):
+    """Failed before the commit point, and putting the old state back failed too: the
+    message lists what could not be undone; ``resume RUN`` tries again."""
+
+
 class FailedAfterCommit(FastdowntimeError):
     """Failed after the commit point; the schema is new and the run rolls forward."""
 

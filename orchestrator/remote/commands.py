@@ -176,7 +176,7 @@ if [ "$got" != "$want" ]; then
   printf 'archive of %s arrived corrupt: sha256 %s, expected %s\n' "$sha" "$got" "$want" >&2
   exit 4
 fi
-if ! { mkdir -- "$tmp" && tar -x -f "$tmp.tar" -C "$tmp"; }; then
+if ! { mkdir -- "$tmp" && (cd -- "$tmp" && exec tar -x -f -) < "$tmp.tar"; }; then
   rm -rf -- "$tmp" "$tmp.tar"
   printf 'unpacking %s into %s failed\n' "$sha" "$tmp" >&2
   exit 5

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.errors import FailedBeforeCommit
+from orchestrator.errors import FailedAfterCommit, FailedBeforeCommit, FastdowntimeError
 from orchestrator.history.git import blob_sha
 from orchestrator.remote import haproxy as hap
 from orchestrator.remote import operations as ops
@@ -241,16 +241,19 @@ class StartNewInstances(Action):
         return {"slots": run.slots}
 
     def undo(self, run: Run) -> None:
+        if not run.slots:  # the slots were never read: nothing was started
+            return
         for port, hosts in _by_port(run, 1).items():
             _failed(ops.stop_instances(run.remote, run.config, hosts, port),
                     "stopping the new instances")
 
     def render(self, run: Run) -> list[str]:
         app = run.config.need("app")
-        port = app.ports[1]
-        return (_lines(ops.render_start_instances(run.config, run.app_hosts, run.release, port),
-                       run) + [f"then poll {app.health_url} until it reports {run.release}"
-                               " (the idle slot of each host, read from haproxy)"])
+        lines = []
+        for host in run.app_hosts:
+            lines += _lines(ops.render_start_instances(run.config, [host], run.release,
+                                                       run.port(host, 1)), run)
+        return lines + [f"then poll {app.health_url} of each until it reports {run.release}"]
 
 
 @action
@@ -261,13 +264,15 @@ class StopOldInstances(Action):
 
     def do(self, run: Run) -> dict[str, Any]:
         for port, hosts in _by_port(run, 0).items():
-            _failed(ops.stop_instances(run.remote, run.config, hosts, port),
-                    f"stopping the old instances on port {port}")
-        return {}
+            hosts = [h for h in hosts if h.name not in run.fallback]
+            if hosts:
+                _failed(ops.stop_instances(run.remote, run.config, hosts, port),
+                        f"stopping the old instances on port {port}")
+        return {"kept": sorted(run.fallback)}
 
     def render(self, run: Run) -> list[str]:
-        port = run.config.need("app").ports[0]
-        return _lines(ops.render_stop_instances(run.config, run.app_hosts, port), run)
+        return [line for host in run.app_hosts for line in _lines(
+            ops.render_stop_instances(run.config, [host], run.port(host, 0)), run)]
 
 
 # --- the window ----------------------------------------------------------------------------
@@ -334,19 +339,33 @@ class OpenWindow(Action):
         return {"drained": old, "waited_s": round(waited, 6)}
 
     def undo(self, run: Run) -> None:
-        if self.params.stop_after_drain:
-            for port, hosts in _by_port(run, 0).items():
-                _failed(ops.start_instances(run.remote, run.config, hosts, run.previous, port),
-                        "restarting the previous release")
-        run.haproxy.set_state(_servers(run, 0), "ready")
-        run.window_closed = run.wall()
-        run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
-                          restored=True)
+        try:
+            if self.params.stop_after_drain:
+                for port, hosts in _by_port(run, 0).items():
+                    _failed(ops.start_instances(run.remote, run.config, hosts, run.previous,
+                                                port), "restarting the previous release")
+                run.expected.update({h.name: run.previous for h in run.app_hosts})
+                unhealthy = _check_instances(run, 0, run.config.need("app").health_timeout_s)
+                if unhealthy:
+                    raise FailedBeforeCommit("the previous release did not come back: "
+                                             + "; ".join(unhealthy.values()))
+        finally:
+            if run.window_opened is not None:
+                run.haproxy.set_state(_servers(run, 0), "ready")
+                run.window_closed = run.wall()
+                run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
+                                  restored=True)
 
     def render(self, run: Run) -> list[str]:
         lb = run.config.need("lb")
-        servers = [run.server(h, run.config.need("app").ports[0]) for h in run.app_hosts]
-        return [f"lb: {line}" for line in hap.render_set_state(lb.backend, servers, "drain")]
+        servers = [run.server(h, run.port(h, 0)) for h in run.app_hosts]
+        lines = [f"lb: {line}" for line in hap.render_set_state(lb.backend, servers, "drain")]
+        lines.append("lb: show stat -- until the drained servers have no session or queue")
+        if self.params.stop_after_drain:
+            for host in run.app_hosts:
+                lines += _lines(ops.render_stop_instances(run.config, [host], run.port(host, 0)),
+                                run)
+        return lines
 
 
 @action
@@ -453,26 +472,45 @@ class CloseWindow(Action):
         unhealthy = _check_instances(run, index)
         ready = [run.server(h, run.slots[h.name][index]) for h in run.app_hosts
                  if h.name not in unhealthy]
-        if not ready:
-            raise FailedBeforeCommit("no instance is healthy: " + "; ".join(unhealthy.values()))
-        run.haproxy.set_state(ready, "ready")
+        if index == 1:
+            # a host whose new instance is unhealthy keeps its old one: old code works on
+            # the new schema by policy
+            ready += [run.server(h, run.slots[h.name][0]) for h in run.app_hosts
+                      if h.name in unhealthy]
+        if ready:
+            run.haproxy.set_state(ready, "ready")
         run.window_closed = run.wall()
         run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
                           budget_s=run.config.window.budget_s)
         if index == 1:
-            run.haproxy.set_state(_servers(run, 0), "maint")
-        for host, why in unhealthy.items():
-            run.problems.append(f"{host}: not put in service: {why}")
-            run.host_states[host] = f"out of service: {why}"
+            run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in run.app_hosts
+                                   if h.name not in unhealthy], "maint")
+        for host in run.app_hosts:
+            serving = run.expected.get(host.name, run.release)
+            if host.name not in unhealthy:
+                run.host_states[host.name] = f"serving {serving[:12]}"
+            elif index == 1:
+                run.fallback.add(host.name)
+                run.host_states[host.name] = (f"serving {run.previous[:12]} on its old "
+                                              f"instance; the new one failed")
+                run.problems.append(f"{host.name}: new instance unhealthy ({unhealthy[host.name]})"
+                                    f"; its old instance keeps serving")
+            else:
+                run.host_states[host.name] = f"out of service: {unhealthy[host.name]}"
+                run.problems.append(f"{host.name}: not put in service: {unhealthy[host.name]}")
         return {"ready": ready, "outage_s": run.outage_s, "unhealthy": unhealthy}
 
     def render(self, run: Run) -> list[str]:
         lb = run.config.need("lb")
-        ports = run.config.need("app").ports
-        new = [run.server(h, ports[1]) for h in run.app_hosts]
-        old = [run.server(h, ports[0]) for h in run.app_hosts]
-        return ([f"lb: {line}" for line in hap.render_set_state(lb.backend, new, "ready")] +
-                [f"lb: {line}" for line in hap.render_set_state(lb.backend, old, "maint")])
+        index = 1 if self.params.servers == "new" else 0
+        lines = [f"each app host: GET {run.config.need('app').health_url} of the instance "
+                 "going ready, until it reports its release"]
+        ready = [run.server(h, run.port(h, index)) for h in run.app_hosts]
+        lines += [f"lb: {line}" for line in hap.render_set_state(lb.backend, ready, "ready")]
+        if index == 1:
+            old = [run.server(h, run.port(h, 0)) for h in run.app_hosts]
+            lines += [f"lb: {line}" for line in hap.render_set_state(lb.backend, old, "maint")]
+        return lines
 
 
 def _check_instances(run: Run, index: int, timeout_s: float = 2.0) -> dict[str, str]:
@@ -483,8 +521,8 @@ def _check_instances(run: Run, index: int, timeout_s: float = 2.0) -> dict[str, 
     from concurrent.futures import ThreadPoolExecutor
 
     def one(host: Any) -> Any:
-        return ops.wait_healthy(run.config, host, run.slots[host.name][index], run.release,
-                                timeout_s)
+        return ops.wait_healthy(run.config, host, run.slots[host.name][index],
+                                run.expected.get(host.name, run.release), timeout_s)
     with ThreadPoolExecutor(max_workers=max(1, len(run.app_hosts))) as pool:
         results = list(pool.map(one, run.app_hosts))
     return {h.name: r.describe() for h, r in zip(run.app_hosts, results, strict=True)
@@ -527,11 +565,11 @@ class RestartOnRelease(Action):
 
     def do(self, run: Run) -> dict[str, Any]:
         timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
-        _failed(ops.switch(run.remote, run.config, run.release, run.app_hosts),
-                f"switching current to {run.release[:12]}")
+        switched = ops.switch(run.remote, run.config, run.release, run.app_hosts)
         began = run.clock()
-        failed: dict[str, str] = {}
+        failed: dict[str, str] = {r.host: r.describe() for r in switched.failed}
         for port, hosts in _by_port(run, 0).items():
+            hosts = [h for h in hosts if h.name not in failed]
             started = ops.start_instances(run.remote, run.config, hosts, run.release, port)
             failed.update({r.host: r.describe() for r in started.failed})
         failed.update({h: why for h, why in _check_instances(run, 0, timeout).items()
@@ -548,6 +586,7 @@ class RestartOnRelease(Action):
             back = ops.start_instance(run.remote, run.config, host, run.previous, port)
             healthy = back.ok and ops.wait_healthy(run.config, host, port, run.previous,
                                                    timeout).ok
+            run.expected[host.name] = run.previous
             state = (f"back on {run.previous[:12]} and serving" if healthy else
                      f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
             run.host_states[host.name] = state
@@ -556,10 +595,11 @@ class RestartOnRelease(Action):
         return {"hosts": dict(run.host_states)}
 
     def render(self, run: Run) -> list[str]:
-        port = run.config.need("app").ports[0]
-        return (_lines(ops.render_switch(run.config, run.release, run.app_hosts), run) +
-                _lines(ops.render_start_instances(run.config, run.app_hosts, run.release, port),
-                       run) + ["then poll each health URL until it reports the release"])
+        lines = _lines(ops.render_switch(run.config, run.release, run.app_hosts), run)
+        for host in run.app_hosts:
+            lines += _lines(ops.render_start_instances(run.config, [host], run.release,
+                                                       run.port(host, 0)), run)
+        return lines + ["then poll each health URL until it reports the release"]
 
 
 # --- patches online -----------------------------------------------------------------------
@@ -667,28 +707,35 @@ class RollingUpdate(Action):
         pairs = [(run.server(h, run.slots[h.name][0]), run.server(h, news[h.name]))
                  for h in batch]
         run.haproxy.swap(pairs)
-        old = [o for o, _ in pairs]
-        run.haproxy.wait_drained(old, run.config.need("lb").drain_timeout_s)
-        run.haproxy.set_state(old, "maint")
-        for host in batch:
-            ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
-            run.slots[host.name] = (news[host.name], run.slots[host.name][0])
-        _failed(ops.switch(run.remote, run.config, run.release, batch),
-                f"switching current to {run.release[:12]}")
-        for host in batch:
+        for host in batch:  # from here on these hosts serve the new release
             run.host_states[host.name] = f"serving {run.release[:12]}"
+        old = [o for o, _ in pairs]
+        try:
+            run.haproxy.wait_drained(old, run.config.need("lb").drain_timeout_s)
+            run.haproxy.set_state(old, "maint")
+            for host in batch:
+                stopped = ops.stop_instance(run.remote, run.config, host,
+                                            run.slots[host.name][0])
+                if not stopped.ok:
+                    run.problems.append(f"stopping the old instance: {stopped.describe()}")
+                run.slots[host.name] = (news[host.name], run.slots[host.name][0])
+            _failed(ops.switch(run.remote, run.config, run.release, batch),
+                    f"switching current to {run.release[:12]}")
+        except FastdowntimeError as exc:
+            raise FailedAfterCommit(f"after the swap of {', '.join(h.name for h in batch)} "
+                                    f"to {run.release[:12]}: {exc}") from exc
 
     def render(self, run: Run) -> list[str]:
-        ports = run.config.need("app").ports
         lines = []
         for host in run.app_hosts:
-            lines += _lines(ops.render_start_instances(run.config, [host], run.release,
-                                                       ports[1]), run)
+            old, new = run.port(host, 0), run.port(host, 1)
+            lines += _lines(ops.render_start_instances(run.config, [host], run.release, new),
+                            run)
             lines.append(f"{host.name}: poll the health URL until it reports "
                          f"{run.release[:12]}")
             lines += [f"lb: {line}" for line in hap.render_swap(
                 run.config.need("lb").backend,
-                [(run.server(host, ports[0]), run.server(host, ports[1]))])]
-            lines += _lines(ops.render_stop_instances(run.config, [host], ports[0]), run)
+                [(run.server(host, old), run.server(host, new))])]
+            lines += _lines(ops.render_stop_instances(run.config, [host], old), run)
             lines += _lines(ops.render_switch(run.config, run.release, [host]), run)
         return lines

@@ -48,6 +48,10 @@ class Run:
     problems: list[str] = field(default_factory=list)
     """Failures after the commit point: the run rolled forward past them."""
     host_states: dict[str, str] = field(default_factory=dict)
+    fallback: set[str] = field(default_factory=set)
+    """App hosts whose new instance failed after COMMIT: their old instance keeps serving."""
+    expected: dict[str, str] = field(default_factory=dict)
+    """Host -> the revision it should serve, where it differs from ``release``."""
     rendered: list[str] = field(default_factory=list)
 
     @property
@@ -59,6 +63,13 @@ class Run:
         if self.window_opened is None or self.window_closed is None:
             return None
         return round(self.window_closed - self.window_opened, 3)
+
+    def port(self, host: HostSettings, index: int) -> int:
+        """Port of ``host``'s serving (0) or idle (1) slot: as read from haproxy, else the
+        config's order (what a dry run shows before it has read the slots)."""
+        if host.name in self.slots:
+            return self.slots[host.name][index]
+        return self.config.need("app").ports[index]
 
     def server(self, host: HostSettings, port: int) -> str:
         """The haproxy server name of ``host``'s instance on ``port``."""

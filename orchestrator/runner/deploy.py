@@ -28,6 +28,7 @@ from orchestrator.errors import (
     FailedBeforeCommit,
     FastdowntimeError,
     Refused,
+    UndoFailed,
 )
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.context import Run
@@ -153,17 +154,23 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     write_summary(runs_dir, run_id, summary)
     journal.event("run.start", plan=plan.to_json(), stage=options.stage)
     probe.start()
-    haproxy = Haproxy(remote, config)
+    haproxy: Any = None
     error: FastdowntimeError | None = None
     runs: list[Run] = []
     try:
+        haproxy = Haproxy(remote, config)
         if plan.cut is not None and options.stage in ("all", "fastdowntime"):
             run = Run(config, plan, run_id, journal, "fastdowntime", plan.cut, plan.from_sha,
                       texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy)
             runs.append(run)
             run_steps(load_playbook(config.runs.playbook), run)
-            _after_window(config, plan, run, journal)
+            try:
+                _after_window(config, plan, run, journal)
+            except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
+                run.problems.append(f"after the window: {exc}")
         tail = plan.nodowntime_revisions
+        if any(r.problems for r in runs):
+            tail = ()  # the window left problems: no rollout on top of them (exit 4)
         if tail and options.stage in ("all", "nodowntime"):
             start = plan.cut or plan.from_sha
             run = Run(config, plan, run_id, journal, "nodowntime", plan.to_sha, start, texts,
@@ -180,7 +187,8 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         error = exc
     finally:
         report = probe.stop()
-        haproxy.close()
+        if haproxy is not None:
+            haproxy.close()
         for run in runs:
             for resource in (run.primary, getattr(run.control, "primary", None)):
                 if resource is not None and not resource.closed:
@@ -239,6 +247,8 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
 def _outcome(error: FastdowntimeError | None, runs: list[Run]) -> str:
     if error is None:
         return "done"
+    if isinstance(error, UndoFailed):
+        return "undo-failed"
     if isinstance(error, FailedAfterCommit):
         return "failed-after-commit"
     if isinstance(error, FailedBeforeCommit):
@@ -265,17 +275,39 @@ def _show_checks(checks: list[CheckResult], show: Callable[[str], None]) -> None
 
 def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
             show: Callable[[str], None]) -> None:
+    """Every step of both stages with its commands, from read-only looks at the live state:
+    haproxy's slots (``show stat``) and pgbouncer's databases."""
+    from orchestrator.db.connect import connect
+    from orchestrator.db.connections import ConnectionControl
+    from orchestrator.remote.haproxy import Haproxy
+    from orchestrator.runner.actions import read_slots
+
+    settings = config.need("database")
     show("every command runs on its host under `timeout -k 2 <[ssh] command_timeout_s>`")
-    if plan.cut is not None:
-        run = Run(config, plan, "dry-run", None, "fastdowntime", plan.cut, plan.from_sha,
-                  texts, remote=remote, dry_run=True)
-        for line in render_steps(load_playbook(config.runs.playbook), run):
-            show(line)
-    if plan.nodowntime_revisions:
-        run = Run(config, plan, "dry-run", None, "nodowntime", plan.to_sha,
-                  plan.cut or plan.from_sha, texts, remote=remote, dry_run=True)
-        for line in render_steps(load_playbook("nodowntime"), run):
-            show(line)
+    primary = connect(settings, what="primary", readonly=True, autocommit=True)
+    control = ConnectionControl(settings, primary)
+    try:
+        with Haproxy(remote, config) as haproxy:
+            probe = Run(config, plan, "dry-run", None, "fastdowntime", plan.to_sha,
+                        plan.from_sha, texts, remote=remote, haproxy=haproxy, dry_run=True)
+            slots = read_slots(probe)
+        control.prepare()
+        if plan.cut is not None:
+            run = Run(config, plan, "dry-run", None, "fastdowntime", plan.cut, plan.from_sha,
+                      texts, remote=remote, dry_run=True, control=control, slots=dict(slots))
+            for line in render_steps(load_playbook(config.runs.playbook), run):
+                show(line)
+            if config.runs.playbook != "fastdowntime-restart":
+                slots = {h: (new, old) for h, (old, new) in slots.items()}
+        if plan.nodowntime_revisions:
+            run = Run(config, plan, "dry-run", None, "nodowntime", plan.to_sha,
+                      plan.cut or plan.from_sha, texts, remote=remote, dry_run=True,
+                      slots=dict(slots))
+            for line in render_steps(load_playbook("nodowntime"), run):
+                show(line)
+    finally:
+        control.close()
+        primary.close()
 
 
 def _now() -> str:

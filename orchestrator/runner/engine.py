@@ -1,15 +1,17 @@
 """The generic step runner: it knows steps, not stages.
 
 Each step is journaled (start, done with its data and duration, or failed).
-Before the commit point a failure undoes the completed steps in reverse and
-raises :class:`FailedBeforeCommit` (exit 1): old state back. After it, the
+Before the commit point a failure undoes the failing step (its ``do`` may
+have done part of its work, so every ``undo`` tolerates a partial ``do``) and
+the completed steps, in reverse, and raises :class:`FailedBeforeCommit`
+(exit 1): old state back; :class:`UndoFailed` when an undo failed. After it, the
 run rolls forward: a failing step is recorded in ``run.problems`` and the
 next steps still run; the caller reports exit 4 with each host's state.
 """
 
 from __future__ import annotations
 
-from orchestrator.errors import FailedBeforeCommit
+from orchestrator.errors import FailedBeforeCommit, UndoFailed
 from orchestrator.runner.context import Run
 from orchestrator.runner.playbook import Playbook, Step
 
@@ -33,11 +35,14 @@ def run_steps(playbook: Playbook, run: Run) -> None:
                 run.problems.append(f"{playbook.name} step {step.name}: {exc}")
                 journal.event("rollforward", error=str(exc))
                 continue
-            problems = undo(done, run)
-            restored = ("; undo failed: " + "; ".join(problems)) if problems else \
-                "; the old state is restored"
+            # the failing step is undone too: its ``do`` may have changed part of the state
+            problems = undo([*done, step], run)
+            if problems:
+                raise UndoFailed(f"{playbook.name} step {step.name} (line {step.line}) "
+                                 f"failed: {exc}; undo failed: {'; '.join(problems)}; run "
+                                 "`fastdowntime resume RUN` once the cause is fixed") from exc
             raise FailedBeforeCommit(f"{playbook.name} step {step.name} (line {step.line}) "
-                                     f"failed: {exc}{restored}") from exc
+                                     f"failed: {exc}; the old state is restored") from exc
         done.append(step)
 
 
@@ -49,7 +54,7 @@ def undo(done: list[Step], run: Run) -> list[str]:
         try:
             with journal.step(f"undo {step.name}", line=step.line):
                 step.action.undo(run)
-        except Exception as exc:  # noqa: BLE001 - every undo is attempted, failures reported
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every undo is attempted
             problems.append(f"undo {step.name}: {exc}")
     return problems
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Config
-from orchestrator.errors import BadInput, FailedBeforeCommit
+from orchestrator.errors import BadInput, FailedAfterCommit, FailedBeforeCommit
 from orchestrator.runner.context import Run
 
 
@@ -33,71 +33,127 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
 
     runs_dir = Path(config.runs.dir)
     summary = load_run(runs_dir, ref)
-    if summary.get("outcome") not in ("running", "crashed"):
+    if summary.get("outcome") not in ("running", "crashed", "undo-failed"):
         raise BadInput(f"run {summary['id']} ended ({summary.get('outcome')}): "
                        "nothing to resume")
     events = read_journal(runs_dir / summary["id"] / "journal.jsonl")
-    committed = any(e.get("event") == "commit" for e in events)
-    slots = _slots(events)
-    if not slots:
-        show("the window was never prepared: nothing on the hosts to restore")
     settings = config.need("database")
     lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
-    lock.acquire()
+    lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)
     journal = Journal(runs_dir, summary["id"])
-    journal.event("resume.start", committed=committed, slots=slots)
-    with Remote(config) as remote, Haproxy(remote, config) as haproxy:
-        run = Run(config, None, summary["id"], journal, "fastdowntime",  # type: ignore[arg-type]
-                  summary.get("cut") or summary["from"], summary["from"], {}, remote=remote,
-                  haproxy=haproxy, slots=slots)
-        control = ConnectionControl(settings, connect(settings, autocommit=True))
-        try:
-            control.prepare()
-            control.restore()
-            journal.event("resume.connections_restored")
-            if slots:
-                new = [run.server(h, slots[h.name][1]) for h in run.app_hosts]
-                old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
-                if committed:
-                    _finish(run, ops, new, old)
-                else:
-                    haproxy.set_state(old, "ready")
-                    haproxy.set_state(new, "maint")
-                    for host in run.app_hosts:
-                        ops.stop_instance(remote, config, host, slots[host.name][1])
-            if config.scripts is not None and config.role("scripts"):
-                if committed:
-                    ops.switch(remote, config, run.release, config.role("scripts"))
-                ops.start_scripts(remote, config).raise_for_failures("starting the scripts")
-        finally:
-            control.close()
-    outcome = "done" if committed else "rolled-back"
-    summary.update({"outcome": outcome, "resumed_by": whoami(),
-                    "error": None if committed else summary.get("error")})
-    write_summary(runs_dir, summary["id"], summary)
-    journal.event("resume.end", outcome=outcome)
-    journal.close()
-    lock.finish(outcome)
+    outcome = "failed"
+    try:
+        # COMMIT may have happened without the journal hearing of it: ask the database
+        committed = (any(e.get("event") == "commit" for e in events)
+                     or _committed(settings, summary["id"]))
+        slots = _slots(events)
+        journal.event("resume.start", committed=committed, slots=slots)
+        if not slots:
+            show("the window was never prepared: nothing on the hosts to restore")
+        with Remote(config) as remote, Haproxy(remote, config) as haproxy:
+            release = summary.get("cut") or summary["from"]
+            run = Run(config, None, summary["id"], journal, "fastdowntime",  # type: ignore[arg-type]
+                      release, summary["from"], {}, remote=remote, haproxy=haproxy, slots=slots)
+            control = ConnectionControl(settings, connect(settings, autocommit=True))
+            try:
+                control.prepare()
+                control.restore()
+                journal.event("resume.connections_restored")
+                if slots:
+                    new = [run.server(h, slots[h.name][1]) for h in run.app_hosts]
+                    old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
+                    if committed:
+                        _finish(run, ops, new, old)
+                    else:
+                        _restore(run, ops, new, old)
+                if config.scripts is not None and config.role("scripts"):
+                    if committed:
+                        ops.switch(remote, config, run.release, config.role("scripts"))
+                    ops.start_scripts(remote, config).raise_for_failures(
+                        "starting the scripts")
+            finally:
+                control.close()
+                control.primary.close()
+        outcome = "done" if committed else "rolled-back"
+        summary.update({"outcome": outcome, "resumed_by": whoami(),
+                        "error": None if committed else summary.get("error")})
+        write_summary(runs_dir, summary["id"], summary)
+    finally:
+        journal.event("resume.end", outcome=outcome)
+        journal.close()
+        lock.finish(outcome)
     if not committed:
         raise FailedBeforeCommit(f"run {summary['id']} restored: every host serves "
                                  f"{summary['from'][:12]}, the schema is unchanged")
     return summary
 
 
-def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
-    """After COMMIT: the new instances (healthy) take traffic, old ones stop, current moves."""
+def _committed(settings: Any, run_id: str) -> bool:
+    """True when the database holds the run's applied patches: its COMMIT happened."""
+    from orchestrator.db.connect import connect
+    from orchestrator.db.schema import schema_exists
+
+    conn = connect(settings, readonly=True, autocommit=True)
+    try:
+        if not schema_exists(conn):
+            return False
+        with conn.cursor() as cur:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM fastdowntime.applied_patch "
+                        "WHERE run_id = %s)", (run_id,))
+            row = cur.fetchone()
+        return bool(row and row[0])
+    finally:
+        conn.close()
+
+
+def _restore(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
+    """Before COMMIT: the old instances (restarted if the window had stopped them, and
+    healthy) take traffic again; the new ones stop."""
     app = run.config.need("app")
     for host in run.app_hosts:
+        port = run.slots[host.name][0]
+        if not ops.wait_healthy(run.config, host, port, run.previous, 1.0).ok:
+            ops.start_instance(run.remote, run.config, host, run.previous, port)
+            health = ops.wait_healthy(run.config, host, port, run.previous,
+                                      app.health_timeout_s)
+            if not health.ok:
+                raise FailedBeforeCommit(f"cannot bring {host.name} back: {health.describe()}")
+    run.haproxy.set_state(old, "ready")
+    run.haproxy.set_state(new, "maint")
+    for host in run.app_hosts:
+        ops.stop_instance(run.remote, run.config, host, run.slots[host.name][1])
+
+
+def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
+    """After COMMIT: the new instances (healthy) take traffic, old ones stop, current moves.
+
+    A host whose new instance cannot be made healthy keeps its old one serving (old code
+    works on the new schema by policy) and is reported.
+    """
+    app = run.config.need("app")
+    keep: list[Any] = []
+    for host in run.app_hosts:
         port = run.slots[host.name][1]
-        health = ops.wait_healthy(run.config, host, port, run.release, app.health_timeout_s)
+        health = ops.wait_healthy(run.config, host, port, run.release, 1.0)
         if not health.ok:
             ops.start_instance(run.remote, run.config, host, run.release, port)
-    run.haproxy.set_state(new, "ready")
-    run.haproxy.set_state(old, "maint")
-    for host in run.app_hosts:
+            health = ops.wait_healthy(run.config, host, port, run.release,
+                                      app.health_timeout_s)
+        if not health.ok:
+            keep.append(host)
+    moving = [h for h in run.app_hosts if h not in keep]
+    run.haproxy.set_state([run.server(h, run.slots[h.name][1]) for h in moving], "ready")
+    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in keep], "ready")
+    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in moving], "maint")
+    for host in moving:
         ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
-    ops.switch(run.remote, run.config, run.release, run.app_hosts).raise_for_failures(
-        "switching current")
+    if moving:
+        ops.switch(run.remote, run.config, run.release, moving).raise_for_failures(
+            "switching current")
+    if keep:
+        raise FailedAfterCommit("resumed; the new release is not healthy on "
+                                f"{', '.join(h.name for h in keep)}: their old instances "
+                                "keep serving (old code works on the new schema)")
 
 
 def _slots(events: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:

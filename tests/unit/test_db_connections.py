@@ -140,7 +140,7 @@ def settings(pgbouncer: bool = False) -> DatabaseSettings:
     return DatabaseSettings(
         dsn="host=db port=5432 dbname=app user=fdt_admin",
         pgbouncer_admin_dsn="host=db port=6432 dbname=pgbouncer user=admin" if pgbouncer else None,
-        system_users=("postgres", "fdt_admin"))
+        system_users=("postgres", "fdt_admin"), cut_method="kill")
 
 
 def control(primary: FakeConn, clock: FakeClock, pgbouncer: bool = False) -> ConnectionControl:

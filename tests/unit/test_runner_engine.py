@@ -92,11 +92,12 @@ def new_run() -> FakeRun:
 
 
 def test_failure_before_commit_undoes_in_reverse() -> None:
-    """A failing step before the commit point undoes every completed step, newest first."""
+    """A failing step before the commit point is undone, then every completed step, newest
+    first (its ``do`` may have done part of its work)."""
     run = new_run()
     with pytest.raises(FailedBeforeCommit, match="c broke; the old state is restored"):
         run_steps(book(Recorder("a"), Recorder("b"), Recorder("c", fail=True)), run)  # type: ignore[arg-type]
-    assert run.log == ["do a", "do b", "do c", "undo b", "undo a"]
+    assert run.log == ["do a", "do b", "do c", "undo c", "undo b", "undo a"]
 
 
 def test_failure_after_commit_rolls_forward() -> None:
@@ -117,7 +118,23 @@ def test_every_failure_is_journaled() -> None:
     names = [(e, f.get("step")) for e, f in run.journal.events]
     assert names == [("step.start", "recorder"), ("step.done", "recorder"),
                      ("step.start", "recorder"), ("step.failed", "recorder"),
+                     ("step.start", "undo recorder"), ("step.done", "undo recorder"),
                      ("step.start", "undo recorder"), ("step.done", "undo recorder")]
+
+
+def test_failed_undo_is_reported_as_such() -> None:
+    """When an undo fails too, the error says so (UndoFailed) instead of claiming a restore."""
+    from orchestrator.errors import UndoFailed
+
+    class BadUndo(Recorder):
+        """Its undo fails."""
+
+        def undo(self, run: Any) -> None:
+            raise FailedBeforeCommit("haproxy unreachable")
+
+    run = new_run()
+    with pytest.raises(UndoFailed, match="undo failed: undo recorder: haproxy unreachable"):
+        run_steps(book(BadUndo("a"), Recorder("b", fail=True)), run)  # type: ignore[arg-type]
 
 
 def test_shipped_playbooks_load() -> None:
