@@ -149,6 +149,9 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
             current = ("", None, "COMMIT")
             _ms(deadline, clock)
         conn.commit()
+    except KeyboardInterrupt:
+        _rollback(conn)  # never leave the patches' locks held behind an interrupted run
+        raise
     except (psycopg2.Error, _DeadlinePassed) as exc:
         _rollback(conn)
         elapsed = clock() - started

@@ -105,6 +105,11 @@ def check_role(ctx: Context) -> CheckResult:
     ok = superuser or (owns_db and owns_table)
     detail = (f"{user} may change the schema" if ok else
               f"{user} is neither superuser nor owner of the database and of {table}")
+    if ok and user not in ctx.config.need("database").system_users:
+        # the window cuts every connection of a non-system user: it would cut our own
+        ok = False
+        detail = (f"{user} is not in [database] system_users: the window would cut the "
+                  "orchestrator's own connections")
     return CheckResult("role", ok, detail, {"user": user, "superuser": superuser})
 
 
