@@ -170,6 +170,10 @@ def cmd_preflight(args: argparse.Namespace) -> int:
             table.add_row(r.name, "[green]ok[/]" if r.ok else "[bold red]FAILED[/]", r.detail)
         Console().print(table)
     failed = [r.name for r in results if not r.ok]
+    if "deploy_lock" in failed:
+        from orchestrator.errors import Locked
+
+        raise Locked(next(r.detail for r in results if r.name == "deploy_lock"))
     if failed:
         raise Refused(f"preflight failed: {', '.join(failed)}")
     return ExitCode.OK

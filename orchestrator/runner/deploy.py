@@ -27,6 +27,7 @@ from orchestrator.errors import (
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
+    Locked,
     Refused,
     UndoFailed,
 )
@@ -119,6 +120,9 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
             if failed:
                 raise Refused(f"preflight failed: {', '.join(c.name for c in failed)}")
             return {"outcome": "dry-run"}
+        held = next((c for c in failed if c.name == "deploy_lock"), None)
+        if held is not None:
+            raise Locked(f"another run holds the deploy lock: {held.detail}")
         if failed:
             raise Refused("preflight failed: " + "; ".join(f"{c.name}: {c.detail}"
                                                             for c in failed))
@@ -199,7 +203,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     if error is None and problems:
         error = FailedAfterCommit("rolled forward past: " + "; ".join(problems) +
                                   f"; hosts: {'; '.join(_states(r) for r in runs)}; "
-                                  + ROLL_FORWARD_HINT)
+                                  + ROLL_FORWARD_HINT.replace("RUN", run_id))
     window_run = next((r for r in runs if r.window_opened is not None), None)
     summary.update({
         "finished": _now(), "probe": report.to_json(),

@@ -33,7 +33,8 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
 
     runs_dir = Path(config.runs.dir)
     summary = load_run(runs_dir, ref)
-    if summary.get("outcome") not in ("running", "crashed", "undo-failed"):
+    if summary.get("outcome") not in ("running", "crashed", "undo-failed",
+                                      "failed-after-commit"):
         raise BadInput(f"run {summary['id']} ended ({summary.get('outcome')}): "
                        "nothing to resume")
     events = read_journal(runs_dir / summary["id"] / "journal.jsonl")
@@ -45,7 +46,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     try:
         # COMMIT may have happened without the journal hearing of it: ask the database
         committed = (any(e.get("event") == "commit" for e in events)
-                     or _committed(settings, summary["id"]))
+                     or _committed(settings, summary["id"], _cold_patches(events)))
         slots = _slots(events)
         journal.event("resume.start", committed=committed, slots=slots)
         if not slots:
@@ -88,8 +89,16 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     return summary
 
 
-def _committed(settings: Any, run_id: str) -> bool:
-    """True when the database holds the run's applied patches: its COMMIT happened."""
+def _cold_patches(events: list[dict[str, Any]]) -> list[str]:
+    """The cold patches of the run's plan, from its ``run.start`` event."""
+    start = next((e for e in events if e.get("event") == "run.start"), {})
+    return list(((start.get("plan") or {}).get("fastdowntime") or {}).get("cold_patches")
+                or [])
+
+
+def _committed(settings: Any, run_id: str, cold_patches: list[str]) -> bool:
+    """True when the database holds one of the run's cold patches: its COMMIT happened
+    (they commit together; its live patches are recorded before the window)."""
     from orchestrator.db.connect import connect
     from orchestrator.db.schema import schema_exists
 
@@ -99,7 +108,7 @@ def _committed(settings: Any, run_id: str) -> bool:
             return False
         with conn.cursor() as cur:
             cur.execute("SELECT EXISTS (SELECT 1 FROM fastdowntime.applied_patch "
-                        "WHERE run_id = %s)", (run_id,))
+                        "WHERE run_id = %s AND filename = ANY(%s))", (run_id, cold_patches))
             row = cur.fetchone()
         return bool(row and row[0])
     finally:

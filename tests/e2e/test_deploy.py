@@ -1,0 +1,279 @@
+"""Whole deploys on the sandbox, as a release manager runs them and as users see them.
+
+Every test starts from a fresh sandbox (``fresh``: every host on the sample
+repository's first revision), runs ``python -m orchestrator`` in a subprocess
+(real exit codes, real SIGKILL) and checks the database, the hosts, haproxy
+and what a client of our own saw through haproxy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sandbox.layout import APP_PORTS
+from tests.e2e.conftest import (
+    Client,
+    Sandbox,
+    approvals,
+    event_named,
+    get,
+    get_direct,
+    read_events,
+    step_started,
+    wait_for_event,
+    wait_for_run,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+PATCH_07 = "database/schema/patch-2200-07-0.sql"
+ROW_07 = "\nINSERT INTO LaunchpadDatabaseRevision VALUES (2200, 07, 0);\n"
+FAILING_PATCH = "ALTER TABLE nosuchtable ADD COLUMN x int;\n" + ROW_07
+SERVER = "app/server.py"
+HEALTHY = 'self._send(200, "application/json", json.dumps(status).encode())'
+UNHEALTHY = 'self._send(500, "application/json", json.dumps(status).encode())'
+UNHEALTHY_ON_APP1 = HEALTHY.replace(
+    "200", '500 if self.server.server_address[0] == "127.0.0.11" else 200')
+
+OLD, NEW = APP_PORTS
+"""Every app host serves on its first slot after `sandbox up`; a deploy starts the second."""
+COLD_ROWS = {(2200, 1, 0), (2200, 3, 0), (2200, 4, 0), (2200, 5, 0), (2200, 7, 0)}
+COLD_COLUMNS = {"note", "tag_id", "price", "stock", "extra"}
+
+
+def slow_patch(seconds: float) -> str:
+    return f"-- fastdowntime: cold\nSELECT pg_sleep({seconds});\n" + ROW_07
+
+
+def cold_patch() -> str:
+    return "ALTER TABLE item ADD COLUMN extra integer;\n" + ROW_07
+
+
+def assert_serving(sandbox: Sandbox, revision: str, requests: int = 12) -> None:
+    """Every request through haproxy answers 200 from ``revision``."""
+    answers = [get() for _ in range(requests)]
+    assert [(a.status, a.revision) for a in answers] == [(200, revision)] * requests, \
+        [a.body for a in answers if not a.ok][:3]
+
+
+def assert_old_state(sandbox: Sandbox) -> None:
+    """Nothing of the window stayed: old schema, old code, old instances in haproxy."""
+    assert not sandbox.patches() & COLD_ROWS
+    assert not sandbox.item_columns() & COLD_COLUMNS
+    assert sandbox.query("SELECT to_regclass('tag')") == [(None,)]
+    for host in sandbox.layout.role("app"):
+        assert sandbox.current(host.name) == sandbox.first
+        assert get_direct(host.address, OLD).revision == sandbox.first
+        assert get_direct(host.address, NEW).status is None, f"{host.name}: {NEW} still runs"
+    assert sandbox.haproxy() == {**{f"{h}_{OLD}": "UP" for h in sandbox.app_hosts},
+                                 **{f"{h}_{NEW}": "MAINT" for h in sandbox.app_hosts}}
+    assert_serving(sandbox, sandbox.first)
+
+
+def window_events(sandbox: Sandbox, run_id: str) -> tuple[float, float]:
+    events = read_events(sandbox.journal(run_id))
+    opened = next(e for e in events if e["event"] == "window.open")
+    closed = next(e for e in events if e["event"] == "window.close")
+    return float(opened["at"]), float(closed["at"])
+
+
+def test_full_deploy_serves_the_tip_at_the_newest_patch(fresh: Sandbox) -> None:
+    """A full deploy: every host serves the tip through haproxy, the database is at 2200-06-0."""
+    done = fresh.cli("deploy", "--yes", *approvals())
+    assert done.returncode == 0, done.stderr[-2000:]
+    tip = fresh.tip()
+    assert_serving(fresh, tip)
+    for host in fresh.app_hosts:
+        assert fresh.current(host) == tip
+    assert fresh.query("SELECT max((major, minor, patch)::text) FROM LaunchpadDatabaseRevision"
+                       ) == [("(2200,6,0)",)]
+    assert max(fresh.patches()) == (2200, 6, 0)
+    run = fresh.show()
+    cut = fresh.git("log", "-1", "--format=%H", "db-stable", "--",
+                    "database/schema/patch-2200-05-0.sql")
+    assert run["outcome"] == "done" and run["id"] and run["cut"] == cut
+    assert run["window_budget_s"] == 30
+    assert 0 < run["outage_s"] < run["window_budget_s"]
+    names = [(s["stage"], s["name"]) for s in run["steps"]]
+    assert ("fastdowntime", "apply_cold_patches") in names
+    assert ("nodowntime", "rolling_update") in names
+    assert {s["outcome"] for s in run["steps"]} == {"ok"}
+    assert [s["name"] for s in run["steps"] if not s.get("started")] == []
+
+
+def test_client_sees_the_outage_the_journal_records(fresh: Sandbox) -> None:
+    """A client probing every 10 ms sees one outage, within 100 ms of the journal's outage_s."""
+    with Client() as client:
+        done = fresh.cli("deploy", "--yes", *approvals())
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = fresh.show()
+    opened, closed = window_events(fresh, run["id"])
+    outages = client.outages()
+    assert len(outages) == 1, outages
+    start, end = outages[0]
+    assert end is not None
+    assert abs((end - start) - run["outage_s"]) <= 0.1, (end - start, run["outage_s"])
+    assert abs(start - opened) <= 0.1 and abs(end - closed) <= 0.1
+
+
+def test_nodowntime_stage_fails_no_request(fresh: Sandbox) -> None:
+    """The nodowntime rollout, under more than 50 requests a second, fails none of them."""
+    first = fresh.cli("deploy", "--yes", "--stage", "fastdowntime", *approvals())
+    assert first.returncode == 0, first.stderr[-2000:]
+    with Client(path="/") as client:
+        done = fresh.cli("deploy", "--yes", "--stage", "nodowntime")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert client.rate() >= 50, client.rate()
+    assert len(client.answers) >= 100
+    assert client.failures() == []
+    assert_serving(fresh, fresh.tip())
+    run = fresh.show()
+    rolling = [s for s in run["steps"] if s["name"] == "rolling_update"]
+    assert [s["outcome"] for s in rolling] == ["ok"]
+
+
+def test_failing_cold_patch_restores_everything(fresh: Sandbox) -> None:
+    """A cold patch that fails: exit 1, no cold patch applied, old code and instances serve."""
+    fresh.commit("Add a patch that fails (cold)", {PATCH_07: FAILING_PATCH})
+    with Client() as client:
+        done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"))
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "nosuchtable" in done.stderr
+    assert_old_state(fresh)
+    assert fresh.show()["outcome"] == "rolled-back"
+    assert len(client.outages()) == 1 and client.outages()[0][1] is not None
+
+
+def test_cold_patch_slower_than_the_window_is_cut_off(fresh: Sandbox, tmp_path: Path) -> None:
+    """A cold patch slower than the 3 s window: exit 1, schema unchanged, outage under 4 s."""
+    fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(10)})
+    config = fresh.write_config(tmp_path, budget_s="3")
+    with Client() as client:
+        done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"), config=config)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert_old_state(fresh)
+    outages = client.outages()
+    assert len(outages) == 1, outages
+    start, end = outages[0]
+    assert end is not None and end - start <= 3 + 1, end - start
+
+
+def test_unhealthy_new_code_stops_before_the_window(fresh: Sandbox, tmp_path: Path) -> None:
+    """New code failing its health check: the default playbook stops before the window (exit 1)."""
+    fresh.commit("Health answers 500", {SERVER: fresh.edit(SERVER, HEALTHY, UNHEALTHY)})
+    fresh.commit("Add extra column to item (cold)", {PATCH_07: cold_patch()})
+    config = fresh.write_config(tmp_path, health_timeout_s="2")
+    with Client() as client:
+        done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"), config=config)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "health" in done.stderr
+    assert client.failures() == []
+    run = fresh.show()
+    events = read_events(fresh.journal(run["id"]))
+    assert not [e for e in events if e["event"] in ("window.open", "commit")]
+    assert_old_state(fresh)
+
+
+@pytest.mark.parametrize("failing", ["every host", "app1"])
+def test_unhealthy_code_on_restart_playbook_goes_back_after_commit(fresh: Sandbox, tmp_path: Path,
+                                                                  failing: str) -> None:
+    """Restart playbook, new code unhealthy: exit 4 after COMMIT, failing hosts back and serving."""
+    broken = UNHEALTHY if failing == "every host" else UNHEALTHY_ON_APP1
+    fresh.commit("Health answers 500", {SERVER: fresh.edit(SERVER, HEALTHY, broken)})
+    cut = fresh.commit("Add extra column to item (cold)", {PATCH_07: cold_patch()})
+    config = fresh.write_config(tmp_path, health_timeout_s="2",
+                                playbook='"fastdowntime-restart"')
+    done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"), config=config)
+    assert done.returncode == 4, done.stdout[-2000:] + done.stderr[-2000:]
+    assert {(2200, 7, 0), (2200, 5, 0)} <= fresh.patches()
+    assert "extra" in fresh.item_columns()
+    back = fresh.app_hosts if failing == "every host" else [failing]
+    expected = {h: fresh.first if h in back else cut for h in fresh.app_hosts}
+    for host in fresh.layout.role("app"):
+        if host.name in back:
+            assert re.search(rf"{host.name}: [^;,]*{fresh.first[:12]}", done.stderr), host.name
+        assert fresh.current(host.name) == expected[host.name]
+        assert get_direct(host.address, OLD).revision == expected[host.name]
+    # a restarted instance is UP once haproxy's own check passes again (downinter 500 ms)
+    want = {**{f"{h}_{OLD}": "UP" for h in fresh.app_hosts},
+            **{f"{h}_{NEW}": "MAINT" for h in fresh.app_hosts}}
+    wait_until("every host's instance UP in haproxy", lambda: fresh.haproxy() == want, 3)
+    answers = [get() for _ in range(16)]
+    assert {a.status for a in answers} == {200}
+    assert {a.revision for a in answers} == set(expected.values())
+    assert fresh.show()["outcome"] == "failed-after-commit"
+
+
+def test_resume_after_sigkill_inside_the_window(fresh: Sandbox, tmp_path: Path) -> None:
+    """Orchestrator SIGKILLed inside the window: resume puts every host back, the lock is free."""
+    fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(2)})
+    proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"),
+                       log=tmp_path / "deploy.log")
+    try:
+        run_id = wait_for_run(fresh, proc)
+        journal = fresh.journal(run_id)
+        wait_for_event(journal, event_named("window.open"), 30, proc, "window.open")
+        wait_for_event(journal, step_started("apply_cold_patches"), 5, proc,
+                       "apply_cold_patches")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert get().status != 200, "the window was open: nobody is serving"
+    resumed = fresh.cli("resume", run_id)
+    assert resumed.returncode == 1, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert_old_state(fresh)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        answer = get("/")
+        assert answer.ok, answer.body
+    preflight = fresh.cli("preflight", *approvals("patch-2200-07-0"))
+    assert preflight.returncode == 0, preflight.stdout[-3000:] + preflight.stderr[-2000:]
+    assert fresh.show(run_id)["outcome"] == "rolled-back"
+
+
+def test_second_deploy_is_refused_while_one_runs(fresh: Sandbox, tmp_path: Path) -> None:
+    """While a deploy is inside a slow cold patch, a second one exits 5 naming the first run."""
+    fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(5)})
+    args = ("deploy", "--yes", *approvals("patch-2200-07-0"))
+    proc = fresh.spawn(*args, log=tmp_path / "first.log")
+    try:
+        run_id = wait_for_run(fresh, proc)
+        wait_for_event(fresh.journal(run_id), step_started("apply_cold_patches"), 30, proc,
+                       "apply_cold_patches")
+        second = fresh.cli(*args)
+        assert proc.poll() is None, "the first deploy was still inside its window"
+        assert proc.wait(60) == 0, (tmp_path / "first.log").read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert second.returncode == 5, second.stderr[-2000:]
+    assert run_id in second.stderr
+    assert max(fresh.patches()) == (2200, 7, 0)
+
+
+
+def test_exit_4_advice_is_a_command_the_cli_accepts(fresh: Sandbox, tmp_path: Path) -> None:
+    """The next step an exit 4 names (`fastdowntime ...`) is not refused as bad input."""
+    fresh.commit("Health answers 500 on app1",
+                 {SERVER: fresh.edit(SERVER, HEALTHY, UNHEALTHY_ON_APP1)})
+    fresh.commit("Add extra column to item (cold)", {PATCH_07: cold_patch()})
+    config = fresh.write_config(tmp_path, health_timeout_s="2",
+                                playbook='"fastdowntime-restart"')
+    done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"), config=config)
+    assert done.returncode == 4, done.stderr[-2000:]
+    advice = re.findall(r"`fastdowntime ([^`]+)`", done.stderr.splitlines()[-1])
+    assert advice, done.stderr.splitlines()[-1]
+    then = fresh.cli(*shlex.split(advice[-1]), config=config)
+    assert then.returncode != 2, then.stderr[-2000:]
