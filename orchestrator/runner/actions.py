@@ -10,6 +10,7 @@ nothing of stages: the playbooks order them.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -518,7 +519,6 @@ def _check_instances(run: Run, index: int, timeout_s: float = 2.0) -> dict[str, 
 
     An instance must answer with the stage's release within ``timeout_s``.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(host: Any) -> Any:
         return ops.wait_healthy(run.config, host, run.slots[host.name][index],
@@ -672,14 +672,23 @@ class RollingUpdate(Action):
         run.slots = read_slots(run)
         hosts = list(run.app_hosts)
         done: list[str] = []
-        for start in range(0, len(hosts), size):
-            batch = hosts[start:start + size]
-            self._batch(run, batch, timeout)
-            done += [h.name for h in batch]
-            run.journal.event("rolling.batch", hosts=[h.name for h in batch])
+        # A drained old instance no longer serves: stopping it and switching `current`
+        # overlap the next batch's start instead of delaying it.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retire") as retire:
+            pending: list[Future[None]] = []
+            try:
+                for start in range(0, len(hosts), size):
+                    batch = hosts[start:start + size]
+                    pending.append(self._batch(run, batch, timeout, retire))
+                    done += [h.name for h in batch]
+                    run.journal.event("rolling.batch", hosts=[h.name for h in batch])
+            finally:
+                for future in pending:
+                    future.result()
         return {"hosts": done, "batch_size": size}
 
-    def _batch(self, run: Run, batch: list[Any], timeout: float) -> None:
+    def _batch(self, run: Run, batch: list[Any], timeout: float,
+               retire: ThreadPoolExecutor) -> Future[None]:
         news = {h.name: run.slots[h.name][1] for h in batch}
         started = []
         began = run.clock()
@@ -710,20 +719,27 @@ class RollingUpdate(Action):
         for host in batch:  # from here on these hosts serve the new release
             run.host_states[host.name] = f"serving {run.release[:12]}"
         old = [o for o, _ in pairs]
+        names = ", ".join(h.name for h in batch)
         try:
             run.haproxy.wait_drained(old, run.config.need("lb").drain_timeout_s)
             run.haproxy.set_state(old, "maint")
+        except FastdowntimeError as exc:
+            raise FailedAfterCommit(f"after the swap of {names} to {run.release[:12]}: "
+                                    f"{exc}") from exc
+        ports = {h.name: run.slots[h.name][0] for h in batch}
+        for host in batch:
+            run.slots[host.name] = (news[host.name], ports[host.name])
+
+        def finish() -> None:
             for host in batch:
-                stopped = ops.stop_instance(run.remote, run.config, host,
-                                            run.slots[host.name][0])
+                stopped = ops.stop_instance(run.remote, run.config, host, ports[host.name])
                 if not stopped.ok:
                     run.problems.append(f"stopping the old instance: {stopped.describe()}")
-                run.slots[host.name] = (news[host.name], run.slots[host.name][0])
-            _failed(ops.switch(run.remote, run.config, run.release, batch),
-                    f"switching current to {run.release[:12]}")
-        except FastdowntimeError as exc:
-            raise FailedAfterCommit(f"after the swap of {', '.join(h.name for h in batch)} "
-                                    f"to {run.release[:12]}: {exc}") from exc
+            switched = ops.switch(run.remote, run.config, run.release, batch)
+            if not switched.ok:
+                raise FailedAfterCommit(f"after the swap of {names} to {run.release[:12]}: "
+                                        + "; ".join(r.describe() for r in switched.failed))
+        return retire.submit(finish)
 
     def render(self, run: Run) -> list[str]:
         lines = []
