@@ -46,13 +46,34 @@ def primary(settings: DatabaseSettings) -> Iterator[Connection]:
 
 
 @pytest.fixture
-def control(settings: DatabaseSettings, primary: Connection) -> Iterator[ConnectionControl]:
+def control(sandbox: Context, settings: DatabaseSettings,
+            primary: Connection) -> Iterator[ConnectionControl]:
     """A prepared ConnectionControl with pgbouncer; pgbouncer is restored at the end regardless."""
     ctl = ConnectionControl(settings, primary)
     ctl.prepare()
     yield ctl
     ctl.restore()
     ctl.close()
+    serving_again(sandbox)
+
+
+def serving_again(ctx: Context, timeout_s: float = 20) -> None:
+    """Leave the sandbox as found: a KILL can make pgbouncer refuse logins for
+    server_login_retry; wait until a client gets through pgbouncer again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn = client(ctx)
+        except psycopg2.OperationalError:
+            assert time.monotonic() < deadline, "pgbouncer still refuses clients"
+            time.sleep(0.05)
+            continue
+        ok = answers(conn)
+        conn.close()
+        if ok:
+            return
+        assert time.monotonic() < deadline, "pgbouncer still refuses queries"
+        time.sleep(0.05)
 
 
 def client(ctx: Context, *, port: int = L.PGBOUNCER_PORT, user: str = "app",
@@ -184,13 +205,15 @@ def test_app_servers_answer_after_a_cut_and_restore(
 
 
 @pytest.fixture
-def pausing(settings: DatabaseSettings, primary: Connection) -> Iterator[ConnectionControl]:
+def pausing(sandbox: Context, settings: DatabaseSettings,
+            primary: Connection) -> Iterator[ConnectionControl]:
     """A prepared ConnectionControl in pause mode; pgbouncer is restored at the end."""
     ctl = ConnectionControl(dataclasses.replace(settings, cut_method="pause"), primary)
     ctl.prepare()
     yield ctl
     ctl.restore()
     ctl.close()
+    serving_again(sandbox)
 
 
 def test_pause_keeps_clients_connected_and_waiting(sandbox: Context,

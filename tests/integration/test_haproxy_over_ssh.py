@@ -142,6 +142,10 @@ def events() -> LogCapture:
 def haproxy(config: Config, remote: Remote, events: LogCapture) -> Iterator[Haproxy]:
     log = structlog.wrap_logger(structlog.PrintLogger(), processors=[events])
     haproxy = Haproxy(remote, config, log=log)
+    # an earlier test may have cut the apps' database connections (pgbouncer KILL can
+    # refuse logins for server_login_retry): start once haproxy sees every ready server UP
+    poll(lambda: all(s.status == "UP" for s in haproxy.stats().values()
+                     if s.admin_state == "ready"), 20, "every ready server UP in haproxy")
     found = haproxy.stats()
     try:
         yield haproxy
