@@ -53,6 +53,16 @@ class Context:
     """True once the deploy has stopped the scripts: a fragile connection then fails."""
 
     @cached_property
+    def applied(self) -> set[tuple[int, int, int]] | None:
+        """The revision table's (major, minor, patch) rows, read once; None if it is missing."""
+        table = identifier(self.config.need("database").revision_table)
+        [(exists,)] = _rows(self.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,))
+        if not exists:
+            return None
+        return {(r[0], r[1], r[2])
+                for r in _rows(self.conn, f"SELECT major, minor, patch FROM {table}")}
+
+    @cached_property
     def standbys(self) -> list[replication.StandbyState]:
         """The standbys' states, sampled once for both replication checks."""
         return replication.standbys(self.config.need("database"), self.conn)
@@ -171,24 +181,16 @@ def check_fragile_connections(ctx: Context) -> CheckResult:
     return CheckResult("fragile_connections", False, f"{listed}: stop those scripts first", data)
 
 
-def _applied(ctx: Context) -> set[tuple[int, int, int]] | None:
-    table = identifier(ctx.config.need("database").revision_table)
-    [(exists,)] = _rows(ctx.conn, "SELECT to_regclass(%s) IS NOT NULL", (table,))
-    if not exists:
-        return None
-    return {(r[0], r[1], r[2]) for r in _rows(ctx.conn, f"SELECT major, minor, patch FROM {table}")}
-
-
 def check_revision_table(ctx: Context) -> CheckResult:
     table = ctx.config.need("database").revision_table
-    applied = _applied(ctx)
+    applied = ctx.applied
     if applied is None:
         return CheckResult("revision_table", False, f"the revision table {table} is missing")
     return CheckResult("revision_table", True, f"{table}: {len(applied)} patches applied")
 
 
 def check_pending_patches(ctx: Context) -> CheckResult:
-    applied = _applied(ctx)
+    applied = ctx.applied
     if ctx.plan is None or applied is None:
         return CheckResult("pending_patches", applied is not None, "no plan to compare")
     planned = set(ctx.plan.cold_patches + ctx.plan.fastdowntime_live_patches +

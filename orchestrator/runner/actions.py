@@ -72,6 +72,16 @@ class RolesParams:
     roles: tuple[str, ...] = ("app", "scripts")
 
 
+def _role_hosts(run: Run, roles: tuple[str, ...]) -> list[Any]:
+    """The hosts of ``roles``, role by role in config order."""
+    return [h for role in roles for h in run.config.role(role)]
+
+
+def _has_scripts(run: Run) -> bool:
+    """True when the config has scripts to stop and start, and hosts to run them."""
+    return run.config.scripts is not None and bool(run.config.role("scripts"))
+
+
 @action
 class StageCode(Action):
     """Ship the stage's release to every host of ``roles`` (``releases/<sha>``)."""
@@ -80,7 +90,7 @@ class StageCode(Action):
     Params = RolesParams
 
     def hosts(self, run: Run) -> list[Any]:
-        return [h for role in self.params.roles for h in run.config.role(role)]
+        return _role_hosts(run, self.params.roles)
 
     def do(self, run: Run) -> dict[str, Any]:
         result = ops.stage(run.remote, run.config, run.config.source.repo, run.release,
@@ -101,7 +111,7 @@ class SwitchCurrent(Action):
     Params = RolesParams
 
     def hosts(self, run: Run) -> list[Any]:
-        return [h for role in self.params.roles for h in run.config.role(role)]
+        return _role_hosts(run, self.params.roles)
 
     def do(self, run: Run) -> dict[str, Any]:
         _failed(ops.switch(run.remote, run.config, run.release, self.hosts(run)),
@@ -126,17 +136,17 @@ class StopScripts(Action):
     name = "stop_scripts"
 
     def do(self, run: Run) -> dict[str, Any]:
-        if run.config.scripts is None or not run.config.role("scripts"):
+        if not _has_scripts(run):
             return {"skipped": "no scripts configured"}
         _failed(ops.stop_scripts(run.remote, run.config), "stopping the scripts")
         return {}
 
     def undo(self, run: Run) -> None:
-        if run.config.scripts is not None and run.config.role("scripts"):
+        if _has_scripts(run):
             _failed(ops.start_scripts(run.remote, run.config), "restarting the scripts")
 
     def render(self, run: Run) -> list[str]:
-        if run.config.scripts is None:
+        if not _has_scripts(run):
             return []
         return _lines(ops.render_stop_scripts(run.config), run)
 
@@ -148,13 +158,13 @@ class StartScripts(Action):
     name = "start_scripts"
 
     def do(self, run: Run) -> dict[str, Any]:
-        if run.config.scripts is None or not run.config.role("scripts"):
+        if not _has_scripts(run):
             return {"skipped": "no scripts configured"}
         _failed(ops.start_scripts(run.remote, run.config), "starting the scripts")
         return {}
 
     def render(self, run: Run) -> list[str]:
-        if run.config.scripts is None:
+        if not _has_scripts(run):
             return []
         return _lines(ops.render_start_scripts(run.config), run)
 
@@ -231,14 +241,10 @@ class StartNewInstances(Action):
         for port, hosts in _by_port(run, 1).items():
             _failed(ops.start_instances(run.remote, run.config, hosts, run.release, port),
                     f"starting {run.release[:12]} on port {port}")
-        unhealthy = []
-        for port, hosts in _by_port(run, 1).items():
-            for health in ops.wait_all_healthy(run.config, hosts, port, run.release, timeout):
-                if not health.ok:
-                    unhealthy.append(health.describe())
+        unhealthy = _check_instances(run, 1, timeout)
         if unhealthy:
             raise FailedBeforeCommit("new instances failed their health check: "
-                                     + "; ".join(unhealthy))
+                                     + "; ".join(unhealthy.values()))
         return {"slots": run.slots}
 
     def undo(self, run: Run) -> None:
