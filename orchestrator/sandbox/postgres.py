@@ -158,6 +158,14 @@ class Standby(_Server):
         self.start()
         wait_until(self.streaming, deadline_s=START_DEADLINE_S, component=self.name,
                    what="streaming from the primary", log=self.log)
+        # a standby that has replayed no commit yet has no replay timestamp, and a
+        # preflight right after `sandbox up` would see an unknown lag: commit a
+        # transaction with an xid on the primary and wait for the standby to replay it
+        with self.primary.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_current_xact_id()")
+        conn.close()
+        wait_until(self.caught_up, deadline_s=START_DEADLINE_S, component=self.name,
+                   what="caught up with the primary", log=self.log)
 
     def _basebackup(self) -> None:
         write_private(self.passfile, self.ctx.pgpass_line(L.PRIMARY_PORT, "replicator"))
@@ -185,6 +193,20 @@ class Standby(_Server):
         except psycopg2.OperationalError:
             return False
         return row is not None and row[0] == "streaming"
+
+    def caught_up(self) -> bool:
+        """True when this standby has replayed everything the primary has written, and
+        has replayed a transaction (so its replay timestamp is known)."""
+        with self.primary.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_lsn()")
+            target = cur.fetchone()[0]
+        conn.close()
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn "
+                        "AND pg_last_xact_replay_timestamp() IS NOT NULL", (target,))
+            done = bool(cur.fetchone()[0])
+        conn.close()
+        return done
 
     def status(self) -> dict[str, Any]:
         up = self.is_up()
