@@ -6,6 +6,8 @@ and milliseconds per command, and whose default policy trusts unknown keys):
 - host keys come only from ``[ssh] known_hosts``; an unknown or changed key
   is refused (:class:`HostKeyRejected`, naming host and fingerprint);
 - sockets get TCP_NODELAY (paramiko leaves Nagle on: ~40 ms per command);
+- AES-GCM is preferred where the server offers it: paramiko checks a
+  non-AEAD MAC byte by byte in Python, a quarter of its CPU per command;
 - connecting is retried (tenacity) within the connect timeout; a command
   that changes state is never retried;
 - one connection per host, reused for the whole run; commands run on new
@@ -45,6 +47,11 @@ from orchestrator.remote.results import (
     tail,
 )
 
+AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+"""Ciphers put first in what we offer, when paramiko knows them (see the module text)."""
+SEND_CHUNK = 1 << 15
+"""Stdin goes out in slices of this size: paramiko's ``sendall`` re-slices the whole
+remainder after every packet, which copies a 1 MB archive about 30 times."""
 KILL_AFTER_S = 2
 """After the timeout's TERM, the host's ``timeout`` sends KILL this much later."""
 TIMEOUT_EXIT = 124
@@ -70,6 +77,19 @@ class _Reject(paramiko.MissingHostKeyPolicy):
                          key: paramiko.PKey) -> None:
         raise HostKeyRejected(self.host.name, f"{self.host.address}:{self.host.port}",
                               fingerprint(key), "is not in known_hosts")
+
+
+def aead_first(sock: socket.socket, **kwargs: Any) -> paramiko.Transport:
+    """A paramiko Transport offering AES-GCM first, then its other ciphers in their order.
+
+    Nothing is removed from the offer: a server without GCM negotiates as before.
+    """
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    options.ciphers = (tuple(c for c in AEAD_CIPHERS if c in offered)
+                       + tuple(c for c in offered if c not in AEAD_CIPHERS))
+    return transport
 
 
 class Remote:
@@ -128,7 +148,8 @@ class Remote:
                 client.connect(host.address, port=host.port, username=self.ssh.user,
                                key_filename=self.ssh.key, look_for_keys=self.ssh.key is None,
                                allow_agent=self.ssh.key is None, sock=sock, timeout=remaining,
-                               banner_timeout=remaining, auth_timeout=remaining)
+                               banner_timeout=remaining, auth_timeout=remaining,
+                               transport_factory=aead_first)
             except BaseException:
                 client.close()
                 sock.close()
@@ -210,7 +231,8 @@ class Remote:
         try:
             channel.exec_command(text)
             if stdin:
-                channel.sendall(stdin)
+                for start in range(0, len(stdin), SEND_CHUNK):
+                    channel.sendall(stdin[start:start + SEND_CHUNK])
             channel.shutdown_write()
             out, err = bytearray(), bytearray()
             while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 from orchestrator.config import Config, HostSettings, load_config
 from orchestrator.remote.commands import Command
 from orchestrator.remote.results import HostKeyRejected
-from orchestrator.remote.ssh import Remote, fingerprint
+from orchestrator.remote.ssh import AEAD_CIPHERS, SEND_CHUNK, Remote, aead_first, fingerprint
 from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Context
 
@@ -52,12 +53,30 @@ def test_commands_run_on_every_host_over_one_connection_each(config: Config,
 
 
 def test_stdin_reaches_the_command(config: Config, remote: Remote) -> None:
-    """Bytes given as stdin arrive whole (how releases are shipped)."""
-    data = bytes(range(256)) * 4096
+    """Bytes given as stdin arrive whole (how releases are shipped), a last short slice too."""
+    data = bytes(range(256)) * 4096 + b"tail"
+    assert len(data) % SEND_CHUNK
     result = remote.run(config.hosts[0], Command(("sha256sum",)), stdin=data)
-    import hashlib
-
     assert result.ok and result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_connections_negotiate_aes_gcm(config: Config, remote: Remote) -> None:
+    """OpenSSH offers AES-GCM, so it is chosen (paramiko checks other MACs in Python)."""
+    transport = remote.connection(config.hosts[0]).get_transport()
+    assert transport is not None
+    assert (transport.local_cipher, transport.remote_cipher) == (AEAD_CIPHERS[0],) * 2
+
+
+def test_gcm_is_offered_first_and_nothing_is_dropped() -> None:
+    """A server without GCM still finds every cipher paramiko would have offered."""
+    left, right = socket.socketpair()
+    with left, right:
+        transport = aead_first(left)
+        offered = transport.get_security_options().ciphers
+        assert offered[:len(AEAD_CIPHERS)] == AEAD_CIPHERS
+        assert sorted(offered) == sorted(paramiko.Transport._preferred_ciphers)
+        assert aead_first(right, disabled_algorithms={"ciphers": list(AEAD_CIPHERS)}) \
+            .preferred_ciphers[0] == "aes128-ctr"
 
 
 def test_unknown_host_key_is_refused_with_fingerprint(config: Config, tmp_path: Path) -> None:
