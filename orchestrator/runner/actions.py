@@ -10,6 +10,7 @@ nothing of stages: the playbooks order them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -220,9 +221,10 @@ def read_slots(run: Run) -> dict[str, tuple[int, int]]:
     return slots
 
 
-def _by_port(run: Run, index: int) -> dict[int, list[Any]]:
+def _by_port(run: Run, index: int, hosts: Sequence[Any] | None = None
+             ) -> dict[int, list[Any]]:
     groups: dict[int, list[Any]] = {}
-    for host in run.app_hosts:
+    for host in run.app_hosts if hosts is None else hosts:
         groups.setdefault(run.slots[host.name][index], []).append(host)
     return groups
 
@@ -520,19 +522,30 @@ class CloseWindow(Action):
         return lines
 
 
-def _check_instances(run: Run, index: int, timeout_s: float = 2.0) -> dict[str, str]:
-    """Health-check the ``index`` slot of every app host at once; host -> why, if unhealthy.
+def window_serves(steps: Sequence[Any]) -> str:
+    """Which slot a playbook's window hands traffic to: ``new`` (the default playbook) or
+    ``old`` (the restart playbook: the serving slot restarts on the release)."""
+    for step in steps:
+        if isinstance(step.action, CloseWindow):
+            return step.action.params.servers
+    return "new"
+
+
+def _check_instances(run: Run, index: int, timeout_s: float = 2.0,
+                     hosts: Sequence[Any] | None = None) -> dict[str, str]:
+    """Health-check the ``index`` slot of every app host (or of ``hosts``) at once;
+    host -> why, if unhealthy.
 
     An instance must answer with the stage's release within ``timeout_s``.
     """
+    hosts = run.app_hosts if hosts is None else hosts
 
     def one(host: Any) -> Any:
         return ops.wait_healthy(run.config, host, run.slots[host.name][index],
                                 run.expected.get(host.name, run.release), timeout_s)
-    with ThreadPoolExecutor(max_workers=max(1, len(run.app_hosts))) as pool:
-        results = list(pool.map(one, run.app_hosts))
-    return {h.name: r.describe() for h, r in zip(run.app_hosts, results, strict=True)
-            if not r.ok}
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        results = list(pool.map(one, hosts))
+    return {h.name: r.describe() for h, r in zip(hosts, results, strict=True) if not r.ok}
 
 
 @dataclass(frozen=True)
@@ -571,33 +584,7 @@ class RestartOnRelease(Action):
 
     def do(self, run: Run) -> dict[str, Any]:
         timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
-        switched = ops.switch(run.remote, run.config, run.release, run.app_hosts)
-        began = run.clock()
-        failed: dict[str, str] = {r.host: r.describe() for r in switched.failed}
-        for port, hosts in _by_port(run, 0).items():
-            hosts = [h for h in hosts if h.name not in failed]
-            started = ops.start_instances(run.remote, run.config, hosts, run.release, port)
-            failed.update({r.host: r.describe() for r in started.failed})
-        failed.update({h: why for h, why in _check_instances(run, 0, timeout).items()
-                       if h not in failed})
-        for host in run.app_hosts:
-            if host.name not in failed:
-                run.host_states[host.name] = f"serving {run.release[:12]}"
-                run.journal.event("restart.healthy", host=host.name,
-                                  start_to_healthy_s=round(run.clock() - began, 6))
-                continue
-            port = run.slots[host.name][0]
-            ops.stop_instance(run.remote, run.config, host, port)
-            ops.switch(run.remote, run.config, run.previous, [host])
-            back = ops.start_instance(run.remote, run.config, host, run.previous, port)
-            healthy = back.ok and ops.wait_healthy(run.config, host, port, run.previous,
-                                                   timeout).ok
-            run.expected[host.name] = run.previous
-            state = (f"back on {run.previous[:12]} and serving" if healthy else
-                     f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
-            run.host_states[host.name] = state
-            run.problems.append(f"{host.name}: {run.release[:12]} failed "
-                                f"({failed[host.name]}); {state}")
+        restart_in_place(run, run.app_hosts, timeout)
         return {"hosts": dict(run.host_states)}
 
     def render(self, run: Run) -> list[str]:
@@ -606,6 +593,40 @@ class RestartOnRelease(Action):
             lines += _lines(ops.render_start_instances(run.config, [host], run.release,
                                                        run.port(host, 0)), run)
         return lines + ["then poll each health URL until it reports the release"]
+
+
+def restart_in_place(run: Run, hosts: Sequence[Any], timeout_s: float) -> None:
+    """``current`` -> the release on ``hosts``, started on their serving slot and healthy
+    within ``timeout_s``; a host where it fails goes back to the previous release (old code
+    works on the new schema by policy). Records each host's state, and a problem per
+    host that went back (or is down)."""
+    switched = ops.switch(run.remote, run.config, run.release, hosts)
+    began = run.clock()
+    failed: dict[str, str] = {r.host: r.describe() for r in switched.failed}
+    for port, group in _by_port(run, 0, hosts).items():
+        group = [h for h in group if h.name not in failed]
+        started = ops.start_instances(run.remote, run.config, group, run.release, port)
+        failed.update({r.host: r.describe() for r in started.failed})
+    failed.update({h: why for h, why in _check_instances(run, 0, timeout_s, hosts).items()
+                   if h not in failed})
+    for host in hosts:
+        if host.name not in failed:
+            run.host_states[host.name] = f"serving {run.release[:12]}"
+            run.journal.event("restart.healthy", host=host.name,
+                              start_to_healthy_s=round(run.clock() - began, 6))
+            continue
+        port = run.slots[host.name][0]
+        ops.stop_instance(run.remote, run.config, host, port)
+        ops.switch(run.remote, run.config, run.previous, [host])
+        back = ops.start_instance(run.remote, run.config, host, run.previous, port)
+        healthy = back.ok and ops.wait_healthy(run.config, host, port, run.previous,
+                                               timeout_s).ok
+        run.expected[host.name] = run.previous
+        state = (f"back on {run.previous[:12]} and serving" if healthy else
+                 f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
+        run.host_states[host.name] = state
+        run.problems.append(f"{host.name}: {run.release[:12]} failed "
+                            f"({failed[host.name]}); {state}")
 
 
 # --- patches online -----------------------------------------------------------------------

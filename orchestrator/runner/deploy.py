@@ -32,6 +32,7 @@ from orchestrator.errors import (
     UndoFailed,
 )
 from orchestrator.plan import Plan, parse_approvals
+from orchestrator.runner.actions import window_serves
 from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
 from orchestrator.runner.playbook import load_playbook
@@ -156,7 +157,11 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                                                  for p, w in approvals.items()],
         "error": None, "rehearse": options.rehearse, "hosts": {}}
     write_summary(runs_dir, run_id, summary)
-    journal.event("run.start", plan=plan.to_json(), stage=options.stage)
+    playbook = load_playbook(config.runs.playbook)
+    # resume reads how the window hands traffic back from here, not from a playbook
+    # that may have changed since
+    journal.event("run.start", plan=plan.to_json(), stage=options.stage,
+                  playbook=playbook.name, window_serves=window_serves(playbook.steps))
     probe.start()
     haproxy: Any = None
     error: FastdowntimeError | None = None
@@ -167,7 +172,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
             run = Run(config, plan, run_id, journal, "fastdowntime", plan.cut, plan.from_sha,
                       texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy)
             runs.append(run)
-            run_steps(load_playbook(config.runs.playbook), run)
+            run_steps(playbook, run)
             try:
                 _after_window(config, plan, run, journal)
             except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward

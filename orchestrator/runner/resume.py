@@ -6,7 +6,9 @@ to do. Before the commit point: connections back, the old instances ready
 again, the new ones stopped, the scripts started (exit 1: nothing changed).
 After it: connections back, the new instances ready, the old ones stopped,
 ``current`` on the cut, the scripts started (exit 0; the nodowntime tail is
-left for the next ``deploy``).
+left for the next ``deploy``). After the restart playbook's COMMIT there is no
+second instance: the serving slot runs the cut (started if the crash left it
+stopped), or the previous release where the cut does not come up (exit 4).
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)
     journal = Journal(runs_dir, summary["id"])
     outcome = "failed"
+    problem: FailedAfterCommit | None = None
     try:
         # COMMIT may have happened without the journal hearing of it: ask the database
         committed = (any(e.get("event") == "commit" for e in events)
                      or _committed(settings, summary["id"], _cold_patches(events)))
         slots = _slots(events)
-        journal.event("resume.start", committed=committed, slots=slots)
+        serves = _window_serves(events)
+        journal.event("resume.start", committed=committed, slots=slots, window_serves=serves)
         if not slots:
             show("the window was never prepared: nothing on the hosts to restore")
         with Remote(config) as remote, Haproxy(remote, config) as haproxy:
@@ -63,10 +67,16 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                 if slots:
                     new = [run.server(h, slots[h.name][1]) for h in run.app_hosts]
                     old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
-                    if committed:
-                        _finish(run, ops, new, old)
-                    else:
-                        _restore(run, ops, new, old)
+                    try:
+                        if committed and serves == "old":
+                            _finish_in_place(run, ops)
+                        elif committed:
+                            _finish(run, ops, new, old)
+                        else:
+                            _restore(run, ops, new, old)
+                    except FailedAfterCommit as exc:
+                        problem = exc  # the schema is new: roll forward, the scripts start
+                        journal.event("rollforward", error=str(exc))
                 if config.scripts is not None and config.role("scripts"):
                     if committed:
                         ops.switch(remote, config, run.release, config.role("scripts"))
@@ -75,14 +85,19 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
             finally:
                 control.close()
                 control.primary.close()
-        outcome = "done" if committed else "rolled-back"
+        outcome = ("failed-after-commit" if problem else "done") if committed else "rolled-back"
         summary.update({"outcome": outcome, "resumed_by": whoami(),
-                        "error": None if committed else summary.get("error")})
+                        "error": str(problem) if problem else
+                        None if committed else summary.get("error")})
+        if run.host_states:
+            summary["hosts"] = {**summary.get("hosts", {}), **run.host_states}
         write_summary(runs_dir, summary["id"], summary)
     finally:
         journal.event("resume.end", outcome=outcome)
         journal.close()
         lock.finish(outcome)
+    if problem is not None:
+        raise problem
     if not committed:
         raise FailedBeforeCommit(f"run {summary['id']} restored: every host serves "
                                  f"{summary['from'][:12]}, the schema is unchanged")
@@ -151,6 +166,9 @@ def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
         if not health.ok:
             keep.append(host)
     moving = [h for h in run.app_hosts if h not in keep]
+    run.host_states.update({h.name: f"serving {run.release[:12]}" for h in moving})
+    run.host_states.update({h.name: f"serving {run.previous[:12]} on its old instance; the "
+                            "new one failed" for h in keep})
     run.haproxy.set_state([run.server(h, run.slots[h.name][1]) for h in moving], "ready")
     run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in keep], "ready")
     run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in moving], "maint")
@@ -163,6 +181,46 @@ def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
         raise FailedAfterCommit("resumed; the new release is not healthy on "
                                 f"{', '.join(h.name for h in keep)}: their old instances "
                                 "keep serving (old code works on the new schema)")
+
+
+def _finish_in_place(run: Run, ops: Any) -> None:
+    """After the restart playbook's COMMIT: each host's one slot serves the cut, started
+    where the crash left it stopped or unhealthy; a host that already went back to the
+    previous release keeps it, and one where the cut fails now goes back (exit 4)."""
+    from orchestrator.runner.actions import restart_in_place
+
+    app = run.config.need("app")
+    todo, kept = [], []
+    for host in run.app_hosts:
+        port = run.slots[host.name][0]
+        health = ops.wait_healthy(run.config, host, port, run.release, 1.0)
+        if health.ok:
+            run.host_states[host.name] = f"serving {run.release[:12]}"
+        elif health.revision == run.previous and health.last.startswith("HTTP 200"):
+            kept.append(host)
+            run.expected[host.name] = run.previous
+        else:
+            todo.append(host)
+    if todo:
+        # whatever half-started there goes first: start refuses a port another release holds
+        for host in todo:
+            ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
+        restart_in_place(run, todo, app.health_timeout_s)
+    down = [h for h in run.app_hosts if run.host_states.get(h.name, "").startswith("DOWN")]
+    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in run.app_hosts
+                           if h not in down], "ready")
+    problems = [f"{h.name}: kept serving {run.previous[:12]}, which it had gone back to"
+                for h in kept] + run.problems
+    if problems:
+        raise FailedAfterCommit("resumed; not every host serves "
+                                f"{run.release[:12]}: {'; '.join(problems)}")
+
+
+def _window_serves(events: list[dict[str, Any]]) -> str:
+    """``new`` or ``old``: the slot the run's window hands traffic to (its ``run.start``);
+    runs journaled before this was recorded used the default playbook."""
+    start = next((e for e in events if e.get("event") == "run.start"), {})
+    return "old" if start.get("window_serves") == "old" else "new"
 
 
 def _slots(events: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:

@@ -43,6 +43,13 @@ UNHEALTHY = 'self._send(500, "application/json", json.dumps(status).encode())'
 UNHEALTHY_ON_APP1 = HEALTHY.replace(
     "200", '500 if self.server.server_address[0] == "127.0.0.11" else 200')
 
+HOLD_FILE = "hold-health"
+HOLD_AFTER_PATCH_07 = (
+    '__import__("time").sleep(5 if patch >= [2200, 7, 0] and (Path(__file__).resolve()'
+    f'.parents[3] / "{HOLD_FILE}").exists() else 0); ' + HEALTHY)
+"""Health that hangs 5 s once patch 2200-07 is applied, while the host's app root holds
+``HOLD_FILE``: a deploy is then inside its window after COMMIT for at least a second."""
+
 OLD, NEW = APP_PORTS
 """Every app host serves on its first slot after `sandbox up`; a deploy starts the second."""
 COLD_ROWS = {(2200, 1, 0), (2200, 3, 0), (2200, 4, 0), (2200, 5, 0), (2200, 7, 0)}
@@ -240,6 +247,53 @@ def test_resume_after_sigkill_inside_the_window(fresh: Sandbox, tmp_path: Path) 
     preflight = fresh.cli("preflight", *approvals("patch-2200-07-0"))
     assert preflight.returncode == 0, preflight.stdout[-3000:] + preflight.stderr[-2000:]
     assert fresh.show(run_id)["outcome"] == "rolled-back"
+
+
+@pytest.mark.parametrize(("playbook", "crash_in"), [
+    ("fastdowntime", "close_window"), ("fastdowntime-restart", "restart_on_release")])
+def test_resume_after_sigkill_after_commit_finishes_the_deploy(
+        fresh: Sandbox, tmp_path: Path, playbook: str, crash_in: str) -> None:
+    """SIGKILLed after COMMIT, before traffic came back: resume finishes, every host serves
+    the cut from the slot the playbook hands traffic to, exit 0."""
+    fresh.commit("Health holds while asked to", {SERVER: fresh.edit(SERVER, HEALTHY,
+                                                                     HOLD_AFTER_PATCH_07)})
+    cut = fresh.commit("Add extra column to item (cold)", {PATCH_07: cold_patch()})
+    holds = [host.app_root / HOLD_FILE for host in fresh.layout.role("app")]
+    for hold in holds:
+        hold.touch()
+    config = fresh.write_config(tmp_path, playbook=f'"{playbook}"')
+    proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"), config=config,
+                       log=tmp_path / "deploy.log")
+    try:
+        run_id = wait_for_run(fresh, proc)
+        journal = fresh.journal(run_id)
+        wait_for_event(journal, event_named("commit"), 60, proc, "commit")
+        wait_for_event(journal, step_started(crash_in), 10, proc, crash_in)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for hold in holds:
+            hold.unlink(missing_ok=True)
+    assert "extra" in fresh.item_columns()
+    resumed = fresh.cli("resume", run_id, config=config)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    serving, idle = (OLD, NEW) if playbook == "fastdowntime-restart" else (NEW, OLD)
+    for host in fresh.layout.role("app"):
+        assert fresh.current(host.name) == cut, host.name
+        assert get_direct(host.address, serving).revision == cut, host.name
+        assert get_direct(host.address, idle).status is None, f"{host.name}: {idle} still runs"
+    for host in fresh.layout.role("scripts"):
+        assert fresh.current(host.name) == cut, host.name
+    want = {**{f"{h}_{serving}": "UP" for h in fresh.app_hosts},
+            **{f"{h}_{idle}": "MAINT" for h in fresh.app_hosts}}
+    wait_until("the serving slots UP in haproxy", lambda: fresh.haproxy() == want, 3)
+    assert_serving(fresh, cut)
+    run = fresh.show(run_id)
+    assert run["outcome"] == "done" and run["resumed_by"]
+    assert set(run["hosts"].values()) == {f"serving {cut[:12]}"}
 
 
 def test_second_deploy_is_refused_while_one_runs(fresh: Sandbox, tmp_path: Path) -> None:
