@@ -68,6 +68,12 @@ class FailedAfterCommit(FastdowntimeError):
     exit_code = ExitCode.FAILED_AFTER_COMMIT
 
 
+class CommitUnknown(FailedAfterCommit):
+    """The connection to the primary was lost during COMMIT and the database could not be
+    asked whether it committed: the schema may be old or new. Exit 4, since the commit
+    point was reached; ``resume RUN`` asks the database, then finishes or restores."""
+
+
 class Locked(FastdowntimeError):
     """Another run holds the deploy lock."""
 

@@ -28,8 +28,8 @@ import psycopg2.extras
 import structlog
 
 from orchestrator.db.connect import Connection
-from orchestrator.db.schema import identifier
-from orchestrator.errors import FailedBeforeCommit
+from orchestrator.db.schema import identifier, schema_exists
+from orchestrator.errors import CommitUnknown, FailedBeforeCommit
 from orchestrator.patches import PatchReport
 
 QUERY_CANCELED = "57014"
@@ -86,6 +86,50 @@ class ColdPatchFailed(FailedBeforeCommit):
                          "nothing changed")
 
 
+class CommitLost(CommitUnknown):
+    """The connection broke during COMMIT, so the transaction may have committed.
+
+    ``backend_pid`` is the server process that ran it (:func:`committed_by` waits for it
+    to exit before it asks) and ``result`` the timings, valid if it did commit.
+    """
+
+    def __init__(self, backend_pid: int, result: ColdResult, reason: str) -> None:
+        self.backend_pid = backend_pid
+        self.result = result
+        super().__init__(f"the connection to the primary was lost during COMMIT ({reason}); "
+                         "it may have committed")
+
+
+def committed_by(conn: Connection, run_id: str, filenames: Sequence[str], *,
+                 backend_pid: int | None = None, timeout_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep) -> bool:
+    """Whether run ``run_id``'s cold patches ``filenames`` committed (they commit together),
+    asked on ``conn``, a connection of its own in autocommit.
+
+    With ``backend_pid`` (the server process whose COMMIT was cut off) it first waits,
+    up to ``timeout_s``, until that process has exited: until then its COMMIT may still
+    land. Raises :class:`CommitUnknown` if it does not exit in time.
+    """
+    deadline = clock() + timeout_s
+    with conn.cursor() as cur:
+        while backend_pid is not None:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)",
+                        (backend_pid,))
+            if not _one(cur):
+                break
+            if clock() >= deadline:
+                raise CommitUnknown(f"the server process {backend_pid} that ran COMMIT is "
+                                    f"still there after {timeout_s:g} s")
+            sleep(0.01)
+    if not schema_exists(conn):
+        return False
+    with conn.cursor() as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM fastdowntime.applied_patch "
+                    "WHERE run_id = %s AND filename = ANY(%s))", (run_id, list(filenames)))
+        return bool(_one(cur))
+
+
 def render_cold(patches: Sequence[ColdPatch], permissions: str | None,
                 revision_table: str) -> list[str]:
     """The SQL :func:`apply_cold` would send, in order, for ``--dry-run``."""
@@ -114,14 +158,16 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     table = identifier(revision_table)
     ordered = sorted(patches, key=lambda p: p.report.name.key if p.report.name else (0, 0, 0))
     conn.autocommit = False
+    backend_pid = conn.get_backend_pid()
     started = clock()
+    timings: list[PatchTiming] = []
     current: tuple[str, int | None, str] = ("", None, "BEGIN")
     try:
         with conn.cursor() as cur:
             cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
                         "SELECT clock_timestamp()")
             begin: datetime = _one(cur)
-            timings, rows = [], []
+            rows = []
             for patch in ordered:
                 for statement in patch.report.statements:
                     current = (patch.filename, statement.line, statement.sql)
@@ -161,6 +207,11 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                                   "deadline", deadline=True) from None
         sqlstate = getattr(exc, "pgcode", None)
         reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
+        if sql == "COMMIT" and conn.closed:
+            # the server may have committed before the connection broke: say so, never
+            # "rolled back"
+            raise CommitLost(backend_pid, ColdResult(tuple(timings), elapsed, clock()),
+                             reason) from None
         raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
                               f"{reason} (SQLSTATE {sqlstate})", sqlstate,
                               deadline=sqlstate == QUERY_CANCELED) from None

@@ -15,7 +15,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.errors import FailedAfterCommit, FailedBeforeCommit, FastdowntimeError
+import psycopg2
+
+from orchestrator.errors import (
+    CommitUnknown,
+    FailedAfterCommit,
+    FailedBeforeCommit,
+    FastdowntimeError,
+)
 from orchestrator.history.git import blob_sha
 from orchestrator.remote import haproxy as hap
 from orchestrator.remote import operations as ops
@@ -425,19 +432,44 @@ class ApplyColdPatches(Action):
         return run.texts.get("<permissions>")
 
     def do(self, run: Run) -> dict[str, Any]:
-        from orchestrator.db.cold import apply_cold
+        from orchestrator.db.cold import CommitLost, apply_cold
 
         settings = run.config.need("database")
         deadline = (run.window_deadline if run.window_deadline is not None
                     else run.clock() + run.config.window.budget_s) - self.params.reserve_s
-        result = apply_cold(run.primary, self.patches(run), deadline=deadline,
-                            permissions=self.permissions(run),
-                            revision_table=settings.revision_table, run_id=run.run_id,
-                            clock=run.clock)
+        try:
+            result = apply_cold(run.primary, self.patches(run), deadline=deadline,
+                                permissions=self.permissions(run),
+                                revision_table=settings.revision_table, run_id=run.run_id,
+                                clock=run.clock)
+        except CommitLost as lost:
+            if not self._settle(run, lost):
+                raise FailedBeforeCommit(f"{lost}: the database shows it did not; rolled "
+                                         "back, nothing changed") from None
+            result = lost.result
         run.committed = True
         run.cold_timings = [dataclasses.asdict(t) for t in result.timings]
         run.journal.event("commit", total_s=round(result.total_s, 6), patches=run.cold_timings)
         return {"total_s": round(result.total_s, 6), "patches": run.cold_timings}
+
+    def _settle(self, run: Run, lost: Any) -> bool:
+        """Ask the primary, on a new connection, whether the lost COMMIT happened; raise
+        :class:`CommitUnknown` (the engine restores the hosts, exit 4) if it cannot say."""
+        from orchestrator.db.cold import committed_by
+        from orchestrator.db.connect import connect
+
+        try:
+            conn = connect(run.config.need("database"), what="primary", autocommit=True)
+            try:
+                committed = committed_by(conn, run.run_id, run.plan.cold_patches,
+                                         backend_pid=lost.backend_pid)
+            finally:
+                conn.close()
+        except (FastdowntimeError, psycopg2.Error) as exc:
+            run.journal.event("commit.unknown", error=str(lost), why=str(exc))
+            raise CommitUnknown(f"{lost}, and the database cannot say: {exc}") from None
+        run.journal.event("commit.settled", error=str(lost), committed=committed)
+        return committed
 
     def render(self, run: Run) -> list[str]:
         from orchestrator.db.cold import render_cold

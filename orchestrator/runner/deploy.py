@@ -24,6 +24,7 @@ from orchestrator.checks import CheckResult
 from orchestrator.config import Config
 from orchestrator.errors import (
     BadInput,
+    CommitUnknown,
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
@@ -258,6 +259,8 @@ def _outcome(error: FastdowntimeError | None, runs: list[Run]) -> str:
         return "done"
     if isinstance(error, UndoFailed):
         return "undo-failed"
+    if isinstance(error, CommitUnknown):
+        return "commit-unknown"
     if isinstance(error, FailedAfterCommit):
         return "failed-after-commit"
     if isinstance(error, FailedBeforeCommit):

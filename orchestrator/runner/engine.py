@@ -11,7 +11,7 @@ next steps still run; the caller reports exit 4 with each host's state.
 
 from __future__ import annotations
 
-from orchestrator.errors import FailedBeforeCommit, UndoFailed
+from orchestrator.errors import CommitUnknown, FailedBeforeCommit, UndoFailed
 from orchestrator.runner.context import Run
 from orchestrator.runner.playbook import Playbook, Step
 
@@ -37,6 +37,14 @@ def run_steps(playbook: Playbook, run: Run) -> None:
                 continue
             # the failing step is undone too: its ``do`` may have changed part of the state
             problems = undo([*done, step], run)
+            if isinstance(exc, CommitUnknown):
+                restored = (f"undo failed: {'; '.join(problems)}" if problems else
+                            "the hosts serve the previous release again (it works on "
+                            "either schema)")
+                raise CommitUnknown(f"{playbook.name} step {step.name} (line {step.line}): "
+                                    f"{exc}; {restored}; once the database answers, "
+                                    f"`fastdowntime resume {run.run_id}` finds out whether "
+                                    "COMMIT happened and finishes or restores") from exc
             if problems:
                 raise UndoFailed(f"{playbook.name} step {step.name} (line {step.line}) "
                                  f"failed: {exc}; undo failed: {'; '.join(problems)}; run "

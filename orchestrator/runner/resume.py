@@ -36,7 +36,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     runs_dir = Path(config.runs.dir)
     summary = load_run(runs_dir, ref)
     if summary.get("outcome") not in ("running", "crashed", "undo-failed",
-                                      "failed-after-commit"):
+                                      "failed-after-commit", "commit-unknown"):
         raise BadInput(f"run {summary['id']} ended ({summary.get('outcome')}): "
                        "nothing to resume")
     events = read_journal(runs_dir / summary["id"] / "journal.jsonl")
@@ -112,20 +112,13 @@ def _cold_patches(events: list[dict[str, Any]]) -> list[str]:
 
 
 def _committed(settings: Any, run_id: str, cold_patches: list[str]) -> bool:
-    """True when the database holds one of the run's cold patches: its COMMIT happened
-    (they commit together; its live patches are recorded before the window)."""
+    """True when the database holds one of the run's cold patches: its COMMIT happened."""
+    from orchestrator.db.cold import committed_by
     from orchestrator.db.connect import connect
-    from orchestrator.db.schema import schema_exists
 
     conn = connect(settings, readonly=True, autocommit=True)
     try:
-        if not schema_exists(conn):
-            return False
-        with conn.cursor() as cur:
-            cur.execute("SELECT EXISTS (SELECT 1 FROM fastdowntime.applied_patch "
-                        "WHERE run_id = %s AND filename = ANY(%s))", (run_id, cold_patches))
-            row = cur.fetchone()
-        return bool(row and row[0])
+        return committed_by(conn, run_id, cold_patches)
     finally:
         conn.close()
 

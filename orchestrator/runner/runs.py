@@ -37,8 +37,8 @@ from orchestrator.runner.journal import (
 )
 
 SUMMARY_NAME = "run.json"
-OUTCOMES = ("done", "failed", "rolled-back", "undo-failed", "failed-after-commit", "crashed",
-            "running")
+OUTCOMES = ("done", "failed", "rolled-back", "undo-failed", "failed-after-commit",
+            "commit-unknown", "crashed", "running")
 RUN_START = "run.start"
 """Journal event opening a run; its fields (who, from, to, cut, ...) seed a rebuilt summary."""
 RUN_END = "run.end"

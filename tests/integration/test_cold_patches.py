@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 
+import psycopg2
 import pytest
 
 from orchestrator.config import DatabaseSettings
-from orchestrator.db.cold import ColdPatch, ColdPatchFailed, apply_cold, render_cold
+from orchestrator.db.cold import (
+    ColdPatch,
+    ColdPatchFailed,
+    CommitLost,
+    apply_cold,
+    committed_by,
+    render_cold,
+)
 from orchestrator.db.connect import DatabaseUnreachable, connect
 from orchestrator.db.schema import ensure_schema
 from orchestrator.history.git import blob_sha
 from orchestrator.patches import analyse
+from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.layout import PRIMARY_PORT
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +157,79 @@ def test_unreachable_and_wrong_password_name_host_not_password(
     assert "127.0.0.1:15432" in str(caught.value)
     assert "password authentication failed" in str(caught.value)
     assert "not-the-password-x9" not in str(caught.value)
+
+
+class CommitCutter:
+    """A TCP proxy to the primary that breaks the connection at its COMMIT: ``before`` the
+    server gets it, or ``after`` (the server committed, its answer never arrives)."""
+
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
+
+    def __init__(self, drop: str) -> None:
+        self.drop = drop
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent_commit = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.sockets: list[socket.socket] = []
+
+    def __enter__(self) -> CommitCutter:
+        self.threads[0].start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+    def _accept(self) -> None:
+        client, _ = self.listener.accept()
+        server = socket.create_connection(("127.0.0.1", PRIMARY_PORT))
+        self.sockets += [client, server]
+        for source, sink, upstream in ((client, server, True), (server, client, False)):
+            threading.Thread(target=self._pump, args=(source, sink, upstream), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if upstream and self.COMMIT in data:
+                    if self.drop == "before":
+                        break
+                    sink.sendall(data)
+                    self.sent_commit.set()
+                    continue
+                if not upstream and self.sent_commit.is_set():
+                    break  # the server's answer to COMMIT: dropped with the connection
+                sink.sendall(data)
+        except OSError:
+            return  # the other direction has closed both sockets already
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):  # not connected any more
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@pytest.mark.parametrize("drop", ["before", "after"])
+def test_connection_lost_at_commit_is_settled_by_asking_the_database(
+        sandbox: Context, scratch_db: DatabaseSettings, conn, drop: str) -> None:  # type: ignore[no-untyped-def]
+    """A connection lost during COMMIT is never reported as a rollback: it may have
+    committed. Asked on a new connection once the old server process is gone, the database
+    says which: committed when only the answer was lost, not when COMMIT never arrived."""
+    patch = cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n")
+    with CommitCutter(drop) as cutter:
+        via = psycopg2.connect(scratch_db.dsn.replace(f"port={PRIMARY_PORT}",
+                                                      f"port={cutter.port}") + " sslmode=disable",
+                               password=sandbox.passwords["fdt_admin"])
+        try:
+            with pytest.raises(CommitLost) as lost:
+                apply_cold(via, [patch], deadline=time.monotonic() + 10, run_id="lost-run")
+        finally:
+            via.close()
+    assert "lost during COMMIT" in str(lost.value) and "may have committed" in str(lost.value)
+    assert [t.filename for t in lost.value.result.timings] == [patch.filename]
+    conn.autocommit = True
+    committed = committed_by(conn, "lost-run", [patch.filename],
+                             backend_pid=lost.value.backend_pid)
+    assert committed is (drop == "after")
+    assert ("note" in columns(scratch_db)) is committed
+    assert committed_by(conn, "another-run", [patch.filename]) is False

@@ -53,6 +53,7 @@ class FakeRun:
     stage: str = "fastdowntime"
     release: str = "c" * 40
     previous: str = "p" * 40
+    run_id: str = "run-1"
 
 
 class Recorder(Action):
@@ -135,6 +136,28 @@ def test_failed_undo_is_reported_as_such() -> None:
     run = new_run()
     with pytest.raises(UndoFailed, match="undo failed: undo recorder: haproxy unreachable"):
         run_steps(book(BadUndo("a"), Recorder("b", fail=True)), run)  # type: ignore[arg-type]
+
+
+def test_commit_of_unknown_outcome_restores_the_hosts_and_says_so() -> None:
+    """COMMIT whose outcome nobody can tell: the hosts are restored (old code works on either
+    schema), but the error is exit 4, never "nothing changed", and names the resume."""
+    from orchestrator.errors import CommitUnknown, ExitCode
+
+    class LostCommit(Recorder):
+        """Its COMMIT's outcome is unknown."""
+
+        def do(self, run: Any) -> dict[str, Any]:
+            run.log.append(f"do {self.label}")
+            raise CommitUnknown("connection lost during COMMIT")
+
+    run = new_run()
+    with pytest.raises(CommitUnknown) as raised:
+        run_steps(book(Recorder("a"), LostCommit("cold", commits=True), Recorder("b")), run)  # type: ignore[arg-type]
+    assert run.log == ["do a", "do cold", "undo cold", "undo a"]
+    message = str(raised.value)
+    assert "connection lost during COMMIT" in message and "previous release again" in message
+    assert "`fastdowntime resume run-1`" in message and "nothing changed" not in message
+    assert raised.value.exit_code == ExitCode.FAILED_AFTER_COMMIT
 
 
 def test_shipped_playbooks_load() -> None:
