@@ -12,8 +12,11 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +93,23 @@ def window_events(sandbox: Sandbox, run_id: str) -> tuple[float, float]:
     opened = next(e for e in events if e["event"] == "window.open")
     closed = next(e for e in events if e["event"] == "window.close")
     return float(opened["at"]), float(closed["at"])
+
+
+def sigkill_at(sandbox: Sandbox, proc: subprocess.Popen[str],
+               *waits: tuple[Callable[[dict[str, Any]], bool], float, str]) -> str:
+    """SIGKILL the deploy ``proc`` once its journal has shown each of ``waits`` (a match,
+    its timeout, what it is) in turn; return its run id. ``proc`` never outlives this."""
+    try:
+        run_id = wait_for_run(sandbox, proc)
+        for match, timeout, what in waits:
+            wait_for_event(sandbox.journal(run_id), match, timeout, proc, what)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return run_id
 
 
 def test_full_deploy_serves_the_tip_at_the_newest_patch(fresh: Sandbox) -> None:
@@ -224,18 +244,8 @@ def test_resume_after_sigkill_inside_the_window(fresh: Sandbox, tmp_path: Path) 
     fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(2)})
     proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"),
                        log=tmp_path / "deploy.log")
-    try:
-        run_id = wait_for_run(fresh, proc)
-        journal = fresh.journal(run_id)
-        wait_for_event(journal, event_named("window.open"), 30, proc, "window.open")
-        wait_for_event(journal, step_started("apply_cold_patches"), 5, proc,
-                       "apply_cold_patches")
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    run_id = sigkill_at(fresh, proc, (event_named("window.open"), 30, "window.open"),
+                        (step_started("apply_cold_patches"), 5, "apply_cold_patches"))
     assert get().status != 200, "the window was open: nobody is serving"
     resumed = fresh.cli("resume", run_id)
     assert resumed.returncode == 1, resumed.stdout[-2000:] + resumed.stderr[-2000:]
@@ -265,16 +275,9 @@ def test_resume_after_sigkill_after_commit_finishes_the_deploy(
     proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"), config=config,
                        log=tmp_path / "deploy.log")
     try:
-        run_id = wait_for_run(fresh, proc)
-        journal = fresh.journal(run_id)
-        wait_for_event(journal, event_named("commit"), 60, proc, "commit")
-        wait_for_event(journal, step_started(crash_in), 10, proc, crash_in)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
+        run_id = sigkill_at(fresh, proc, (event_named("commit"), 60, "commit"),
+                            (step_started(crash_in), 10, crash_in))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         for hold in holds:
             hold.unlink(missing_ok=True)
     assert "extra" in fresh.item_columns()
