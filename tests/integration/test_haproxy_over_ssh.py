@@ -24,7 +24,8 @@ from structlog.testing import LogCapture
 
 from orchestrator.config import Config, HostSettings, load_config
 from orchestrator.remote.commands import app_start, app_stop, read_revision
-from orchestrator.remote.haproxy import Haproxy, HaproxyError, ServerStat
+from orchestrator.remote.haproxy import Haproxy
+from orchestrator.remote.haproxy_wire import HaproxyError, ServerStat
 from orchestrator.remote.ssh import Remote
 from orchestrator.sandbox.base import Context
 from orchestrator.sandbox.layout import PROJECT_ROOT
@@ -140,7 +141,10 @@ def events() -> LogCapture:
 
 @pytest.fixture
 def haproxy(config: Config, remote: Remote, events: LogCapture) -> Iterator[Haproxy]:
-    log = structlog.wrap_logger(structlog.PrintLogger(), processors=[events])
+    # its own wrapper class: a test that configured structlog to drop debug events (the CLI's
+    # do) must not hide the round trips this module counts
+    log = structlog.wrap_logger(structlog.PrintLogger(), processors=[events],
+                                wrapper_class=structlog.make_filtering_bound_logger(0))
     haproxy = Haproxy(remote, config, log=log)
     # an earlier test may have cut the apps' database connections (pgbouncer KILL can
     # refuse logins for server_login_retry): start once haproxy sees every ready server UP

@@ -20,11 +20,10 @@ from hypothesis import strategies as st
 
 from orchestrator.config import Config, HostSettings, LbSettings, SshSettings
 from orchestrator.errors import BadInput, ConfigError, ExitCode
-from orchestrator.remote.haproxy import (
+from orchestrator.remote.haproxy import POLL_S, Haproxy
+from orchestrator.remote.haproxy_wire import (
     MAX_LINE_BYTES,
-    POLL_S,
     STATES,
-    Haproxy,
     HaproxyError,
     NotDrained,
     admin_state,

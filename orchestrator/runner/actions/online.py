@@ -11,7 +11,7 @@ from orchestrator.errors import (
     FailedBeforeCommit,
     FastdowntimeError,
 )
-from orchestrator.remote import haproxy as hap
+from orchestrator.remote import haproxy_wire as hap
 from orchestrator.remote import operations as ops
 from orchestrator.runner.actions.base import Action, _lines, action
 from orchestrator.runner.actions.instances import read_slots

@@ -17,7 +17,7 @@ from orchestrator.errors import (
     FastdowntimeError,
 )
 from orchestrator.history.git import blob_sha
-from orchestrator.remote import haproxy as hap
+from orchestrator.remote import haproxy_wire as hap
 from orchestrator.remote import operations as ops
 from orchestrator.runner.actions.base import Action, _failed, _lines, action
 from orchestrator.runner.actions.instances import _by_port, _check_instances, read_slots
