@@ -30,14 +30,16 @@ from orchestrator.remote.ssh import Remote
 from orchestrator.sandbox.layout import PROJECT_ROOT
 
 ROUNDS = 15
-CORES = os.cpu_count() or 1
+CORES = len(os.sched_getaffinity(0))
 
 
 def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, not idle or iowait)."""
+    """CPU seconds the whole machine has spent working: user, nice, system, irq and softirq
+    time of all processes (not idle, iowait or steal; guest time is inside user already)."""
     with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq = (
+            int(v) for v in stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

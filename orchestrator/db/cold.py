@@ -107,12 +107,18 @@ def committed_by(conn: Connection, run_id: str, filenames: Sequence[str], *,
     """Whether run ``run_id``'s cold patches ``filenames`` committed (they commit together),
     asked on ``conn``, a connection of its own in autocommit.
 
-    With ``backend_pid`` (the server process whose COMMIT was cut off) it first waits,
-    up to ``timeout_s``, until that process has exited: until then its COMMIT may still
-    land. Raises :class:`CommitUnknown` if it does not exit in time.
+    With ``backend_pid`` (the server process whose COMMIT was cut off) it first ends
+    that process, if it is still there as the same user, and waits up to ``timeout_s``
+    for it to exit: until then its COMMIT may still land, and over a half-open
+    connection it would wait for its client for hours. Ending it cannot undo a commit
+    already written; a COMMIT not yet written aborts. Raises :class:`CommitUnknown` if it
+    does not exit in time.
     """
     deadline = clock() + timeout_s
     with conn.cursor() as cur:
+        if backend_pid is not None:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE pid = %s AND usename = current_user", (backend_pid,))
         while backend_pid is not None:
             cur.execute("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)",
                         (backend_pid,))

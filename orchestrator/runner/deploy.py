@@ -36,7 +36,7 @@ from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
 from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
-from orchestrator.runner.playbook import load_playbook
+from orchestrator.runner.playbook import Playbook, load_playbook
 from orchestrator.runner.progress import plain_line
 
 STAGES = ("all", "fastdowntime", "nodowntime")
@@ -105,6 +105,10 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                           "fastdowntime stage first")
         approvals = parse_approvals(options.approve, plan)
         texts = read_texts(config, plan)
+        # a bad playbook is bad input, found before anything is checked or locked
+        playbook = (load_playbook(config.runs.playbook)
+                    if plan.cut is not None and options.stage in ("all", "fastdowntime")
+                    else None)
         if not plan.revisions:
             show(f"nothing to deploy: the hosts run {deployed[:12]}, the target")
             return {"outcome": "done", "revisions": 0}
@@ -134,14 +138,15 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
         lock.acquire()
         try:
             return _execute(config, plan, texts, remote, options, run_id, lock, approvals,
-                            progress or (lambda event: show(plain_line(event))))
+                            progress or (lambda event: show(plain_line(event))), playbook)
         finally:
             lock.finish("failed", "the orchestrator stopped before recording an outcome")
 
 
 def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
              run_id: str, lock: Any, approvals: dict[str, str],
-             progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+             progress: Callable[[dict[str, Any]], None],
+             playbook: Playbook | None) -> dict[str, Any]:
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.runner.journal import Journal
     from orchestrator.runner.probe import Probe
@@ -158,18 +163,18 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                                                  for p, w in approvals.items()],
         "error": None, "rehearse": options.rehearse, "hosts": {}}
     write_summary(runs_dir, run_id, summary)
-    playbook = load_playbook(config.runs.playbook)
     # resume reads how the window hands traffic back from here, not from a playbook
     # that may have changed since
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
-                  playbook=playbook.name, window_serves=window_serves(playbook.steps))
+                  playbook=playbook.name if playbook else None,
+                  window_serves=window_serves(playbook.steps) if playbook else None)
     probe.start()
     haproxy: Any = None
     error: FastdowntimeError | None = None
     runs: list[Run] = []
     try:
         haproxy = Haproxy(remote, config)
-        if plan.cut is not None and options.stage in ("all", "fastdowntime"):
+        if playbook is not None and plan.cut is not None:
             run = Run(config, plan, run_id, journal, "fastdowntime", plan.cut, plan.from_sha,
                       texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy)
             runs.append(run)

@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.errors import BadInput, FailedAfterCommit, FailedBeforeCommit
+from orchestrator.remote import operations as ops
 from orchestrator.runner.context import Run
 
 
@@ -27,7 +28,6 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     from orchestrator.db.connect import connect
     from orchestrator.db.connections import ConnectionControl
     from orchestrator.db.lock import DeployLock, whoami
-    from orchestrator.remote import operations as ops
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.remote.ssh import Remote
     from orchestrator.runner.journal import Journal, read_journal
@@ -49,7 +49,8 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     try:
         # COMMIT may have happened without the journal hearing of it: ask the database
         committed = (any(e.get("event") == "commit" for e in events)
-                     or _committed(settings, summary["id"], _cold_patches(events)))
+                     or _committed(settings, summary["id"], _cold_patches(events),
+                                   _lost_backend(events)))
         slots = _slots(events)
         serves = _window_serves(events)
         journal.event("resume.start", committed=committed, slots=slots, window_serves=serves)
@@ -69,11 +70,11 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                     old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
                     try:
                         if committed and serves == "old":
-                            _finish_in_place(run, ops)
+                            _finish_in_place(run)
                         elif committed:
-                            _finish(run, ops, new, old)
+                            _finish(run, new, old)
                         else:
-                            _restore(run, ops, new, old)
+                            _restore(run, new, old)
                     except FailedAfterCommit as exc:
                         problem = exc  # the schema is new: roll forward, the scripts start
                         journal.event("rollforward", error=str(exc))
@@ -111,19 +112,27 @@ def _cold_patches(events: list[dict[str, Any]]) -> list[str]:
                 or [])
 
 
-def _committed(settings: Any, run_id: str, cold_patches: list[str]) -> bool:
-    """True when the database holds one of the run's cold patches: its COMMIT happened."""
+def _lost_backend(events: list[dict[str, Any]]) -> int | None:
+    """The server process of a COMMIT whose connection was lost, as the journal says."""
+    pids = [e.get("backend_pid") for e in events if e.get("event") == "commit.unknown"]
+    return pids[-1] if pids and isinstance(pids[-1], int) else None
+
+
+def _committed(settings: Any, run_id: str, cold_patches: list[str],
+               backend_pid: int | None) -> bool:
+    """True when the database holds one of the run's cold patches: its COMMIT happened
+    (after the process of a COMMIT cut off has ended, see :func:`committed_by`)."""
     from orchestrator.db.cold import committed_by
     from orchestrator.db.connect import connect
 
     conn = connect(settings, readonly=True, autocommit=True)
     try:
-        return committed_by(conn, run_id, cold_patches)
+        return committed_by(conn, run_id, cold_patches, backend_pid=backend_pid)
     finally:
         conn.close()
 
 
-def _restore(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
+def _restore(run: Run, new: list[str], old: list[str]) -> None:
     """Before COMMIT: the old instances (restarted if the window had stopped them, and
     healthy) take traffic again; the new ones stop."""
     app = run.config.need("app")
@@ -141,7 +150,7 @@ def _restore(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
         ops.stop_instance(run.remote, run.config, host, run.slots[host.name][1])
 
 
-def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
+def _finish(run: Run, new: list[str], old: list[str]) -> None:
     """After COMMIT: the new instances (healthy) take traffic, old ones stop, current moves.
 
     A host whose new instance cannot be made healthy keeps its old one serving (old code
@@ -176,37 +185,32 @@ def _finish(run: Run, ops: Any, new: list[str], old: list[str]) -> None:
                                 "keep serving (old code works on the new schema)")
 
 
-def _finish_in_place(run: Run, ops: Any) -> None:
-    """After the restart playbook's COMMIT: each host's one slot serves the cut, started
-    where the crash left it stopped or unhealthy; a host that already went back to the
-    previous release keeps it, and one where the cut fails now goes back (exit 4)."""
+def _finish_in_place(run: Run) -> None:
+    """After the restart playbook's COMMIT: each host's one slot serves the cut. A host
+    whose slot does not (stopped by the window, half-started, or back on the previous
+    release after a failure or an undo) leaves rotation, is restarted on the cut, and goes
+    back to the previous release where the cut does not come up (exit 4)."""
     from orchestrator.runner.actions import restart_in_place
 
     app = run.config.need("app")
-    todo, kept = [], []
+    todo = []
     for host in run.app_hosts:
         port = run.slots[host.name][0]
-        health = ops.wait_healthy(run.config, host, port, run.release, 1.0)
-        if health.ok:
+        if ops.wait_healthy(run.config, host, port, run.release, 1.0).ok:
             run.host_states[host.name] = f"serving {run.release[:12]}"
-        elif health.revision == run.previous and health.last.startswith("HTTP 200"):
-            kept.append(host)
-            run.expected[host.name] = run.previous
         else:
             todo.append(host)
     if todo:
-        # whatever half-started there goes first: start refuses a port another release holds
-        for host in todo:
+        # out of rotation first: haproxy must not send users to an instance being replaced
+        run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in todo], "maint")
+        for host in todo:  # start refuses a port another release holds
             ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
         restart_in_place(run, todo, app.health_timeout_s)
-    down = [h for h in run.app_hosts if run.host_states.get(h.name, "").startswith("DOWN")]
-    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in run.app_hosts
-                           if h not in down], "ready")
-    problems = [f"{h.name}: kept serving {run.previous[:12]}, which it had gone back to"
-                for h in kept] + run.problems
-    if problems:
+    up = [h for h in run.app_hosts if not run.host_states[h.name].startswith("DOWN")]
+    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in up], "ready")
+    if run.problems:
         raise FailedAfterCommit("resumed; not every host serves "
-                                f"{run.release[:12]}: {'; '.join(problems)}")
+                                f"{run.release[:12]}: {'; '.join(run.problems)}")
 
 
 def _window_serves(events: list[dict[str, Any]]) -> str:

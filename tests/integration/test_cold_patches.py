@@ -161,7 +161,9 @@ def test_unreachable_and_wrong_password_name_host_not_password(
 
 class CommitCutter:
     """A TCP proxy to the primary that breaks the connection at its COMMIT: ``before`` the
-    server gets it, or ``after`` (the server committed, its answer never arrives)."""
+    server gets it, ``after`` it (the server committed, its answer never arrives), or
+    ``silent``ly: COMMIT never arrives and the server is not told the client is gone (a
+    half-open connection, as a dead network leaves it)."""
 
     COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"
 
@@ -170,11 +172,10 @@ class CommitCutter:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.sent_commit = threading.Event()
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.sockets: list[socket.socket] = []
 
     def __enter__(self) -> CommitCutter:
-        self.threads[0].start()
+        threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -183,7 +184,10 @@ class CommitCutter:
             sock.close()
 
     def _accept(self) -> None:
-        client, _ = self.listener.accept()
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return  # closed before anyone connected
         server = socket.create_connection(("127.0.0.1", PRIMARY_PORT))
         self.sockets += [client, server]
         for source, sink, upstream in ((client, server, True), (server, client, False)):
@@ -193,29 +197,32 @@ class CommitCutter:
         try:
             while data := source.recv(65536):
                 if upstream and self.COMMIT in data:
-                    if self.drop == "before":
+                    if self.drop != "after":
                         break
+                    self.sent_commit.set()  # before the server can answer it
                     sink.sendall(data)
-                    self.sent_commit.set()
                     continue
                 if not upstream and self.sent_commit.is_set():
                     break  # the server's answer to COMMIT: dropped with the connection
                 sink.sendall(data)
         except OSError:
             return  # the other direction has closed both sockets already
-        for sock in (source, sink):
+        # silent: only the client hears of the break; the server's side stays open
+        for sock in (source,) if self.drop == "silent" else (source, sink):
             with contextlib.suppress(OSError):  # not connected any more
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
 
-@pytest.mark.parametrize("drop", ["before", "after"])
+@pytest.mark.parametrize("drop", ["before", "after", "silent"])
 def test_connection_lost_at_commit_is_settled_by_asking_the_database(
         sandbox: Context, scratch_db: DatabaseSettings, conn, drop: str) -> None:  # type: ignore[no-untyped-def]
     """A connection lost during COMMIT is never reported as a rollback: it may have
-    committed. Asked on a new connection once the old server process is gone, the database
-    says which: committed when only the answer was lost, not when COMMIT never arrived."""
+    committed. Asked on a new connection once the old server process is gone (ended if
+    it still waits on a half-open connection), the database says which: committed when
+    only the answer was lost, not when COMMIT never arrived."""
     patch = cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n")
+    conn.autocommit = True
     with CommitCutter(drop) as cutter:
         via = psycopg2.connect(scratch_db.dsn.replace(f"port={PRIMARY_PORT}",
                                                       f"port={cutter.port}") + " sslmode=disable",
@@ -225,11 +232,12 @@ def test_connection_lost_at_commit_is_settled_by_asking_the_database(
                 apply_cold(via, [patch], deadline=time.monotonic() + 10, run_id="lost-run")
         finally:
             via.close()
+        started = time.monotonic()
+        committed = committed_by(conn, "lost-run", [patch.filename],
+                                 backend_pid=lost.value.backend_pid, timeout_s=5)
+        assert time.monotonic() - started < 2
     assert "lost during COMMIT" in str(lost.value) and "may have committed" in str(lost.value)
     assert [t.filename for t in lost.value.result.timings] == [patch.filename]
-    conn.autocommit = True
-    committed = committed_by(conn, "lost-run", [patch.filename],
-                             backend_pid=lost.value.backend_pid)
     assert committed is (drop == "after")
     assert ("note" in columns(scratch_db)) is committed
     assert committed_by(conn, "another-run", [patch.filename]) is False

@@ -195,10 +195,13 @@ class ApplyColdPatches(Action):
                                          backend_pid=lost.backend_pid)
             finally:
                 conn.close()
-        except (FastdowntimeError, psycopg2.Error) as exc:
-            run.journal.event("commit.unknown", error=str(lost), why=str(exc))
-            raise CommitUnknown(f"{lost}, and the database cannot say: {exc}") from None
-        run.journal.event("commit.settled", error=str(lost), committed=committed)
+        except (FastdowntimeError, psycopg2.Error, KeyboardInterrupt) as exc:
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            run.journal.event("commit.unknown", error=str(lost), why=why,
+                              backend_pid=lost.backend_pid)
+            raise CommitUnknown(f"{lost}, and the database has not said: {why}") from None
+        run.journal.event("commit.settled", error=str(lost), committed=committed,
+                          backend_pid=lost.backend_pid)
         return committed
 
     def render(self, run: Run) -> list[str]:

@@ -1,0 +1,118 @@
+"""resume after the restart playbook's COMMIT, on fake hosts: every slot ends on the cut."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from orchestrator.config import HostSettings, load_config
+from orchestrator.errors import FailedAfterCommit
+from orchestrator.remote import operations as ops
+from orchestrator.remote.operations import HealthResult
+from orchestrator.remote.results import OK, GroupResult, HostResult
+from orchestrator.runner.context import Run
+from orchestrator.runner.resume import _finish_in_place
+from orchestrator.sandbox.layout import PROJECT_ROOT
+
+SANDBOX = load_config(PROJECT_ROOT / "config" / "sandbox.toml")
+CUT, PREVIOUS = "c" * 40, "p" * 40
+SERVING = SANDBOX.need("app").ports[0]
+
+
+class Hosts:
+    """What runs on each app host's serving slot; ``broken`` hosts never get the cut healthy."""
+
+    def __init__(self, running: dict[str, str | None], broken: Sequence[str] = ()) -> None:
+        self.running = running
+        self.broken = set(broken)
+        self.log: list[str] = []
+
+    def ok(self, host: str, what: str) -> HostResult:
+        self.log.append(f"{host} {what}")
+        return HostResult(host, OK, 0, "", "", 0.0, what)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def wait_healthy(config: Any, host: HostSettings, port: int, expect: str,
+                         timeout_s: float) -> HealthResult:
+            assert port == SERVING
+            serving = self.running[host.name]
+            ok = serving == expect and not (expect == CUT and host.name in self.broken)
+            return HealthResult(host.name, port, "url", expect, ok, serving,
+                                "HTTP 200" if serving else "refused", 1, 0.0)
+
+        def start(host: HostSettings, release: str) -> HostResult:
+            assert self.running[host.name] in (None, release), "start on a busy slot"
+            self.running[host.name] = release
+            return self.ok(host.name, f"start {release[0]}")
+
+        def stop(remote: Any, config: Any, host: HostSettings, port: int) -> HostResult:
+            self.running[host.name] = None
+            return self.ok(host.name, "stop")
+
+        monkeypatch.setattr(ops, "wait_healthy", wait_healthy)
+        monkeypatch.setattr(ops, "stop_instance", stop)
+        monkeypatch.setattr(ops, "start_instance",
+                            lambda remote, config, host, release, port: start(host, release))
+        monkeypatch.setattr(ops, "start_instances",
+                            lambda remote, config, hosts, release, port:
+                            GroupResult.of(start(h, release) for h in hosts))
+        monkeypatch.setattr(ops, "switch", lambda remote, config, sha, hosts: GroupResult.of(
+            self.ok(h.name, f"switch {sha[0]}") for h in hosts))
+
+
+class FakeHaproxy:
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, ...], str]] = []
+
+    def set_state(self, servers: Sequence[str], state: str) -> None:
+        self.calls.append((tuple(servers), state))
+
+
+class Journal:
+    def event(self, event: str, **fields: Any) -> dict[str, Any]:
+        return {"event": event, **fields}
+
+
+def new_run() -> Run:
+    slots = {h.name: (SERVING, SANDBOX.need("app").ports[1]) for h in SANDBOX.role("app")}
+    return Run(SANDBOX, None, "run-1", Journal(), "fastdowntime", CUT, PREVIOUS, {},  # type: ignore[arg-type]
+               haproxy=FakeHaproxy(), slots=slots)
+
+
+def server(run: Run, name: str) -> str:
+    host = next(h for h in run.app_hosts if h.name == name)
+    return run.server(host, SERVING)
+
+
+def test_hosts_left_stopped_or_on_the_previous_release_end_on_the_cut(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host already on the cut is left alone; one stopped by the window and one the undo
+    put back on the previous release leave rotation, restart on the cut, and all go ready."""
+    names = [h.name for h in SANDBOX.role("app")]
+    hosts = Hosts({names[0]: CUT, names[1]: None, **{n: PREVIOUS for n in names[2:]}})
+    hosts.install(monkeypatch)
+    run = new_run()
+    _finish_in_place(run)
+    assert hosts.running == dict.fromkeys(names, CUT)
+    assert not any(line.startswith(f"{names[0]} ") for line in hosts.log)
+    calls = run.haproxy.calls
+    assert calls[0] == (tuple(server(run, n) for n in names[1:]), "maint")
+    assert calls[-1] == (tuple(server(run, n) for n in names), "ready")
+    assert run.host_states == {n: f"serving {CUT[:12]}" for n in names}
+
+
+def test_a_host_where_the_cut_fails_goes_back_and_resume_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cut never gets healthy on one host: it serves the previous release again, in
+    rotation, and resume exits 4 naming it."""
+    names = [h.name for h in SANDBOX.role("app")]
+    hosts = Hosts(dict.fromkeys(names, PREVIOUS), broken=[names[1]])
+    hosts.install(monkeypatch)
+    run = new_run()
+    with pytest.raises(FailedAfterCommit, match=rf"{names[1]}: {CUT[:12]} failed"):
+        _finish_in_place(run)
+    assert hosts.running == {**dict.fromkeys(names, CUT), names[1]: PREVIOUS}
+    assert run.host_states[names[1]] == f"back on {PREVIOUS[:12]} and serving"
+    assert run.haproxy.calls[-1] == (tuple(server(run, n) for n in names), "ready")
