@@ -30,16 +30,22 @@ from orchestrator.remote.ssh import Remote
 from orchestrator.sandbox.layout import PROJECT_ROOT
 
 ROUNDS = 15
-CORES = len(os.sched_getaffinity(0))
+CPUS = os.sched_getaffinity(0)
+CORES = len(CPUS)
 
 
 def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent working: user, nice, system, irq and softirq
-    time of all processes (not idle, iowait or steal; guest time is inside user already)."""
+    """CPU seconds the CPUs this process may use have spent working: user, nice, system,
+    irq and softirq time of all processes on them (not idle, iowait or steal; guest time
+    is inside user already)."""
+    busy = 0
     with open("/proc/stat") as stat:
-        user, nice, system, _idle, _iowait, irq, softirq = (
-            int(v) for v in stat.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+        for line in stat:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in CPUS:
+                user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[:7])
+                busy += user + nice + system + irq + softirq
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

@@ -86,46 +86,67 @@ class ColdPatchFailed(FailedBeforeCommit):
                          "nothing changed")
 
 
+@dataclass(frozen=True)
+class Backend:
+    """One server process: its pid and start time (a pid alone may have been reused)."""
+
+    pid: int
+    started: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "started": self.started.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Backend | None:
+        """The backend a journal recorded, or None where it recorded none (or garbage)."""
+        try:
+            return cls(int(data["pid"]), datetime.fromisoformat(data["started"]))
+        except (TypeError, KeyError, ValueError):
+            return None
+
+
 class CommitLost(CommitUnknown):
     """The connection broke during COMMIT, so the transaction may have committed.
 
-    ``backend_pid`` is the server process that ran it (:func:`committed_by` waits for it
-    to exit before it asks) and ``result`` the timings, valid if it did commit.
+    ``backend`` is the server process that ran it (:func:`committed_by` ends it and
+    waits for it to exit before it asks) and ``result`` the timings, valid if it did
+    commit.
     """
 
-    def __init__(self, backend_pid: int, result: ColdResult, reason: str) -> None:
-        self.backend_pid = backend_pid
+    def __init__(self, backend: Backend, result: ColdResult, reason: str) -> None:
+        self.backend = backend
         self.result = result
         super().__init__(f"the connection to the primary was lost during COMMIT ({reason}); "
                          "it may have committed")
 
 
 def committed_by(conn: Connection, run_id: str, filenames: Sequence[str], *,
-                 backend_pid: int | None = None, timeout_s: float = 10.0,
+                 backend: Backend | None = None, timeout_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = time.sleep) -> bool:
     """Whether run ``run_id``'s cold patches ``filenames`` committed (they commit together),
     asked on ``conn``, a connection of its own in autocommit.
 
-    With ``backend_pid`` (the server process whose COMMIT was cut off) it first ends
-    that process, if it is still there as the same user, and waits up to ``timeout_s``
+    With ``backend`` (the server process whose COMMIT was cut off) it first ends that
+    process, if it is still there (same pid, same start), and waits up to ``timeout_s``
     for it to exit: until then its COMMIT may still land, and over a half-open
     connection it would wait for its client for hours. Ending it cannot undo a commit
     already written; a COMMIT not yet written aborts. Raises :class:`CommitUnknown` if it
     does not exit in time.
     """
     deadline = clock() + timeout_s
+    same = "pid = %s AND backend_start = %s"
     with conn.cursor() as cur:
-        if backend_pid is not None:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE pid = %s AND usename = current_user", (backend_pid,))
-        while backend_pid is not None:
-            cur.execute("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)",
-                        (backend_pid,))
+        if backend is not None:
+            cur.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {same}",
+                        (backend.pid, backend.started))
+        while backend is not None:
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE {same})",
+                        (backend.pid, backend.started))
             if not _one(cur):
                 break
             if clock() >= deadline:
-                raise CommitUnknown(f"the server process {backend_pid} that ran COMMIT is "
+                raise CommitUnknown(f"the server process {backend.pid} that ran COMMIT is "
                                     f"still there after {timeout_s:g} s")
             sleep(0.01)
     if not schema_exists(conn):
@@ -154,25 +175,33 @@ def render_cold(patches: Sequence[ColdPatch], permissions: str | None,
 def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
                permissions: str | None = None,
                revision_table: str = "LaunchpadDatabaseRevision", run_id: str | None = None,
-               clock: Callable[[], float] = time.monotonic, log: Any = None) -> ColdResult:
+               clock: Callable[[], float] = time.monotonic, log: Any = None,
+               on_begin: Callable[[Backend], object] | None = None) -> ColdResult:
     """Apply ``patches`` (numeric order) and ``permissions`` in one transaction, then COMMIT.
 
     ``deadline`` is an absolute ``clock()`` value. Raises ColdPatchFailed
-    (rolled back) on any error or when the deadline passes before COMMIT.
+    (rolled back) on any error or when the deadline passes before COMMIT, and
+    :class:`CommitLost` when the connection breaks during COMMIT itself.
+    ``on_begin(backend)`` hears of the server process first (a journal keeps it, so a
+    COMMIT cut off with the orchestrator can be settled by :func:`committed_by`).
     """
     log = log or structlog.get_logger("cold")
     table = identifier(revision_table)
     ordered = sorted(patches, key=lambda p: p.report.name.key if p.report.name else (0, 0, 0))
     conn.autocommit = False
-    backend_pid = conn.get_backend_pid()
+    backend: Backend | None = None
     started = clock()
     timings: list[PatchTiming] = []
     current: tuple[str, int | None, str] = ("", None, "BEGIN")
     try:
         with conn.cursor() as cur:
             cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
-                        "SELECT clock_timestamp()")
-            begin: datetime = _one(cur)
+                        "SELECT clock_timestamp(), pg_backend_pid(), backend_start "
+                        "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            begin, pid, backend_start = cur.fetchone()
+            backend = Backend(pid, backend_start)
+            if on_begin is not None:
+                on_begin(backend)
             rows = []
             for patch in ordered:
                 for statement in patch.report.statements:
@@ -213,10 +242,10 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                                   "deadline", deadline=True) from None
         sqlstate = getattr(exc, "pgcode", None)
         reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
-        if sql == "COMMIT" and conn.closed:
+        if sql == "COMMIT" and conn.closed and backend is not None:
             # the server may have committed before the connection broke: say so, never
             # "rolled back"
-            raise CommitLost(backend_pid, ColdResult(tuple(timings), elapsed, clock()),
+            raise CommitLost(backend, ColdResult(tuple(timings), elapsed, clock()),
                              reason) from None
         raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
                               f"{reason} (SQLSTATE {sqlstate})", sqlstate,

@@ -134,6 +134,11 @@ def _value(what: str, value: object) -> str:
         raise BadInput(f"{what} {value!r} is not a string")
     if "\0" in value:
         raise BadInput(f"{what} {value!r} holds a NUL byte, which no argv can carry")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} {value!r} is not text a host can be sent (a lone "
+                       "surrogate has no UTF-8 form)") from None
     return value
 
 

@@ -14,13 +14,22 @@ stopped), or the previous release where the cut does not come up (exit 4).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config import Config
-from orchestrator.errors import BadInput, FailedAfterCommit, FailedBeforeCommit
+from orchestrator.errors import (
+    BadInput,
+    FailedAfterCommit,
+    FailedBeforeCommit,
+    FastdowntimeError,
+)
 from orchestrator.remote import operations as ops
 from orchestrator.runner.context import Run
+
+if TYPE_CHECKING:
+    from orchestrator.db.cold import Backend
 
 
 def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> dict[str, Any]:
@@ -50,7 +59,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         # COMMIT may have happened without the journal hearing of it: ask the database
         committed = (any(e.get("event") == "commit" for e in events)
                      or _committed(settings, summary["id"], _cold_patches(events),
-                                   _lost_backend(events)))
+                                   _cold_backend(events)))
         slots = _slots(events)
         serves = _window_serves(events)
         journal.event("resume.start", committed=committed, slots=slots, window_serves=serves)
@@ -75,14 +84,27 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                             _finish(run, new, old)
                         else:
                             _restore(run, new, old)
-                    except FailedAfterCommit as exc:
-                        problem = exc  # the schema is new: roll forward, the scripts start
+                    except FastdowntimeError as exc:
+                        if not committed:
+                            raise
+                        # the schema is new: roll forward, the scripts still start
+                        problem = (exc if isinstance(exc, FailedAfterCommit) else
+                                   FailedAfterCommit(f"resumed after COMMIT; {exc}"))
                         journal.event("rollforward", error=str(exc))
                 if config.scripts is not None and config.role("scripts"):
-                    if committed:
-                        ops.switch(remote, config, run.release, config.role("scripts"))
-                    ops.start_scripts(remote, config).raise_for_failures(
-                        "starting the scripts")
+                    try:
+                        if committed:
+                            ops.switch(remote, config, run.release,
+                                       config.role("scripts")).raise_for_failures(
+                                "switching the scripts' current")
+                        ops.start_scripts(remote, config).raise_for_failures(
+                            "starting the scripts")
+                    except FastdowntimeError as exc:
+                        if not committed:
+                            raise
+                        problem = FailedAfterCommit(
+                            f"{problem or 'resumed after COMMIT'}; {exc}")
+                        journal.event("rollforward", error=str(exc))
             finally:
                 control.close()
                 control.primary.close()
@@ -112,14 +134,16 @@ def _cold_patches(events: list[dict[str, Any]]) -> list[str]:
                 or [])
 
 
-def _lost_backend(events: list[dict[str, Any]]) -> int | None:
-    """The server process of a COMMIT whose connection was lost, as the journal says."""
-    pids = [e.get("backend_pid") for e in events if e.get("event") == "commit.unknown"]
-    return pids[-1] if pids and isinstance(pids[-1], int) else None
+def _cold_backend(events: list[dict[str, Any]]) -> Backend | None:
+    """The server process that ran the run's cold-patch transaction, as the journal says."""
+    from orchestrator.db.cold import Backend
+
+    found = [e.get("backend") for e in events if e.get("event") == "cold.backend"]
+    return Backend.from_json(found[-1]) if found else None
 
 
 def _committed(settings: Any, run_id: str, cold_patches: list[str],
-               backend_pid: int | None) -> bool:
+               backend: Backend | None) -> bool:
     """True when the database holds one of the run's cold patches: its COMMIT happened
     (after the process of a COMMIT cut off has ended, see :func:`committed_by`)."""
     from orchestrator.db.cold import committed_by
@@ -127,7 +151,7 @@ def _committed(settings: Any, run_id: str, cold_patches: list[str],
 
     conn = connect(settings, readonly=True, autocommit=True)
     try:
-        return committed_by(conn, run_id, cold_patches, backend_pid=backend_pid)
+        return committed_by(conn, run_id, cold_patches, backend=backend)
     finally:
         conn.close()
 
@@ -186,31 +210,48 @@ def _finish(run: Run, new: list[str], old: list[str]) -> None:
 
 
 def _finish_in_place(run: Run) -> None:
-    """After the restart playbook's COMMIT: each host's one slot serves the cut. A host
-    whose slot does not (stopped by the window, half-started, or back on the previous
-    release after a failure or an undo) leaves rotation, is restarted on the cut, and goes
-    back to the previous release where the cut does not come up (exit 4)."""
-    from orchestrator.runner.actions import restart_in_place
+    """After the restart playbook's COMMIT: each host's one slot serves the cut.
 
-    app = run.config.need("app")
-    todo = []
-    for host in run.app_hosts:
-        port = run.slots[host.name][0]
-        if ops.wait_healthy(run.config, host, port, run.release, 1.0).ok:
+    Hosts serving nothing (stopped by the window, half-started) restart on it all at
+    once; hosts serving the previous release (back after a failure or an undo; it works
+    on the new schema) restart ``[nodowntime] max_out_of_rotation`` at a time, drained
+    first, so the others keep serving. A host where the cut does not come up goes back
+    to the previous release (exit 4).
+    """
+    down, behind = [], []
+    with ThreadPoolExecutor(max_workers=max(1, len(run.app_hosts))) as pool:
+        answers = list(pool.map(lambda h: ops.wait_healthy(
+            run.config, h, run.slots[h.name][0], run.release, 1.0), run.app_hosts))
+    for host, health in zip(run.app_hosts, answers, strict=True):
+        if health.ok:
             run.host_states[host.name] = f"serving {run.release[:12]}"
+        elif health.revision == run.previous and health.last_answer.startswith("HTTP 200"):
+            behind.append(host)
         else:
-            todo.append(host)
-    if todo:
-        # out of rotation first: haproxy must not send users to an instance being replaced
-        run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in todo], "maint")
-        for host in todo:  # start refuses a port another release holds
-            ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
-        restart_in_place(run, todo, app.health_timeout_s)
-    up = [h for h in run.app_hosts if not run.host_states[h.name].startswith("DOWN")]
-    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in up], "ready")
+            down.append(host)
+    size = max(1, run.config.nodowntime.max_out_of_rotation)
+    for group in [down, *(behind[i:i + size] for i in range(0, len(behind), size))]:
+        if group:
+            _restart_group(run, group)
     if run.problems:
         raise FailedAfterCommit("resumed; not every host serves "
                                 f"{run.release[:12]}: {'; '.join(run.problems)}")
+
+
+def _restart_group(run: Run, hosts: list[Any]) -> None:
+    """Out of rotation (drained), stopped, restarted on the cut (or back on the previous
+    release), and in rotation again unless neither starts."""
+    from orchestrator.runner.actions import restart_in_place
+
+    servers = [run.server(h, run.slots[h.name][0]) for h in hosts]
+    run.haproxy.set_state(servers, "drain")
+    run.haproxy.wait_drained(servers, run.config.need("lb").drain_timeout_s)
+    run.haproxy.set_state(servers, "maint")
+    for host in hosts:  # start refuses a port another release holds
+        ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
+    restart_in_place(run, hosts, run.config.need("app").health_timeout_s)
+    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in hosts
+                           if not run.host_states[h.name].startswith("DOWN")], "ready")
 
 
 def _window_serves(events: list[dict[str, Any]]) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.config import DatabaseSettings
 from orchestrator.db.cold import (
+    Backend,
     ColdPatch,
     ColdPatchFailed,
     CommitLost,
@@ -234,10 +235,32 @@ def test_connection_lost_at_commit_is_settled_by_asking_the_database(
             via.close()
         started = time.monotonic()
         committed = committed_by(conn, "lost-run", [patch.filename],
-                                 backend_pid=lost.value.backend_pid, timeout_s=5)
+                                 backend=lost.value.backend, timeout_s=5)
         assert time.monotonic() - started < 2
     assert "lost during COMMIT" in str(lost.value) and "may have committed" in str(lost.value)
     assert [t.filename for t in lost.value.result.timings] == [patch.filename]
     assert committed is (drop == "after")
     assert ("note" in columns(scratch_db)) is committed
     assert committed_by(conn, "another-run", [patch.filename]) is False
+
+
+def test_settling_never_ends_a_process_that_only_shares_the_pid(
+        scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """A journal's backend whose pid now belongs to another session (same user) is gone:
+    that session is left alone and the answer comes at once."""
+    conn.autocommit = True
+    other = connect(scratch_db, autocommit=True)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), backend_start - interval '1 hour' "
+                        "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            pid, earlier = cur.fetchone()
+        started = time.monotonic()
+        assert committed_by(conn, "lost-run", ["patch-2200-09-0.sql"],
+                            backend=Backend(pid, earlier), timeout_s=5) is False
+        assert time.monotonic() - started < 1
+        with other.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        other.close()

@@ -37,7 +37,9 @@ HOSTILE_PARTS = ["'", '"', ";", "$(touch pwned)", "`touch pwned`", "\n", " ", "-
                  "-rf", "$1", "${HOME}", "\\", "{root}", "{port}", "{{", "}}", "*", "~",
                  "#", "|", "&&", ">x", "ünïcödé", "🐛", "\t", "\r", "%s", "'\"'\"'"]
 hostile = st.lists(st.one_of(st.sampled_from(HOSTILE_PARTS),
-                             st.text(st.characters(blacklist_characters="\0"), max_size=8)),
+                             st.text(st.characters(blacklist_characters="\0",
+                                                   blacklist_categories=("Cs",)),
+                                     max_size=8)),
                    max_size=6).map(lambda parts: "".join(parts) + MARK)
 leading_dash = hostile.map(lambda s: "-" + s)
 values = st.one_of(hostile, leading_dash)
@@ -185,6 +187,15 @@ def test_nul_and_empty_values_are_refused() -> None:
         C.switch_current("", SHA_A)
     with pytest.raises(BadInput, match="NUL"):
         C.template(["{host}"], host="we\0b")
+
+
+def test_values_without_utf8_form_are_refused() -> None:
+    """A lone surrogate (Python can hold it, no host can receive it) is BadInput, not a
+    UnicodeEncodeError halfway through a group operation."""
+    with pytest.raises(BadInput, match="surrogate"):
+        C.read_revision("/srv/\ud800app")
+    with pytest.raises(BadInput, match="surrogate"):
+        C.template(["{host}"], host="we\udfffb")
 
 
 def test_receive_needs_a_sha256_digest() -> None:

@@ -63,11 +63,19 @@ class Hosts:
 
 
 class FakeHaproxy:
-    def __init__(self) -> None:
+    """Records its calls, in one log with the hosts' actions (their order matters)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
         self.calls: list[tuple[tuple[str, ...], str]] = []
 
     def set_state(self, servers: Sequence[str], state: str) -> None:
         self.calls.append((tuple(servers), state))
+        self.log += [f"{s.split('_')[0]} {state}" for s in servers]
+
+    def wait_drained(self, servers: Sequence[str], timeout_s: float) -> float:
+        self.log += [f"{s.split('_')[0]} drained" for s in servers]
+        return 0.0
 
 
 class Journal:
@@ -75,10 +83,10 @@ class Journal:
         return {"event": event, **fields}
 
 
-def new_run() -> Run:
+def new_run(hosts: Hosts) -> Run:
     slots = {h.name: (SERVING, SANDBOX.need("app").ports[1]) for h in SANDBOX.role("app")}
     return Run(SANDBOX, None, "run-1", Journal(), "fastdowntime", CUT, PREVIOUS, {},  # type: ignore[arg-type]
-               haproxy=FakeHaproxy(), slots=slots)
+               haproxy=FakeHaproxy(hosts.log), slots=slots)
 
 
 def server(run: Run, name: str) -> str:
@@ -88,18 +96,23 @@ def server(run: Run, name: str) -> str:
 
 def test_hosts_left_stopped_or_on_the_previous_release_end_on_the_cut(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host already on the cut is left alone; one stopped by the window and one the undo
-    put back on the previous release leave rotation, restart on the cut, and all go ready."""
+    """A host already on the cut is left alone. The ones serving nothing restart together;
+    the ones serving the previous release go one at a time ([nodowntime]
+    max_out_of_rotation), each drained and out of rotation before it stops."""
     names = [h.name for h in SANDBOX.role("app")]
+    assert len(names) >= 4 and SANDBOX.nodowntime.max_out_of_rotation == 1
     hosts = Hosts({names[0]: CUT, names[1]: None, **{n: PREVIOUS for n in names[2:]}})
     hosts.install(monkeypatch)
-    run = new_run()
+    run = new_run(hosts)
     _finish_in_place(run)
     assert hosts.running == dict.fromkeys(names, CUT)
     assert not any(line.startswith(f"{names[0]} ") for line in hosts.log)
-    calls = run.haproxy.calls
-    assert calls[0] == (tuple(server(run, n) for n in names[1:]), "maint")
-    assert calls[-1] == (tuple(server(run, n) for n in names), "ready")
+    for name in names[1:]:
+        mine = [line.split(" ", 1)[1] for line in hosts.log if line.startswith(f"{name} ")]
+        assert mine == ["drain", "drained", "maint", "stop", f"switch {CUT[0]}",
+                        f"start {CUT[0]}", "ready"], name
+    out = [set(servers) for servers, state in run.haproxy.calls if state == "maint"]
+    assert out == [{server(run, names[1])}, *({server(run, n)} for n in names[2:])]
     assert run.host_states == {n: f"serving {CUT[:12]}" for n in names}
 
 
@@ -110,9 +123,10 @@ def test_a_host_where_the_cut_fails_goes_back_and_resume_says_so(
     names = [h.name for h in SANDBOX.role("app")]
     hosts = Hosts(dict.fromkeys(names, PREVIOUS), broken=[names[1]])
     hosts.install(monkeypatch)
-    run = new_run()
+    run = new_run(hosts)
     with pytest.raises(FailedAfterCommit, match=rf"{names[1]}: {CUT[:12]} failed"):
         _finish_in_place(run)
     assert hosts.running == {**dict.fromkeys(names, CUT), names[1]: PREVIOUS}
     assert run.host_states[names[1]] == f"back on {PREVIOUS[:12]} and serving"
-    assert run.haproxy.calls[-1] == (tuple(server(run, n) for n in names), "ready")
+    assert {s for servers, state in run.haproxy.calls if state == "ready" for s in servers} \
+        == {server(run, n) for n in names}

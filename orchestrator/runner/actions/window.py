@@ -171,7 +171,9 @@ class ApplyColdPatches(Action):
             result = apply_cold(run.primary, self.patches(run), deadline=deadline,
                                 permissions=self.permissions(run),
                                 revision_table=settings.revision_table, run_id=run.run_id,
-                                clock=run.clock)
+                                clock=run.clock,
+                                on_begin=lambda backend: run.journal.event(
+                                    "cold.backend", backend=backend.to_json()))
         except CommitLost as lost:
             if not self._settle(run, lost):
                 raise FailedBeforeCommit(f"{lost}: the database shows it did not; rolled "
@@ -192,16 +194,16 @@ class ApplyColdPatches(Action):
             conn = connect(run.config.need("database"), what="primary", autocommit=True)
             try:
                 committed = committed_by(conn, run.run_id, run.plan.cold_patches,
-                                         backend_pid=lost.backend_pid)
+                                         backend=lost.backend)
             finally:
                 conn.close()
         except (FastdowntimeError, psycopg2.Error, KeyboardInterrupt) as exc:
             why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
             run.journal.event("commit.unknown", error=str(lost), why=why,
-                              backend_pid=lost.backend_pid)
+                              backend=lost.backend.to_json())
             raise CommitUnknown(f"{lost}, and the database has not said: {why}") from None
         run.journal.event("commit.settled", error=str(lost), committed=committed,
-                          backend_pid=lost.backend_pid)
+                          backend=lost.backend.to_json())
         return committed
 
     def render(self, run: Run) -> list[str]:
