@@ -22,13 +22,11 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from orchestrator.config import Config, HostSettings, load_config
+from orchestrator.config import Config, HostSettings
 from orchestrator.remote.commands import app_start, app_stop, read_revision
 from orchestrator.remote.haproxy import Haproxy
 from orchestrator.remote.haproxy_wire import HaproxyError, ServerStat
 from orchestrator.remote.ssh import Remote
-from orchestrator.sandbox.base import Context
-from orchestrator.sandbox.layout import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -121,17 +119,6 @@ def restore(haproxy: Haproxy, found: dict[str, ServerStat]) -> None:
         names = [n for n, s in found.items() if s.admin_state == state
                  and now[n].admin_state != state]
         haproxy.set_state(names, state)
-
-
-@pytest.fixture
-def config(sandbox: Context) -> Config:
-    return load_config(PROJECT_ROOT / "config" / "sandbox.toml")
-
-
-@pytest.fixture
-def remote(config: Config) -> Iterator[Remote]:
-    with Remote(config) as remote:
-        yield remote
 
 
 @pytest.fixture

@@ -9,18 +9,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.config import Config, load_config
+from orchestrator.config import Config
 from orchestrator.remote.checks import run_checks
 from orchestrator.remote.ssh import Remote
-from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Context
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def config(sandbox: Context) -> Config:
-    return load_config(L.PROJECT_ROOT / "config" / "sandbox.toml")
 
 
 def first_revision(ctx: Context) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Config, HostSettings, load_config
+from orchestrator.config import Config, HostSettings
 from orchestrator.remote import commands as C
 from orchestrator.remote import operations as ops
 from orchestrator.remote.commands import Command
@@ -29,17 +29,6 @@ from orchestrator.sandbox.base import Context
 pytestmark = pytest.mark.integration
 
 OLD_PORT, NEW_PORT = L.APP_PORTS
-
-
-@pytest.fixture
-def config(sandbox: Context) -> Config:
-    return load_config(L.PROJECT_ROOT / "config" / "sandbox.toml")
-
-
-@pytest.fixture
-def remote(config: Config) -> Iterator[Remote]:
-    with Remote(config) as remote:
-        yield remote
 
 
 @pytest.fixture

@@ -13,25 +13,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from orchestrator.config import Config, HostSettings, load_config
+from orchestrator.config import Config, HostSettings
 from orchestrator.remote.commands import Command
 from orchestrator.remote.results import HostKeyRejected
 from orchestrator.remote.ssh import AEAD_CIPHERS, SEND_CHUNK, Remote, aead_first, fingerprint
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Context
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def config(sandbox: Context) -> Config:
-    return load_config(L.PROJECT_ROOT / "config" / "sandbox.toml")
-
-
-@pytest.fixture
-def remote(config: Config) -> Iterator[Remote]:
-    with Remote(config) as remote:
-        yield remote
 
 
 def with_known_hosts(config: Config, path: Path) -> Config:
