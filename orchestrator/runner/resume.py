@@ -14,7 +14,6 @@ stopped), or the previous release where the cut does not come up (exit 4).
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +87,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         if not committed:
                             raise
                         # the schema is new: roll forward, the scripts still start
-                        problem = (exc if isinstance(exc, FailedAfterCommit) else
-                                   FailedAfterCommit(f"resumed after COMMIT; {exc}"))
-                        journal.event("rollforward", error=str(exc))
+                        problem = _rolled_forward(journal, problem, exc)
                 if config.scripts is not None and config.role("scripts"):
                     try:
                         if committed:
@@ -102,9 +99,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                     except FastdowntimeError as exc:
                         if not committed:
                             raise
-                        problem = FailedAfterCommit(
-                            f"{problem or 'resumed after COMMIT'}; {exc}")
-                        journal.event("rollforward", error=str(exc))
+                        problem = _rolled_forward(journal, problem, exc)
             finally:
                 control.close()
                 control.primary.close()
@@ -125,6 +120,16 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         raise FailedBeforeCommit(f"run {summary['id']} restored: every host serves "
                                  f"{summary['from'][:12]}, the schema is unchanged")
     return summary
+
+
+def _rolled_forward(journal: Any, problem: FailedAfterCommit | None,
+                    exc: FastdowntimeError) -> FailedAfterCommit:
+    """Journal a failure resume rolled forward past (after COMMIT); return the exit-4 error
+    that reports it with any earlier one."""
+    journal.event("rollforward", error=str(exc))
+    if problem is None and isinstance(exc, FailedAfterCommit):
+        return exc
+    return FailedAfterCommit(f"{problem or 'resumed after COMMIT'}; {exc}")
 
 
 def _cold_patches(events: list[dict[str, Any]]) -> list[str]:
@@ -218,11 +223,10 @@ def _finish_in_place(run: Run) -> None:
     first, so the others keep serving. A host where the cut does not come up goes back
     to the previous release (exit 4).
     """
+    from orchestrator.runner.actions import instance_health
+
     down, behind = [], []
-    with ThreadPoolExecutor(max_workers=max(1, len(run.app_hosts))) as pool:
-        answers = list(pool.map(lambda h: ops.wait_healthy(
-            run.config, h, run.slots[h.name][0], run.release, 1.0), run.app_hosts))
-    for host, health in zip(run.app_hosts, answers, strict=True):
+    for host, health in zip(run.app_hosts, instance_health(run, 0, 1.0), strict=True):
         if health.ok:
             run.host_states[host.name] = f"serving {run.release[:12]}"
         elif health.revision == run.previous and health.last_answer.startswith("HTTP 200"):

@@ -8,8 +8,8 @@ nodowntime rollout).
 
 from orchestrator.runner.actions import code, instances, online, window
 from orchestrator.runner.actions.base import ACTIONS, Action, NoParams, action
-from orchestrator.runner.actions.instances import read_slots, restart_in_place
+from orchestrator.runner.actions.instances import instance_health, read_slots, restart_in_place
 from orchestrator.runner.actions.window import window_serves
 
 __all__ = ["ACTIONS", "Action", "NoParams", "action", "code", "instances", "online",
-           "read_slots", "restart_in_place", "window", "window_serves"]
+           "instance_health", "read_slots", "restart_in_place", "window", "window_serves"]

@@ -98,21 +98,25 @@ class StopOldInstances(Action):
 
 
 
-def _check_instances(run: Run, index: int, timeout_s: float = 2.0,
-                     hosts: Sequence[Any] | None = None) -> dict[str, str]:
-    """Health-check the ``index`` slot of every app host (or of ``hosts``) at once;
-    host -> why, if unhealthy.
-
-    An instance must answer with the stage's release within ``timeout_s``.
-    """
+def instance_health(run: Run, index: int, timeout_s: float,
+                    hosts: Sequence[Any] | None = None) -> list[ops.HealthResult]:
+    """Health-check the ``index`` slot of every app host (or of ``hosts``) at once, in
+    host order: each must answer with its expected release (the stage's, unless
+    ``run.expected`` says otherwise) within ``timeout_s``."""
     hosts = run.app_hosts if hosts is None else hosts
 
-    def one(host: Any) -> Any:
+    def one(host: Any) -> ops.HealthResult:
         return ops.wait_healthy(run.config, host, run.slots[host.name][index],
                                 run.expected.get(host.name, run.release), timeout_s)
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        results = list(pool.map(one, hosts))
-    return {h.name: r.describe() for h, r in zip(hosts, results, strict=True) if not r.ok}
+        return list(pool.map(one, hosts))
+
+
+def _check_instances(run: Run, index: int, timeout_s: float = 2.0,
+                     hosts: Sequence[Any] | None = None) -> dict[str, str]:
+    """:func:`instance_health`, as host -> why for the unhealthy ones only."""
+    return {r.host: r.describe() for r in instance_health(run, index, timeout_s, hosts)
+            if not r.ok}
 
 
 
