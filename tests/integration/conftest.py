@@ -1,4 +1,5 @@
-"""Fixtures the integration tests share: the sandbox's config, and SSH to its hosts."""
+"""Fixtures the integration tests share: the sandbox's config, SSH to its hosts, and the
+orchestrator's own connection to the primary (for a module's ``settings`` fixture)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.config import Config, load_config
+from orchestrator.config import Config, DatabaseSettings, load_config
+from orchestrator.db.connect import Connection, connect
 from orchestrator.remote.ssh import Remote
 from orchestrator.sandbox.base import Context
 from orchestrator.sandbox.layout import PROJECT_ROOT
@@ -23,3 +25,12 @@ def remote(config: Config) -> Iterator[Remote]:
     """SSH to the sandbox's hosts for one test; every connection closed after it."""
     with Remote(config) as remote:
         yield remote
+
+
+@pytest.fixture
+def primary(settings: DatabaseSettings) -> Iterator[Connection]:
+    """The orchestrator's own connection to the primary (autocommit), made from the
+    requesting module's ``settings`` fixture."""
+    conn = connect(settings, autocommit=True)
+    yield conn
+    conn.close()

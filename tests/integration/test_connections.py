@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from orchestrator.config import DatabaseSettings, load_config
-from orchestrator.db.connect import Connection, connect
+from orchestrator.db.connect import Connection
 from orchestrator.db.connections import ConnectionControl, ConnectionsNotCut
 from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Context
@@ -35,14 +35,6 @@ def settings(sandbox: Context) -> DatabaseSettings:
     assert database is not None
     return dataclasses.replace(database, system_users=(*database.system_users, "fragile"),
                                cut_method="kill")
-
-
-@pytest.fixture
-def primary(settings: DatabaseSettings) -> Iterator[Connection]:
-    """The orchestrator's own connection to the primary (fdt_admin, autocommit)."""
-    conn = connect(settings, autocommit=True)
-    yield conn
-    conn.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from orchestrator.config import DatabaseSettings, load_config
-from orchestrator.db.connect import Connection, connect
+from orchestrator.db.connect import Connection
 from orchestrator.db.replication import Standbys, StandbysBehind, standbys, wait_replayed
 from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Context
@@ -28,13 +28,6 @@ def settings(sandbox: Context) -> DatabaseSettings:
     database = load_config(PROJECT_ROOT / "config" / "sandbox.toml").database
     assert database is not None and database.standby_dsns
     return database
-
-
-@pytest.fixture
-def primary(settings: DatabaseSettings) -> Iterator[Connection]:
-    conn = connect(settings, autocommit=True)
-    yield conn
-    conn.close()
 
 
 @pytest.fixture
