@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.table import Table
 
 from orchestrator.config import Config, load_config
 from orchestrator.errors import BadInput, ExitCode, FastdowntimeError
+
+if TYPE_CHECKING:
+    from orchestrator.plan import PathRules
 
 DEFAULT_CONFIG = Path("config/sandbox.toml")
 
@@ -67,9 +70,23 @@ def load(args: argparse.Namespace, *, required: bool = True) -> Config:
 # --- plan and patches ----------------------------------------------------------
 
 
+def path_rules(config: Config, args: argparse.Namespace) -> PathRules:
+    """The config's ``[source]`` path rules and revision table, overridden by the flags."""
+    from orchestrator.plan import PathRules
+    from orchestrator.planner import rules_for
+
+    rules = rules_for(config)
+    return PathRules(getattr(args, "patches_glob", None) or rules.patches,
+                     tuple(getattr(args, "schema_files", None) or rules.schema_files),
+                     getattr(args, "revision_table", None) or rules.revision_table)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    """``plan``: read db-stable, classify and cut it; print the plan. Changes nothing."""
-    from orchestrator.planner import build_plan, rules_for
+    """``plan``: read db-stable, classify and cut it; print the plan. Changes nothing.
+
+    With ``--check``, exit 3 when the plan has violations (for CI).
+    """
+    from orchestrator.planner import build_plan
 
     config = load(args, required=False)
     repo = args.repo or config.source.repo
@@ -80,36 +97,43 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from orchestrator.db.timings import load_export
 
         timings = load_export(Path(config.database.timings_file))
-    plan = build_plan(repo, branch, from_rev, args.to_rev, rules_for(config), timings)
+    plan = build_plan(repo, branch, from_rev, args.to_rev, path_rules(config, args), timings)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
         from orchestrator.render import print_plan
 
         print_plan(plan, Console())
-    return ExitCode.OK
+    return ExitCode.REFUSED if args.check and plan.violations else ExitCode.OK
 
 
 def cmd_patches(args: argparse.Namespace) -> int:
-    """``patches FILE...``: classify patch files (kind, statements, locks, problems)."""
-    from orchestrator.patches import analyse
+    """``patches FILE...``: lint patch files (kind, statements, locks, problems with rule codes).
 
-    config = load(args, required=False)
-    table = config.database.revision_table if config.database else "LaunchpadDatabaseRevision"
-    reports = []
-    for file in args.files:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"{file}: cannot read: {exc}") from None
-        reports.append(analyse(file, text, revision_table=table))
-    if args.json:
+    Every file is reported whatever the others hold. Exit 2 when a file cannot
+    be read or parsed, else 3 when a problem is at least as severe as
+    ``--fail-on`` (default warning: any problem), else 0.
+    """
+    from orchestrator import lintout
+    from orchestrator.patchfiles import exit_code, expand, lint_files, summary
+
+    rules = path_rules(load(args, required=False), args)
+    reports = lint_files(expand(args.files, rules.patches), rules.revision_table)
+    if args.format == "json":
         print(json.dumps([r.to_json() for r in reports], indent=2))
+    elif args.format == "github":
+        for command in lintout.github(reports):
+            print(command)
+    elif args.format == "sarif":
+        print(json.dumps(lintout.sarif(reports, lintout.tool_version()), indent=2))
     else:
         from orchestrator.render import print_patches
 
         print_patches(reports, Console())
-    return ExitCode.OK
+    code = exit_code(reports, args.fail_on)
+    if code != ExitCode.OK:
+        print(f"fastdowntime: patches: {summary(reports)}", file=sys.stderr)
+    return code
 
 
 # --- database: preflight, lock, timings ---------------------------------------------
@@ -328,6 +352,19 @@ def _print_status(state: dict[str, Any]) -> None:
 # --- parser ------------------------------------------------------------------
 
 
+def _source_flags(parser: argparse.ArgumentParser) -> None:
+    """The ``[source]`` keys as flags, for use without a config file."""
+    parser.add_argument("--patches", dest="patches_glob", metavar="GLOB",
+                        help="patch files (default [source] patches, "
+                             "database/schema/patch-*.sql)")
+    parser.add_argument("--schema-files", nargs="+", metavar="GLOB",
+                        help="files that may change together with a patch "
+                             "(default [source] schema_files, database/schema/**)")
+    parser.add_argument("--revision-table", metavar="NAME",
+                        help="the table patches record themselves in "
+                             "(default [database] revision_table, LaunchpadDatabaseRevision)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand sets ``func``."""
     common = _Parser(add_help=False)
@@ -349,12 +386,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the deployed revision (default: what the app hosts run)")
     plan.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
     plan.add_argument("--json", action="store_true", help="the plan as JSON (SPEC section 3)")
+    plan.add_argument("--check", action="store_true",
+                      help="exit 3 when the plan has violations (for CI)")
+    _source_flags(plan)
     plan.set_defaults(func=cmd_plan)
 
-    patches = sub.add_parser("patches", parents=[common],
-                             help="classify patch files: kind, statements, locks, problems")
-    patches.add_argument("files", nargs="+", metavar="FILE")
-    patches.add_argument("--json", action="store_true", help="the report as JSON")
+    patches = sub.add_parser(
+        "patches", parents=[common],
+        help="lint patch files: kind, statements, locks, problems with rule codes",
+        description="Lint patch files. Every file is reported, whatever the others hold. "
+                    "Exit 0 when no problem is at least as severe as --fail-on, 3 when one "
+                    "is, 2 when a file cannot be read or parsed. The rules: "
+                    "docs/patch-rules.md.")
+    patches.add_argument("files", nargs="+", metavar="FILE",
+                         help="patch files; a directory stands for the files under it that "
+                              "match --patches (relative to it), and those directly in it "
+                              "that match its last part (patch-*.sql)")
+    patches.add_argument("--format", choices=("text", "json", "github", "sarif"),
+                         default="text",
+                         help="text (default), json, github (workflow commands for GitHub "
+                              "Actions annotations) or sarif (SARIF 2.1.0, for code scanning)")
+    patches.add_argument("--json", dest="format", action="store_const", const="json",
+                         default=argparse.SUPPRESS, help="same as --format json")
+    patches.add_argument("--fail-on", choices=("error", "warning"), default="warning",
+                         help="the least severity that makes the exit code 3 (default "
+                              "warning: any problem; error lets warnings pass)")
+    _source_flags(patches)
     patches.set_defaults(func=cmd_patches)
 
     preflight = sub.add_parser("preflight", parents=[common],

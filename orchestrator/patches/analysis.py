@@ -1,4 +1,5 @@
-"""One patch file -> :class:`PatchReport`: its kind (live or cold), why, its statements and locks.
+"""One patch file -> :class:`PatchReport`: its kind (live or cold), why, its statements,
+their locks, and its problems.
 
 The kind comes from the first of (SPEC section 2):
 
@@ -9,30 +10,44 @@ The kind comes from the first of (SPEC section 2):
 
 A ``live`` header is believed, and the report's kind stays "live", but every
 statement that takes a blocking lock on an existing table without being in
-the live-safe set is a *violation*: the plan must refuse the patch. (So
-ADD CONSTRAINT ... FOREIGN KEY NOT VALID, which the SPEC lists as live-safe,
-is no violation although it holds SHARE ROW EXCLUSIVE for a moment.) A
-``cold`` header is always believed.
+the live-safe set is a *violation* (rule ``live-blocks``): the plan must
+refuse the patch. (So ADD CONSTRAINT ... FOREIGN KEY NOT VALID, which the
+SPEC lists as live-safe, is no violation although it holds SHARE ROW
+EXCLUSIVE for a moment.) A ``cold`` header is always believed.
 
-Problems are reported, not raised: a bad header, a misplaced header, a name
-that does not conform, an empty patch, a last statement without ``;``,
-transaction control, and statements that cannot run inside the cold-patch
-transaction in a cold patch. Only a syntax error raises
-(:class:`~orchestrator.patches.source.PatchSyntaxError`). Messages name the
-file as the caller gave it.
+Problems are :class:`~orchestrator.patches.problem.Problem` objects with a
+rule code of :mod:`orchestrator.patches.rules`: a name that does not conform,
+a bad or misplaced header, an empty patch, a last statement without ``;``,
+transaction control, statements that cannot run inside the cold-patch
+transaction in a cold patch, and the advisory findings of
+:mod:`orchestrator.patches.hazards`. A comment ``-- fastdowntime-ignore:
+CODE[, CODE...] [-- reason]`` before a statement (or after it on its last
+line) silences those advisory codes for that statement.
+
+:func:`lint` never raises for content: text PostgreSQL's parser refuses
+gives a report with ``parsed=False`` and an ``unparseable`` problem.
+:func:`analyse` is the same but raises
+:class:`~orchestrator.patches.source.PatchSyntaxError` instead. Messages
+name the file as the caller gave it.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.patches.hazards import Hazards
 from orchestrator.patches.locks import Effect, settle
 from orchestrator.patches.naming import PatchName, PatchNameError, parse_name
+from orchestrator.patches.problem import Problem
+from orchestrator.patches.rules import RULES
 from orchestrator.patches.source import (
+    CharOffsets,
     Header,
     Lines,
+    PatchSyntaxError,
     Piece,
     Speller,
     read_header,
@@ -43,7 +58,9 @@ from orchestrator.patches.statements import effect_of
 
 LIVE = "live"
 COLD = "cold"
+DEFAULT_REVISION_TABLE = "LaunchpadDatabaseRevision"
 _SHOWN_SQL = 80
+_IGNORE = re.compile(r"--[ \t]*fastdowntime-ignore[ \t]*:([^\n]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,8 @@ class Statement:
     """One statement of a patch and the lock it takes.
 
     ``sql`` is the text as written (without comments around it and without
-    the ``;``), ``line`` the 1-based line where it starts. ``lock`` is the
+    the ``;``), ``line`` and ``col`` the 1-based line and column (in
+    characters) of its first character. ``lock`` is the
     strongest level (PostgreSQL's name) it takes on a relation that existed
     before the patch, or, for a statement that touches only relations the
     patch created, the strongest it takes on those; None when it locks no
@@ -64,6 +82,7 @@ class Statement:
 
     sql: str
     line: int
+    col: int
     lock: str | None
     tables: tuple[str, ...]
     blocking: bool
@@ -75,10 +94,13 @@ class PatchReport:
     """The analysis of one patch file.
 
     ``kind`` is "live" or "cold"; ``reason`` says why in words; ``header`` is
-    the header's value or None; ``problems`` are full sentences naming file
-    and line; ``violations`` the subset that are plan violations (a ``live``
-    header on a blocking statement). ``name`` is None when the file name does
-    not conform (a problem says so).
+    the header's value or None; ``problems`` are every :class:`Problem`
+    found, file-wide ones first, then by line and column; ``violations`` the
+    ``live-blocks`` subset (a ``live`` header on a blocking statement).
+    ``name`` is None when the file name does not conform (a problem says so).
+    ``parsed`` is False when the text could not be read or parsed: then there
+    are no statements, the kind is "cold" and a problem (``unparseable`` or
+    ``unreadable``) says where and why.
     """
 
     file: str
@@ -87,8 +109,9 @@ class PatchReport:
     reason: str
     header: str | None
     statements: tuple[Statement, ...]
-    problems: tuple[str, ...]
-    violations: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    violations: tuple[Problem, ...]
+    parsed: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The ``patches --json`` object of SPEC section 3."""
@@ -97,67 +120,174 @@ class PatchReport:
             "kind": self.kind,
             "reason": self.reason,
             "statements": [
-                {"sql": s.sql, "lock": s.lock, "tables": list(s.tables), "line": s.line}
+                {"sql": s.sql, "lock": s.lock, "tables": list(s.tables), "line": s.line,
+                 "col": s.col}
                 for s in self.statements
             ],
-            "problems": list(self.problems),
+            "problems": [p.to_json() for p in self.problems],
         }
 
 
-def analyse(
-    file: str, sql: str, *, revision_table: str = "LaunchpadDatabaseRevision"
+def lint(
+    file: str, sql: str | bytes, *, revision_table: str = DEFAULT_REVISION_TABLE
 ) -> PatchReport:
-    """Classify the patch ``file`` whose text is ``sql``; no I/O.
+    """Classify the patch ``file`` whose text is ``sql`` and list its problems; no I/O.
 
-    ``revision_table`` names the table whose INSERT is the patch recording
-    itself. Raises PatchSyntaxError (file and line) when PostgreSQL's parser
-    refuses the text; everything else wrong is a problem in the report.
+    ``sql`` may be the file's bytes, which must be UTF-8. ``revision_table``
+    names the table whose INSERT is the patch recording itself. Never raises
+    for the content: when the bytes are not UTF-8 or PostgreSQL's parser
+    refuses the text the report has ``parsed=False``, kind "cold", a reason
+    saying so and an ``unparseable`` problem at the line and column of the
+    error.
     """
-    problems: list[str] = []
-    try:
-        name: PatchName | None = parse_name(file)
-    except PatchNameError as error:
-        name = None
-        problems.append(str(error))
+    if isinstance(sql, bytes):
+        data = sql
+        try:
+            sql = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return _undecodable(file, data, error)
+    problems = _name_problems(file)
     lines = Lines(sql)
     header = read_header(sql)
-    pieces = split(file, sql, lines)
-    statements, effects = _judge(pieces, revision_table, Speller(sql))
+    try:
+        pieces = split(file, sql, lines)
+    except PatchSyntaxError as error:
+        problems += _header_problems(file, sql, header, [], lines)
+        problems.append(RULES["unparseable"].problem(file, error.line, error.col, error.problem))
+        reason = f"PostgreSQL's parser refuses it at line {error.line}: {error.problem}"
+        return _unparsed(file, reason, problems)
+    spell = Speller(sql)
+    statements, effects, befores = _judge(pieces, revision_table, spell)
 
     problems += _header_problems(file, sql, header, pieces, lines)
     kind, reason = _kind(header, statements, effects)
-    problems += _statement_problems(file, kind, pieces, effects)
+    problems += _statement_problems(file, kind, pieces, statements, effects, lines)
     violations = [
-        f"{file} line {s.line}: {_short(s.sql)} takes {s.lock} on {', '.join(s.tables)}, "
-        "but the file says live"
+        RULES["live-blocks"].problem(
+            file, s.line, s.col,
+            f"{_short(s.sql)} takes {s.lock} on {', '.join(s.tables)}, but the file says live",
+            lock=s.lock,
+        )
         for s in statements
         if header.value == LIVE and s.blocking and not s.live_safe
     ]
+    problems += _advice(file, sql, kind == COLD, pieces, befores, spell, lines)
     return PatchReport(
         file=file,
-        name=name,
+        name=_parsed_name(file),
         kind=kind,
         reason=reason,
         header=header.value,
         statements=tuple(statements),
-        problems=tuple(problems + violations),
+        problems=_ordered(problems + violations),
         violations=tuple(violations),
     )
 
 
+def unreadable(file: str, why: str) -> PatchReport:
+    """The report of a file that cannot be read: ``why`` says what the system said."""
+    problems = _name_problems(file)
+    problems.append(RULES["unreadable"].problem(file, None, None, f"cannot read the file: {why}"))
+    return _unparsed(file, f"it cannot be read: {why}", problems)
+
+
+def analyse(
+    file: str, sql: str, *, revision_table: str = DEFAULT_REVISION_TABLE
+) -> PatchReport:
+    """:func:`lint`, but raise PatchSyntaxError (file, line, column) when PostgreSQL's parser
+    refuses the text; everything else wrong is a problem in the report."""
+    report = lint(file, sql, revision_table=revision_table)
+    if not report.parsed:
+        error = next(p for p in report.problems if p.rule == "unparseable")
+        raise PatchSyntaxError(file, error.line or 1, error.message, error.col)
+    return report
+
+
+def _advice(
+    file: str,
+    sql: str,
+    cold: bool,
+    pieces: list[Piece],
+    befores: list[frozenset[tuple[str, str]]],
+    spell: Speller,
+    lines: Lines,
+) -> list[Problem]:
+    """The advisory problems of :mod:`~orchestrator.patches.hazards` that no
+    ``fastdowntime-ignore`` comment silences, and the ``bad-ignore`` ones."""
+    ignored, problems = _ignores(file, sql, pieces, lines)
+    hazards = Hazards(spell, cold=cold)
+    to_char = CharOffsets(sql)
+    for index, (piece, before) in enumerate(zip(pieces, befores, strict=True)):
+        for found in hazards.check(piece.node, before):
+            if found.rule in ignored[index]:
+                continue
+            at = piece.start if found.location < 0 else to_char(found.location)
+            problems.append(RULES[found.rule].problem(
+                file, lines.at(at), lines.col(at), found.message, lock=found.lock,
+                hint=found.hint))
+    return problems
+
+
+def _undecodable(file: str, data: bytes, error: UnicodeDecodeError) -> PatchReport:
+    good = data[: error.start].decode("utf-8")
+    lines = Lines(good)
+    line, col = lines.at(len(good)), lines.col(len(good))
+    message = f"the text is not UTF-8: byte 0x{data[error.start]:02x} cannot be decoded"
+    problems = _name_problems(file)
+    problems.append(RULES["unparseable"].problem(file, line, col, message))
+    return _unparsed(file, f"it cannot be parsed: at line {line} {message}", problems)
+
+
+def _unparsed(file: str, reason: str, problems: list[Problem]) -> PatchReport:
+    return PatchReport(
+        file=file,
+        name=_parsed_name(file),
+        kind=COLD,
+        reason=reason,
+        header=None,
+        statements=(),
+        problems=_ordered(problems),
+        violations=(),
+        parsed=False,
+    )
+
+
+def _parsed_name(file: str) -> PatchName | None:
+    try:
+        return parse_name(file)
+    except PatchNameError:
+        return None
+
+
+def _name_problems(file: str) -> list[Problem]:
+    try:
+        parse_name(file)
+    except PatchNameError:
+        return [RULES["bad-name"].problem(
+            file, None, None, "name does not match patch-MAJOR-MINOR-POINT.sql")]
+    return []
+
+
+def _ordered(problems: list[Problem]) -> tuple[Problem, ...]:
+    """File-wide problems first, then by line and column (stable)."""
+    return tuple(sorted(problems, key=lambda p: (p.line is not None, p.line or 0, p.col or 0)))
+
+
 def _judge(
     pieces: list[Piece], revision_table: str, spell: Speller
-) -> tuple[list[Statement], list[Effect]]:
-    """Each piece's Statement, tracking the relations the patch creates as it goes."""
+) -> tuple[list[Statement], list[Effect], list[frozenset[tuple[str, str]]]]:
+    """Each piece's Statement and Effect, and the keys of the relations created before it."""
     created: set[tuple[str, str]] = set()
-    statements, effects = [], []
+    statements, effects, befores = [], [], []
     for piece in pieces:
         effect = effect_of(piece.node, revision_table)
         settled = settle(effect, created)
+        befores.append(frozenset(created))
         statements.append(
             Statement(
                 piece.sql,
                 piece.line,
+                piece.col,
                 settled.lock,
                 tuple(spell(r) for r in settled.tables),
                 settled.blocking,
@@ -168,7 +298,7 @@ def _judge(
         created.update(r.key for r in effect.creates)
         if effect.renames and effect.renames[0].key in created:
             created.add(effect.renames[1].key)
-    return statements, effects
+    return statements, effects, befores
 
 
 def _kind(header: Header, statements: list[Statement], effects: list[Effect]) -> tuple[str, str]:
@@ -201,47 +331,97 @@ def _kind(header: Header, statements: list[Statement], effects: list[Effect]) ->
 
 def _header_problems(
     file: str, sql: str, header: Header, pieces: list[Piece], lines: Lines
-) -> list[str]:
+) -> list[Problem]:
+    def at(rule: str, line: int, message: str) -> Problem:
+        start = lines.start(line)
+        end = sql.find("\n", start)
+        text = sql[start:end if end >= 0 else len(sql)]
+        col = len(text) - len(text.lstrip()) + 1
+        return RULES[rule].problem(file, line, col, message)
+
     problems = [
-        f"{file} line {line}: unknown fastdowntime header value {value!r}; "
-        "write '-- fastdowntime: live' or '-- fastdowntime: cold'"
+        at("unknown-header", line, f"unknown fastdowntime header value {value!r}; "
+           "write '-- fastdowntime: live' or '-- fastdowntime: cold'")
         for line, value in header.bad
     ]
     problems += [
-        f"{file} line {line}: this fastdowntime header says {value} but line {header.line} "
-        f"says {header.value}; keep one"
+        at("contrary-header", line, f"this fastdowntime header says {value} but line "
+           f"{header.line} says {header.value}; keep one")
         for line, value in header.contrary
     ]
     problems += [
-        f"{file} line {line}: a fastdowntime header after the first statement is ignored; "
-        "move it into the comment lines at the top of the file"
+        at("stray-header", line, "a fastdowntime header after the first statement is ignored; "
+           "move it into the comment lines at the top of the file")
         for line in stray_headers(sql, header, pieces, lines)
     ]
     return problems
 
 
 def _statement_problems(
-    file: str, kind: str, pieces: list[Piece], effects: list[Effect]
-) -> list[str]:
+    file: str,
+    kind: str,
+    pieces: list[Piece],
+    statements: list[Statement],
+    effects: list[Effect],
+    lines: Lines,
+) -> list[Problem]:
     problems = []
     if not pieces:
-        problems.append(f"{file}: the patch has no SQL statements")
+        problems.append(RULES["empty"].problem(file, None, None, "the patch has no SQL statements"))
     elif not pieces[-1].terminated:
-        last = pieces[-1].end_line
-        problems.append(f"{file} line {last}: the last statement does not end with ';'")
-    for piece, effect in zip(pieces, effects, strict=True):
+        last = pieces[-1]
+        problems.append(RULES["unterminated"].problem(
+            file, last.end_line, lines.col(max(last.end - 1, last.start)) + 1,
+            "the last statement does not end with ';'"))
+    for statement, effect in zip(statements, effects, strict=True):
         if effect.transaction_control:
-            problems.append(
-                f"{file} line {piece.line}: {effect.what} in a patch; the orchestrator owns "
-                "the transaction, remove it"
-            )
+            problems.append(RULES["transaction-control"].problem(
+                file, statement.line, statement.col,
+                f"{effect.what} in a patch; the orchestrator owns the transaction, remove it"))
         elif effect.no_transaction and kind == COLD:
-            problems.append(
-                f"{file} line {piece.line}: {effect.what} cannot run inside a transaction "
-                "block, and a cold patch runs in the cold-patch transaction; "
-                "move it to a live patch"
-            )
+            problems.append(RULES["no-transaction-in-cold"].problem(
+                file, statement.line, statement.col,
+                f"{effect.what} cannot run inside a transaction block, and a cold patch runs "
+                "in the cold-patch transaction; move it to a live patch",
+                lock=statement.lock))
     return problems
+
+
+def _ignores(
+    file: str, sql: str, pieces: list[Piece], lines: Lines
+) -> tuple[list[set[str]], list[Problem]]:
+    """The advisory codes each statement's ``fastdowntime-ignore`` comments silence, and
+    a ``bad-ignore`` problem per code that names no advisory rule.
+
+    A comment inside a statement, or between two statements, belongs to the
+    statement after it, unless it is on the line where the statement before it
+    ends (a trailing comment).
+    """
+    ignored: list[set[str]] = [set() for _ in pieces]
+    bad: list[Problem] = []
+    if not pieces or "fastdowntime-ignore" not in sql.lower():
+        return ignored, bad
+    starts = [p.start for p in pieces]
+    for match in _IGNORE.finditer(sql):
+        at = match.start()
+        after = bisect_right(starts, at)  # the first piece starting after the comment
+        before = after - 1
+        if before >= 0 and (at < pieces[before].end or after == len(pieces)
+                            or lines.at(at) == pieces[before].end_line):
+            index = before
+        else:
+            index = after
+        value = match.group(1).split("--", 1)[0]
+        for code in (c.lower() for c in re.split(r"[,\s]+", value) if c):
+            rule = RULES.get(code)
+            if rule is not None and not rule.plan:
+                ignored[index].add(code)
+                continue
+            why = "a plan refuses it, so it cannot be ignored" if rule else "no rule has that code"
+            bad.append(RULES["bad-ignore"].problem(
+                file, lines.at(at), lines.col(at),
+                f"fastdowntime-ignore names {code!r}, but {why}"))
+    return ignored, bad
 
 
 def _short(sql: str) -> str:

@@ -30,11 +30,15 @@ _NAME_CHAIN = re.compile(rf"(?:{_IDENT_TEXT})(?:\s*\.\s*(?:{_IDENT_TEXT})){{0,2}
 
 
 class PatchSyntaxError(BadInput):
-    """PostgreSQL's parser refused the patch: ``file``, 1-based ``line`` and ``problem``."""
+    """PostgreSQL's parser refused the patch: ``file``, 1-based ``line`` and ``col``, ``problem``.
 
-    def __init__(self, file: str, line: int, problem: str) -> None:
+    ``col`` counts characters from 1; None when the parser gave no position.
+    """
+
+    def __init__(self, file: str, line: int, problem: str, col: int | None = None) -> None:
         self.file = file
         self.line = line
+        self.col = col
         self.problem = problem
         super().__init__(f"{file} line {line}: {problem}")
 
@@ -65,7 +69,8 @@ class Piece:
     ``sql`` is the text from its first to its last token (comments around it
     and the ``;`` left out); ``start``/``end`` are character offsets of that
     text, ``line``/``end_line`` the 1-based lines of its first and last
-    character. ``terminated`` is False only for a last statement without ``;``.
+    character, ``col`` the 1-based column of its first character.
+    ``terminated`` is False only for a last statement without ``;``.
     """
 
     node: dict[str, Any]
@@ -75,10 +80,11 @@ class Piece:
     line: int
     end_line: int
     terminated: bool
+    col: int = 1
 
 
 class Lines:
-    """Character offset -> 1-based line number of one text."""
+    """Character offset -> 1-based line and column of one text."""
 
     def __init__(self, text: str) -> None:
         self._newlines = [m.start() for m in re.finditer("\n", text)]
@@ -86,6 +92,14 @@ class Lines:
     def at(self, offset: int) -> int:
         """The line holding the character at ``offset``."""
         return bisect_right(self._newlines, offset - 1) + 1
+
+    def col(self, offset: int) -> int:
+        """The 1-based column (in characters) of the character at ``offset`` on its line."""
+        return offset - self.start(self.at(offset)) + 1
+
+    def start(self, line: int) -> int:
+        """The offset of the first character of the 1-based ``line``."""
+        return self._newlines[line - 2] + 1 if 1 < line <= len(self._newlines) + 1 else 0
 
 
 class CharOffsets:
@@ -196,15 +210,18 @@ def split(file: str, sql: str, lines: Lines) -> list[Piece]:
     """Parse ``sql`` and cut it into statements; raise PatchSyntaxError naming ``file`` and line."""
     nul = sql.find("\x00")
     if nul >= 0:  # the C parser would silently stop there; PostgreSQL refuses it
-        raise PatchSyntaxError(file, lines.at(nul), "NUL character (0x00) in the text")
+        raise PatchSyntaxError(
+            file, lines.at(nul), "NUL character (0x00) in the text", lines.col(nul)
+        )
     try:
         tree = json.loads(parse_sql_json(sql))
     except ParseError as error:
         problem = str(error.args[0]) if error.args else str(error)
-        location = error.args[1] if len(error.args) > 1 else None
-        if not isinstance(location, int):  # "at end of input": the last line with text
+        location = error.args[1] if len(error.args) > 1 else None  # a character offset
+        if not isinstance(location, int):  # "at end of input": the last character with text
             location = max(len(sql.rstrip()) - 1, 0)
-        raise PatchSyntaxError(file, lines.at(location), problem) from error
+        location = min(location, max(len(sql) - 1, 0))
+        raise PatchSyntaxError(file, lines.at(location), problem, lines.col(location)) from error
     to_char = CharOffsets(sql)
     pieces = []
     for raw in tree.get("stmts", []):
@@ -220,6 +237,7 @@ def split(file: str, sql: str, lines: Lines) -> list[Piece]:
             line=lines.at(start),
             end_line=lines.at(max(end - 1, start)),
             terminated=bool(length),
+            col=lines.col(start),
         )
         pieces.append(piece)
     return pieces

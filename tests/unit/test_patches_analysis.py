@@ -77,7 +77,7 @@ def test_static_cold_patch_names_the_first_blocking_statement() -> None:
         "statement 2 (line 7) ALTER TABLE ... ADD COLUMN takes ACCESS EXCLUSIVE on Bug"
         " (1 more statement not live-safe)"
     )
-    assert report.problems == ()
+    assert [p.rule for p in report.problems] == ["index-not-concurrently"]
 
 
 def test_cold_reason_for_a_statement_without_a_lock() -> None:
@@ -135,8 +135,8 @@ def test_live_header_on_a_blocking_patch_is_a_violation() -> None:
         "patch-2211-03-0.sql line 4: ALTER TABLE bug ADD COLUMN x int takes ACCESS EXCLUSIVE"
         " on bug, but the file says live"
     )
-    assert report.violations == (expected,)
-    assert expected in report.problems
+    assert [str(v) for v in report.violations] == [expected]
+    assert expected in [str(p) for p in report.problems]
     assert report.kind == "live"
 
 
@@ -149,7 +149,7 @@ def test_violation_shortens_long_statements_and_names_every_table() -> None:
         f"ALTER TABLE bug\n{columns};\n"
     )
     report = analyse("patch-1-0-0.sql", sql)
-    first, second = report.violations
+    first, second = (str(v) for v in report.violations)
     assert "takes SHARE ROW EXCLUSIVE on bug, person, but the file says live" in first
     assert "\n" not in second and "..." in second and len(second) < 200
 
@@ -168,10 +168,10 @@ def test_unknown_header_value_is_a_problem_and_analysis_decides() -> None:
     sql = "-- Copyright\n-- fastdowntime: maybe\nALTER TABLE bug ADD COLUMN x int;\n"
     report = analyse("patch-1-0-0.sql", sql)
     assert report.header is None and report.kind == "cold"
-    assert report.problems == (
+    assert [str(p) for p in report.problems] == [
         "patch-1-0-0.sql line 2: unknown fastdowntime header value 'maybe'; "
         "write '-- fastdowntime: live' or '-- fastdowntime: cold'",
-    )
+    ]
 
 
 def test_contrary_headers_are_a_problem_and_the_first_counts() -> None:
@@ -179,15 +179,15 @@ def test_contrary_headers_are_a_problem_and_the_first_counts() -> None:
     sql = "-- fastdowntime: cold\n-- fastdowntime: live\n-- fastdowntime: cold\nSELECT 1;\n"
     report = analyse("patch-1-0-0.sql", sql)
     assert report.kind == "cold"
-    assert report.problems == (
+    assert [str(p) for p in report.problems] == [
         "patch-1-0-0.sql line 2: this fastdowntime header says live but line 1 says cold; keep one",
-    )
+    ]
 
 
 def test_header_with_trailing_words_is_a_problem() -> None:
     """Anything after the word is an unknown value, not a header."""
     report = analyse("patch-1-0-0.sql", "-- fastdowntime: live, honest\nSELECT 1;\n")
-    assert report.header is None and "'live, honest'" in report.problems[0]
+    assert report.header is None and "'live, honest'" in str(report.problems[0])
 
 
 def test_header_after_the_first_statement_is_ignored_with_a_problem() -> None:
@@ -197,7 +197,8 @@ def test_header_after_the_first_statement_is_ignored_with_a_problem() -> None:
     )
     report = analyse("patch-1-0-0.sql", sql)
     assert report.header is None and report.kind == "cold"
-    assert len(report.problems) == 1 and report.problems[0].startswith("patch-1-0-0.sql line 2: ")
+    assert len(report.problems) == 1
+    assert str(report.problems[0]).startswith("patch-1-0-0.sql line 2: ")
 
 
 def test_header_like_text_inside_a_function_body_is_not_a_header() -> None:
@@ -216,7 +217,9 @@ def test_missing_final_semicolon_is_a_problem() -> None:
         "INSERT INTO LaunchpadDatabaseRevision\n    VALUES (1, 0, 0) -- done\n"
     )
     report = analyse("patch-1-0-0.sql", sql)
-    assert report.problems == ("patch-1-0-0.sql line 3: the last statement does not end with ';'",)
+    assert [str(p) for p in report.problems] == [
+        "patch-1-0-0.sql line 3: the last statement does not end with ';'"
+    ]
     assert (
         report.statements[-1].sql == "INSERT INTO LaunchpadDatabaseRevision\n    VALUES (1, 0, 0)"
     )
@@ -232,7 +235,7 @@ def test_final_semicolon_followed_by_comments_is_fine() -> None:
 def test_empty_patch_is_a_problem(sql: str) -> None:
     """A patch with no statements is a problem; there is nothing to lock, so it is live."""
     report = analyse("patch-1-0-0.sql", sql)
-    assert report.problems == ("patch-1-0-0.sql: the patch has no SQL statements",)
+    assert [str(p) for p in report.problems] == ["patch-1-0-0.sql: the patch has no SQL statements"]
     assert report.statements == () and report.kind == "live"
 
 
@@ -244,8 +247,8 @@ def test_transaction_control_is_a_problem(control: str) -> None:
     sql = f"SET client_min_messages=ERROR;\n{control};\nALTER TABLE bug ADD COLUMN x int;\n"
     report = analyse("patch-1-0-0.sql", sql)
     assert len(report.problems) == 1
-    assert report.problems[0].startswith("patch-1-0-0.sql line 2: ")
-    assert "owns the transaction" in report.problems[0]
+    assert str(report.problems[0]).startswith("patch-1-0-0.sql line 2: ")
+    assert "owns the transaction" in str(report.problems[0])
 
 
 def test_concurrently_in_a_cold_patch_is_a_problem() -> None:
@@ -253,10 +256,10 @@ def test_concurrently_in_a_cold_patch_is_a_problem() -> None:
     sql = "ALTER TABLE bug ADD COLUMN x int;\nCREATE INDEX CONCURRENTLY bug__x__idx ON bug (x);\n"
     report = analyse("patch-1-0-0.sql", sql)
     assert report.kind == "cold"
-    assert report.problems == (
+    assert [str(p) for p in report.problems] == [
         "patch-1-0-0.sql line 2: CREATE INDEX CONCURRENTLY cannot run inside a transaction block,"
         " and a cold patch runs in the cold-patch transaction; move it to a live patch",
-    )
+    ]
 
 
 def test_concurrently_in_a_cold_headed_patch_is_a_problem_too() -> None:
@@ -275,9 +278,9 @@ def test_non_conforming_name_is_a_problem_not_an_error() -> None:
     """analyse reports a bad file name as a problem and leaves name None."""
     report = analyse("database/schema/patch-foo.sql", "SELECT 1;\n")
     assert report.name is None
-    assert report.problems == (
+    assert [str(p) for p in report.problems] == [
         "database/schema/patch-foo.sql: name does not match patch-MAJOR-MINOR-POINT.sql",
-    )
+    ]
 
 
 def test_statement_text_and_lines_as_written() -> None:
@@ -358,9 +361,13 @@ def test_to_json_has_exactly_the_spec_keys() -> None:
     assert set(data) == {"file", "kind", "reason", "statements", "problems"}
     assert data["file"] == "database/schema/patch-2211-03-0.sql"
     assert data["kind"] == "cold" and isinstance(data["reason"], str)
-    assert data["problems"] == []
+    [problem] = data["problems"]
+    assert set(problem) == {
+        "rule", "severity", "file", "line", "col", "message", "lock", "blocks", "hint"
+    }
+    assert (problem["rule"], problem["line"], problem["col"]) == ("index-not-concurrently", 11, 1)
     for entry in data["statements"]:
-        assert set(entry) == {"sql", "lock", "tables", "line"}
+        assert set(entry) == {"sql", "lock", "tables", "line", "col"}
         assert isinstance(entry["tables"], list)
     assert data["statements"][1]["lock"] == "ACCESS EXCLUSIVE"
     assert data["statements"][1]["tables"] == ["Bug"]
