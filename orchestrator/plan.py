@@ -13,13 +13,22 @@ import dataclasses
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from orchestrator.errors import BadInput
 from orchestrator.globs import matches, matches_any
-from orchestrator.history import Change, Commit, History
-from orchestrator.patches import PatchReport, analyse, check_unique, parse_name
+from orchestrator.history import Change, Commit, History, Revision
+from orchestrator.patches import (
+    NAME_RE,
+    PatchName,
+    PatchNameError,
+    PatchReport,
+    Problem,
+    lint,
+    parse_name,
+    refusing,
+)
 
 CODE, COLD, LIVE, MIXED = "code", "schema-cold", "schema-live", "mixed"
 WINDOW_OVERHEAD_S = 0.1
@@ -36,46 +45,69 @@ class PathRules:
     revision_table: str = "LaunchpadDatabaseRevision"
 
     def is_patch(self, path: str) -> bool:
-        return _classify(self, path) == _PATCH
+        return self.classify(path) == _PATCH
 
     def is_schema(self, path: str) -> bool:
-        return _classify(self, path) != _CODE_FILE
+        return self.classify(path) != _CODE_FILE
+
+    def classify(self, path: str) -> int:
+        """Patch file, other schema file, or code; cached per rules: a history repeats its
+        paths, and hashing the rules for a shared cache costs more than the match."""
+        known = self._classes.get(path)
+        if known is None:
+            if matches(path, self.patches):
+                known = _PATCH
+            else:
+                known = _SCHEMA_FILE if matches_any(path, self.schema_files) else _CODE_FILE
+            self._classes[path] = known
+        return known
+
+    @cached_property
+    def _classes(self) -> dict[str, int]:
+        return {}
 
 
 _CODE_FILE, _SCHEMA_FILE, _PATCH = 0, 1, 2
 
 
-@lru_cache(maxsize=65536)
-def _classify(rules: PathRules, path: str) -> int:
-    """Patch file, other schema file, or code; cached: a history repeats its paths."""
-    if matches(path, rules.patches):
-        return _PATCH
-    return _SCHEMA_FILE if matches_any(path, rules.schema_files) else _CODE_FILE
-
-
 @dataclass(frozen=True)
 class Finding:
-    """A violation (the deploy refuses it) or a warning, about one revision."""
+    """A violation (the deploy refuses it) or a warning, about one revision.
+
+    ``commit`` is the commit that breaks the rule (a commit a merge brought
+    in, or the revision itself); empty means the revision.
+    """
 
     revision: str
     rule: str
     detail: str
+    commit: str = ""
 
     def to_json(self) -> dict[str, str]:
-        return {"revision": self.revision, "rule": self.rule, "detail": self.detail}
+        return {"revision": self.revision, "commit": self.commit or self.revision,
+                "rule": self.rule, "detail": self.detail}
 
 
 class PlannedRevision(NamedTuple):
-    """One revision, classified; ``patches`` are the basenames it adds or modifies."""
+    """One revision, classified; ``patches`` are the basenames it adds or modifies.
+
+    ``problems`` are what is wrong with the patch versions it brought (a text
+    PostgreSQL's parser refuses, a misnamed file ...): history as it is, which
+    only refuses a deploy while the version to be applied still has them.
+    """
 
     sha: str
     kind: str
     patches: tuple[str, ...]
     subject: str
+    problems: tuple[Problem, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"sha": self.sha, "kind": self.kind, "patches": list(self.patches),
-                "subject": self.subject}
+        data: dict[str, Any] = {"sha": self.sha, "kind": self.kind,
+                                "patches": list(self.patches), "subject": self.subject}
+        if self.problems:
+            data["problems"] = [p.to_json() for p in self.problems]
+        return data
 
 
 @dataclass(frozen=True)
@@ -135,46 +167,88 @@ class Plan:
         }
 
 
-def check_tree(tree: Mapping[str, str] | Iterable[str], rules: PathRules) -> dict[str, str]:
-    """Every patch file of the target tree (basename -> blob id, "" when unknown), in
-    numeric order; BadInput for a bad or duplicate name."""
+@dataclass(frozen=True)
+class TreePatches:
+    """The patch files of the target tree.
+
+    ``blobs``: every well-named patch (basename -> blob id, "" when unknown),
+    in numeric order; ``names``: the basename of every file the patch glob
+    matches; ``misnamed``: those whose name is not patch-MAJOR-MINOR-POINT.sql;
+    ``duplicates``: groups of files that are the same patch number.
+    """
+
+    blobs: dict[str, str]
+    names: frozenset[str]
+    misnamed: tuple[str, ...]
+    duplicates: tuple[tuple[str, ...], ...]
+
+
+def check_tree(tree: Mapping[str, str] | Iterable[str], rules: PathRules) -> TreePatches:
+    """Sort the target tree's patch files; bad and duplicate names are reported, not raised."""
     blobs = tree if isinstance(tree, Mapping) else dict.fromkeys(tree, "")
-    named = [(parse_name(path), blob) for path, blob in blobs.items() if rules.is_patch(path)]
-    check_unique(name for name, _ in named)
-    return {name.filename: blob for name, blob in sorted(named)}
+    named: list[tuple[PatchName, str]] = []
+    names, misnamed = set(), []
+    for path, blob in blobs.items():
+        if not rules.is_patch(path):
+            continue
+        names.add(posixpath.basename(path))
+        try:
+            named.append((parse_name(path), blob))
+        except PatchNameError:
+            misnamed.append(posixpath.basename(path))
+    by_key: dict[tuple[int, int, int], list[str]] = {}
+    for name, _ in named:
+        by_key.setdefault(name.key, []).append(name.filename)
+    duplicates = tuple(tuple(sorted(set(group))) for group in by_key.values()
+                       if len(set(group)) > 1)
+    return TreePatches({name.filename: blob for name, blob in sorted(named)}, frozenset(names),
+                       tuple(sorted(misnamed)), duplicates)
 
 
-def make_plan(history: History, texts: Mapping[str, str],
+def make_plan(history: History, texts: Mapping[str, str | bytes],
               tree: Mapping[str, str] | Sequence[str],
               rules: PathRules = PathRules(), timings: Mapping[str, float] | None = None,
               overhead_s: float = WINDOW_OVERHEAD_S) -> Plan:
-    """Classify every revision of ``history`` and cut it.
+    """Classify every revision of ``history`` and cut it. Never raises on content.
 
     ``texts`` maps the blob sha of every patch file the range adds or modifies
-    to its text; ``tree`` lists the files of the target revision (with their
-    blob ids when it is a mapping); ``timings``
+    to its text (bytes when it is not UTF-8); ``tree`` lists the files of the
+    target revision (with their blob ids when it is a mapping); ``timings``
     maps patch basenames to rehearsed seconds (the outage estimate is their
     sum plus ``overhead_s``, or None when a cold patch has no timing).
+
+    A patch version that does not parse, or a misnamed patch file, is a
+    problem of the revision that brought it, which counts as schema-cold. The
+    versions to be applied (the last in the range, still in the target tree)
+    make the plan's violations.
     """
-    tree_patches = check_tree(tree, rules)
+    target = check_tree(tree, rules)
     reports: dict[str, PatchReport] = {}
+    latest: dict[str, tuple[str, str]] = {}
+    """Basename -> (revision, commit) that brought the version in the target tree."""
     planned, violations, warnings = [], [], []
     for revision in history.revisions:
+        mixed = [Finding(revision.sha, "mixed", detail, commit.sha)
+                 for commit in revision.brought_in + (revision.commit,)
+                 if (detail := _mixed(commit, rules))]
+        violations += mixed
         patch_changes = [c for c in revision.changes if rules.is_patch(c.path)]
-        # A commit that changes no patch file cannot be mixed: skip the per-commit look.
-        judged = revision.brought_in or ((revision.commit,) if patch_changes else ())
-        mixed_details = [m for m in (_mixed(c, rules) for c in judged) if m]
         changed = [c for c in patch_changes if c.status in _CHANGED]
+        authors = _authors(revision) if changed and revision.is_merge else {}
+        problems: list[Problem] = []
+        cold = False
         for change in changed:
+            name = posixpath.basename(change.path)
             report = _analyse(change, texts, rules)
-            reports[parse_name(change.path).filename] = report
-            for problem in report.problems:
-                rule = "live-header-blocking" if problem in report.violations else "patch"
-                violations.append(Finding(revision.sha, rule, problem))
-        kinds = {reports[posixpath.basename(c.path)].kind for c in changed}
-        if mixed_details:
+            reports[name] = report
+            latest[name] = (revision.sha, authors.get((change.path, change.blob), revision.sha))
+            problems += refusing(report)
+            cold = cold or report.kind == "cold" or not report.parsed or report.name is None
+        for change in patch_changes:
+            if change.status == "D":
+                latest.pop(posixpath.basename(change.path), None)
+        if mixed:
             kind = MIXED
-            violations += [Finding(revision.sha, "mixed", d) for d in mixed_details]
         elif not changed:
             kind = CODE
             deleted = [posixpath.basename(c.path) for c in patch_changes]
@@ -183,25 +257,70 @@ def make_plan(history: History, texts: Mapping[str, str],
                                         f"deletes {', '.join(deleted)} and adds no patch: "
                                         "planned as code"))
         else:
-            kind = COLD if "cold" in kinds else LIVE
-        names = tuple(sorted({posixpath.basename(c.path) for c in changed},
-                             key=lambda n: parse_name(n).key))
-        planned.append(PlannedRevision(revision.sha, kind, names, revision.subject))
-    plan = _cut(history, tuple(planned), reports, violations, warnings, timings, overhead_s)
-    return dataclasses.replace(plan, tree_patches=tree_patches)
+            kind = COLD if cold else LIVE
+        names = tuple(sorted({posixpath.basename(c.path) for c in changed}, key=_order))
+        planned.append(PlannedRevision(revision.sha, kind, names, revision.subject,
+                                       tuple(problems)))
+    violations += _applied_findings(target, reports, latest, warnings)
+    plan = _cut(history, tuple(planned), reports, target.blobs, violations, warnings, timings,
+                overhead_s)
+    return dataclasses.replace(plan, tree_patches=target.blobs)
+
+
+def _applied_findings(target: TreePatches, reports: Mapping[str, PatchReport],
+                      latest: Mapping[str, tuple[str, str]], warnings: list[Finding],
+                      ) -> list[Finding]:
+    """Violations of the patch versions to be applied: those the range brought that are in the
+    target tree. A bad or duplicate name the range did not touch is only a warning."""
+    found = []
+    for name, (revision, commit) in latest.items():
+        if name in target.names:
+            found += [Finding(revision, p.rule, str(p), commit) for p in refusing(reports[name])]
+    for group in target.duplicates:
+        touched = [latest[n] for n in group if n in latest]
+        numbers = "-".join(str(n) for n in parse_name(group[0]).key)
+        detail = f"{' and '.join(group)} are all patch {numbers}; rename all but one"
+        if touched:
+            found.append(Finding(touched[-1][0], "duplicate", detail, touched[-1][1]))
+        else:
+            warnings.append(Finding("", "duplicate", detail))
+    for name in target.misnamed:
+        if name not in latest:
+            warnings.append(Finding("", "bad-name", f"{name} matches the patch glob but not "
+                                    "patch-MAJOR-MINOR-POINT.sql (not in this range)"))
+    return found
+
+
+def _authors(revision: Revision) -> dict[tuple[str, str], str]:
+    """(path, blob) -> the commit a merge brought in (or the merge itself) that wrote it."""
+    written = {}
+    for commit in revision.brought_in + (revision.commit,):
+        for change in commit.changes:
+            written[(change.path, change.blob)] = commit.sha
+    return written
+
+
+def _order(name: str) -> tuple[int, int, int, str]:
+    """Numeric order for patch names; a misnamed file sorts last, by name."""
+    match = NAME_RE.fullmatch(name)
+    if match is None:
+        return (1 << 62, 0, 0, name)
+    major, minor, point = (int(g) for g in match.groups())
+    return (major, minor, point, name)
 
 
 def _cut(history: History, planned: tuple[PlannedRevision, ...],
-         reports: Mapping[str, PatchReport], violations: list[Finding],
-         warnings: list[Finding], timings: Mapping[str, float] | None,
-         overhead_s: float) -> Plan:
+         reports: Mapping[str, PatchReport], applied: Mapping[str, str],
+         violations: list[Finding], warnings: list[Finding],
+         timings: Mapping[str, float] | None, overhead_s: float) -> Plan:
     cold_at = [i for i, r in enumerate(planned) if r.kind == COLD]
     cut = planned[cold_at[-1]].sha if cold_at else None
     split = cold_at[-1] + 1 if cold_at else 0
 
     def patches_of(revisions: Sequence[PlannedRevision], kind: str) -> tuple[str, ...]:
-        names = {p for r in revisions for p in r.patches if reports[p].kind == kind}
-        return tuple(sorted(names, key=lambda n: parse_name(n).key))
+        names = {p for r in revisions for p in r.patches
+                 if p in applied and reports[p].kind == kind}
+        return tuple(sorted(names, key=_order))
 
     cold = patches_of(planned[:split], "cold")
     live_first = patches_of(planned[:split], "live")
@@ -217,19 +336,21 @@ def _cut(history: History, planned: tuple[PlannedRevision, ...],
 
 def _mixed(commit: Commit, rules: PathRules) -> str | None:
     """Why ``commit`` is mixed (it changes a patch file and a non-schema file), or None."""
-    patches = [c.path for c in commit.changes if rules.is_patch(c.path)]
-    code = [c.path for c in commit.changes if not rules.is_schema(c.path)]
-    if not patches or not code:
+    classes = [rules.classify(c.path) for c in commit.changes]
+    if _PATCH not in classes or _CODE_FILE not in classes:
         return None
+    patches = [c.path for c, k in zip(commit.changes, classes, strict=True) if k == _PATCH]
+    code = [c.path for c, k in zip(commit.changes, classes, strict=True) if k == _CODE_FILE]
     return (f"commit {commit.sha[:12]} ({commit.subject}) changes the patch "
             f"{', '.join(posixpath.basename(p) for p in patches)} together with application "
             f"code: {', '.join(code[:5])}{' ...' if len(code) > 5 else ''}")
 
 
-def _analyse(change: Change, texts: Mapping[str, str], rules: PathRules) -> PatchReport:
+def _analyse(change: Change, texts: Mapping[str, str | bytes], rules: PathRules,
+             ) -> PatchReport:
     if change.blob not in texts:
         raise BadInput(f"{change.path}: the text of blob {change.blob[:12]} was not read")
-    return analyse(change.path, texts[change.blob], revision_table=rules.revision_table)
+    return lint(change.path, texts[change.blob], revision_table=rules.revision_table)
 
 
 def estimate_outage(cold_patches: Sequence[str], seconds: Mapping[str, float],

@@ -1,7 +1,9 @@
 """The I/O side of planning: read git, then call the pure :func:`orchestrator.plan.make_plan`.
 
-Three git processes for the range whatever its length (``log``, ``cat-file
---batch``, ``ls-tree``), plus a few ``rev-parse`` to resolve the ends.
+A fixed number of git processes for the range whatever its length (three
+``log`` at once, a ``diff-tree`` for merges whose own resolution touches a
+patch, ``cat-file --batch``, ``ls-tree``), plus a few ``rev-parse`` to
+resolve the ends.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def build_plan(repo: str, branch: str, from_rev: str, to_rev: str | None, rules:
 
     ``timings`` (rehearsal seconds by (file name, checksum)) give the outage estimate.
     """
-    history = read_history(repo, branch, from_rev, to_rev)
+    history = read_history(repo, branch, from_rev, to_rev, patches=(rules.patches,))
     texts = read_patch_texts(history, rules.is_patch)
     tree = git.list_tree(repo, history.to_sha)
     plan = make_plan(history, texts, tree, rules)

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.patches import PatchReport
+from orchestrator.patchfiles import summary
 from orchestrator.plan import COLD, LIVE, MIXED, Plan
 
 _KIND_STYLE = {COLD: "bold yellow", LIVE: "cyan", MIXED: "bold red", "code": ""}
@@ -40,10 +41,17 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print(f"  estimated outage: {estimate}")
     console.print(f"[bold]nodowntime[/] {len(plan.nodowntime_revisions)} revisions, "
                   f"live patches: {_names(plan.nodowntime_live_patches)}")
+    for revision in plan.revisions:
+        for problem in revision.problems:
+            console.print(f"[yellow]history[/] {revision.sha[:12]} {problem.rule}: "
+                          f"{escape(str(problem))}")
     for warning in plan.warnings:
-        console.print(f"[yellow]warning[/] {warning.revision[:12]}: {escape(warning.detail)}")
+        where = f" {warning.revision[:12]}" if warning.revision else ""
+        console.print(f"[yellow]warning[/]{where} {warning.rule}: {escape(warning.detail)}")
     for violation in plan.violations:
-        console.print(f"[bold red]violation[/] {violation.revision[:12]} {violation.rule}: "
+        by = (f" (commit {violation.commit[:12]})"
+              if violation.commit and violation.commit != violation.revision else "")
+        console.print(f"[bold red]violation[/] {violation.revision[:12]}{by} {violation.rule}: "
                       f"{escape(violation.detail)}")
     if plan.violations:
         console.print(f"[bold red]{len(plan.violations)} violation(s): a deploy of this plan "
@@ -51,22 +59,29 @@ def print_plan(plan: Plan, console: Console) -> None:
 
 
 def print_patches(reports: Sequence[PatchReport], console: Console) -> None:
-    """Each file's kind and reason, its statements with their locks, and its problems."""
+    """Each file's kind and reason, its statements with their locks, and its problems
+    (severity, rule code, the sentence and the safer form); a summary line at the end."""
     for report in reports:
         style = "bold yellow" if report.kind == "cold" else "cyan"
         console.print(f"[bold]{escape(report.file)}[/]: [{style}]{report.kind}[/] "
-                      f"({escape(report.reason)})")
-        table = Table(show_edge=False, show_header=True)
-        for column in ("line", "lock", "tables", "statement"):
-            table.add_column(column)
-        for statement in report.statements:
-            first = statement.sql.splitlines()[0] if statement.sql else ""
-            text = first if len(first) <= 70 else first[:67] + "..."
-            table.add_row(str(statement.line), statement.lock or "-",
-                          ", ".join(statement.tables) or "-", escape(text))
-        console.print(table)
+                      f"({escape(report.reason)})", soft_wrap=True)
+        if report.statements:
+            table = Table(show_edge=False, show_header=True)
+            for column in ("line", "lock", "tables", "statement"):
+                table.add_column(column)
+            for statement in report.statements:
+                first = statement.sql.splitlines()[0] if statement.sql else ""
+                text = first if len(first) <= 70 else first[:67] + "..."
+                table.add_row(str(statement.line), statement.lock or "-",
+                              ", ".join(statement.tables) or "-", escape(text))
+            console.print(table)
         for problem in report.problems:
-            console.print(f"  [bold red]problem[/] {escape(problem)}")
+            colour = "bold red" if problem.severity == "error" else "yellow"
+            console.print(f"  [{colour}]{problem.severity}[/] [bold]{problem.rule}[/] "
+                          f"{escape(str(problem))}", soft_wrap=True)
+            if problem.hint:
+                console.print(f"    [dim]instead: {escape(problem.hint)}[/]", soft_wrap=True)
+    console.print(summary(reports), soft_wrap=True)
 
 
 def _names(names: Sequence[str]) -> str:

@@ -54,10 +54,15 @@ class GitRepo:
     def checkout(self, *args: str) -> None:
         self.git("checkout", "-q", *args)
 
-    def merge(self, branch: str, subject: str) -> str:
-        """Merge ``branch`` into the current branch with a merge commit."""
-        self.git("merge", "-q", "--no-ff", "-m", subject, branch)
-        return self.head()
+    def merge(self, branch: str, subject: str, files: dict[str, str | None] | None = None,
+              ) -> str:
+        """Merge ``branch`` into the current branch with a merge commit; ``files`` are
+        written into the merge itself (an "evil" merge: its own resolution)."""
+        if not files:
+            self.git("merge", "-q", "--no-ff", "-m", subject, branch)
+            return self.head()
+        self.git("merge", "-q", "--no-ff", "--no-commit", branch)
+        return self.commit(subject, files)
 
 
 def patch(major: int, minor: int, point: int = 0) -> str:

@@ -89,16 +89,27 @@ def is_ancestor(repo: str, older: str, newer: str) -> bool:
     return done.returncode == 0
 
 
-def log_range(repo: str, older: str, newer: str) -> Iterator[bytes]:
-    """Stream the raw ``git log`` of every commit in ``older..newer``, merges diffed against
-    their first parent, in chunks as git writes them (so parsing overlaps git's work).
+GRAPH: tuple[str, ...] = ()
+"""Every commit with its parents and subject, no diff: the graph alone."""
+OWN_CHANGES = ("--raw", "--full-history", "--diff-merges=combined")
+"""What each commit's author changed: a non-merge's own diff, a merge's combined diff (the
+files it changes against every parent: its own resolution)."""
+FIRST_PARENT = ("--raw", "--first-parent", "--diff-merges=first-parent")
+"""The first-parent chain, each commit with its diff against its first parent."""
+
+
+def log_range(repo: str, spec: str, options: Sequence[str], paths: Sequence[str] = (),
+              ) -> Iterator[bytes]:
+    """Stream the raw ``git log`` of the commits in ``spec`` (``older..newer``) with
+    ``options``, limited to ``paths`` (pathspecs) if any, in chunks as git writes them (so
+    parsing overlaps git's work).
 
     Format per commit: ``\x01<sha> <parents>\x02<subject>\0`` then ``--raw -z``
-    entries ``:<modes> <old blob> <new blob> <status>\0<path>\0``.
+    entries ``:<modes> <old blob> <new blob> <status>\0<path>\0`` (``::`` and one mode and
+    blob per parent, then the merge's, for a combined diff).
     """
-    argv = ["git", *_OPTIONS, "-C", repo, "log", "-z",
-            "--format=%x01%H %P%x02%s", "--raw", "--no-abbrev", "--no-renames",
-            "--diff-merges=first-parent", f"{older}..{newer}"]
+    argv = ["git", *_OPTIONS, "-C", repo, "log", "-z", "--format=%x01%H %P%x02%s",
+            "--no-abbrev", "--no-renames", *options, spec, "--", *paths]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=_ENV) as proc:
         assert proc.stdout is not None and proc.stderr is not None
@@ -107,6 +118,31 @@ def log_range(repo: str, older: str, newer: str) -> Iterator[bytes]:
         error = proc.stderr.read()
         if proc.wait() != 0:
             raise GitError(f"{repo}: git log failed: {error.decode(errors='replace').strip()}")
+
+
+def whole_diffs(repo: str, shas: Sequence[str]) -> dict[str, list[bytes]]:
+    """The whole diff of each commit in ``shas`` (one ``git diff-tree --stdin``): a
+    non-merge's own diff, a merge's combined diff. ``{sha: its raw -z fields}``, for
+    :func:`orchestrator.history.parse_raw`."""
+    if not shas:
+        return {}
+    out = git(repo, "diff-tree", "-r", "-z", "-c", "--root", "--raw", "--no-abbrev", "--no-renames",
+              "--stdin",
+              input="".join(f"{sha}\n" for sha in shas).encode()).stdout
+    diffs: dict[str, list[bytes]] = {}
+    current: list[bytes] = []
+    fields = out.split(b"\0")
+    i = 0
+    while i < len(fields):
+        field = fields[i].lstrip(b"\n")
+        if field[:1] == b":":  # an entry: its meta, then its path
+            current += fields[i:i + 2]
+            i += 2
+            continue
+        if field:  # the next commit's sha
+            current = diffs.setdefault(field.decode(), [])
+        i += 1
+    return diffs
 
 
 def list_tree(repo: str, rev: str) -> dict[str, str]:

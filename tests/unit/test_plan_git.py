@@ -192,28 +192,21 @@ def test_from_not_an_ancestor(repo: GitRepo) -> None:
     assert "not an ancestor" in str(bad(str(repo.path), later, base))
 
 
-def test_bad_patch_name(repo: GitRepo) -> None:
-    """A file matching the glob whose name does not parse is named."""
+def test_patch_content_is_never_bad_input(repo: GitRepo) -> None:
+    """A bad name, a duplicate number and a syntax error are plan findings, not exit 2: bad
+    input is a bad argument, never a file's content."""
     base = repo.head()
     repo.commit("Bad", {"database/schema/patch-22a-1-0.sql": COLD_SQL.format(n=1)})
-    assert "patch-22a-1-0.sql" in str(bad(str(repo.path), base))
-
-
-def test_duplicate_patch_number(repo: GitRepo) -> None:
-    """Two patch files with the same number are both named."""
-    base = repo.head()
     repo.commit("One", {"database/schema/patch-2200-01-0.sql": COLD_SQL.format(n=1)})
     repo.commit("Two", {"database/schema/patch-2200-1-0.sql": COLD_SQL.format(n=2)})
-    message = str(bad(str(repo.path), base))
-    assert "patch-2200-01-0.sql" in message and "patch-2200-1-0.sql" in message
-
-
-def test_syntax_error_names_file_and_line(repo: GitRepo) -> None:
-    """A patch with a syntax error is named with its line."""
-    base = repo.head()
-    repo.commit("Broken", {patch(2200, 1): "-- a comment\n\nALTER TABLE item ADD COLUM x int;\n"})
-    message = str(bad(str(repo.path), base))
-    assert "patch-2200-01-0.sql" in message and "line 3" in message
+    repo.commit("Broken", {patch(2200, 3): "-- a comment\n\nALTER TABLE item ADD COLUM x int;\n"})
+    plan = plan_of(repo, base)
+    found = {v.rule: v.detail for v in plan.violations}
+    assert set(found) == {"bad-name", "duplicate", "unparseable"}
+    assert "patch-22a-1-0.sql" in found["bad-name"]
+    assert "patch-2200-01-0.sql" in found["duplicate"]
+    assert "patch-2200-1-0.sql" in found["duplicate"]
+    assert "patch-2200-03-0.sql line 3" in found["unparseable"]
 
 
 # --- the command line ---------------------------------------------------------------

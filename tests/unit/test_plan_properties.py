@@ -50,8 +50,11 @@ def synthesise(steps: list[str]) -> tuple[History, dict[str, str], list[str]]:
                 side.append(Commit(sha(i, "f"), (side_code.sha,), "side patch", (change,)))
                 changes = (code, change)
             brought = tuple(side)
-        parents = (parent, brought[-1].sha) if brought else (parent,)
-        revisions.append(Revision(Commit(sha(i), parents, step, changes), brought))
+        if brought:  # a merge: its own resolution is empty, its change is what it landed
+            commit = Commit(sha(i), (parent, brought[-1].sha), step, ())
+            revisions.append(Revision(commit, brought, changes))
+        else:
+            revisions.append(Revision(Commit(sha(i), (parent,), step, changes)))
         parent = sha(i)
     history = History("repo", "db-stable", "f" * 40, parent, tuple(revisions))
     return history, texts, tree
@@ -94,3 +97,42 @@ def test_kinds_follow_the_steps(steps: list[str]) -> None:
                               for p in r.patches if plan.reports[p].kind == "cold"}
     assert cold_of_cold_revisions <= set(plan.cold_patches)
     assert set(plan.cold_patches) <= {p for r in plan.fastdowntime_revisions for p in r.patches}
+
+
+TEXTS = st.one_of(
+    st.sampled_from([COLD_SQL.format(n=1), LIVE_SQL.format(n=2), "ALTER TABLE item ADD COLUM;\n",
+                     "CREATE EXTENSION pg_trgm FROM unpackaged;\n", ");\n", "", "-- only\n",
+                     "BEGIN;\nALTER TABLE item DROP x;\nCOMMIT;\n"]),
+    st.text(max_size=60),
+    st.binary(max_size=40),
+)
+NAMES = st.one_of(st.builds(patch, st.integers(0, 3), st.integers(0, 3)),
+                  st.sampled_from(["database/schema/patch-2207-09.0.sql",
+                                   "database/schema/patch-79-16.sql",
+                                   "database/schema/patch-.sql"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(NAMES, TEXTS), min_size=1, max_size=12))
+def test_content_never_aborts_a_plan(versions: list[tuple[str, str | bytes]]) -> None:
+    """Whatever the patch files hold or are called, the plan is made; a revision with a
+    version that does not parse or a misnamed file counts cold, and the versions left in the
+    target tree that have problems make violations."""
+    texts: dict[str, str | bytes] = {}
+    tree: dict[str, str] = {}
+    revisions = []
+    parent = "f" * 40
+    for i, (path, text) in enumerate(versions):
+        blob = f"{i:039x}b"
+        texts[blob] = text
+        tree[path] = blob
+        sha = f"{i:039x}a"
+        revisions.append(Revision(Commit(sha, (parent,), f"rev {i}", (Change("A", path, blob),))))
+        parent = sha
+    history = History("repo", "db-stable", "f" * 40, parent, tuple(revisions))
+    plan = make_plan(history, texts, tree)
+    assert all(r.kind == COLD for r in plan.revisions
+               if {p.rule for p in r.problems} & {"unparseable", "bad-name"})
+    last_of = {path: i for i, (path, _) in enumerate(versions)}
+    refused = {f"{i:039x}a" for i in last_of.values() if plan.revisions[i].problems}
+    assert refused <= {v.revision for v in plan.violations}
