@@ -41,6 +41,11 @@ def rules_of(plan: Plan) -> list[tuple[str, str, str]]:
     return [(v.rule, v.revision, v.commit or v.revision) for v in plan.violations]
 
 
+def exit_of(repo: GitRepo, start: str) -> int:
+    """``plan --check``'s exit code (its output is dropped)."""
+    return main(["plan", "--repo", str(repo.path), "--from", start, "--check", "--json"])
+
+
 def test_patch_fixed_one_revision_later(repo: GitRepo, capsys: pytest.CaptureFixture[str],
                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A typo fixed by the next revision: the broken version is a problem of its revision
@@ -103,6 +108,7 @@ def test_misnamed_file(repo: GitRepo, name: str) -> None:
     assert [p.rule for p in plan.revisions[0].problems] == ["bad-name"]
     assert rules_of(plan) == [("bad-name", bad, bad)]
     assert plan.cold_patches == () and plan.fastdowntime_live_patches == ()
+    assert exit_of(repo, base) == ExitCode.REFUSED
 
 
 def test_misnamed_file_renamed_later(repo: GitRepo) -> None:
@@ -114,6 +120,7 @@ def test_misnamed_file_renamed_later(repo: GitRepo) -> None:
     plan = plan_of(repo, base)
     assert plan.violations == () and plan.cut == renamed
     assert plan.cold_patches == ("patch-2207-09-0.sql",)
+    assert exit_of(repo, base) == ExitCode.OK
 
 
 def test_misnamed_file_outside_the_range_is_a_warning(repo: GitRepo) -> None:
@@ -179,8 +186,10 @@ def test_feature_branch_that_merged_devel_twice(repo: GitRepo) -> None:
     assert [(r.sha, r.kind) for r in plan.revisions] == [(landing, COLD)]
     assert plan.revisions[0].patches == ("patch-2207-05-0.sql", "patch-2207-06-0.sql")
     assert plan.violations == () and plan.cut == landing
+    assert exit_of(repo, base) == ExitCode.OK
     assert plan.cold_patches == ("patch-2207-05-0.sql",)
     assert plan.fastdowntime_live_patches == ("patch-2207-06-0.sql",)
+    assert exit_of(repo, base) == ExitCode.OK
 
 
 def test_evil_inner_merge_mixes_a_patch_with_code(repo: GitRepo) -> None:
@@ -200,6 +209,7 @@ def test_evil_inner_merge_mixes_a_patch_with_code(repo: GitRepo) -> None:
     assert plan.revisions[0].kind == MIXED
     assert rules_of(plan) == [("mixed", landing, evil)]
     assert "app/feature.py" in plan.violations[0].detail
+    assert plan.cut is None and exit_of(repo, base) == ExitCode.REFUSED
 
 
 def test_evil_first_parent_merge(repo: GitRepo) -> None:
@@ -212,6 +222,7 @@ def test_evil_first_parent_merge(repo: GitRepo) -> None:
                          {patch(2207, 8): COLD_SQL.format(n=8), "app/main.py": "v9\n"})
     plan = plan_of(repo, base)
     assert rules_of(plan) == [("mixed", landing, landing)]
+    assert plan.cut is None and exit_of(repo, base) == ExitCode.REFUSED
 
 
 def test_clean_merge_resolution_touching_only_a_patch(repo: GitRepo) -> None:
@@ -241,6 +252,7 @@ def test_first_parent_merge_with_one_mixed_commit(repo: GitRepo) -> None:
     plan = plan_of(repo, base)
     assert plan.revisions[0].kind == MIXED
     assert rules_of(plan) == [("mixed", landing, mixed)]
+    assert plan.cut is None and exit_of(repo, base) == ExitCode.REFUSED
 
 
 def test_live_blocks_names_the_commit_that_wrote_the_patch(repo: GitRepo) -> None:
