@@ -1,8 +1,10 @@
 """Shared fixtures: the real sandbox for integration and e2e tests.
 
 The ``sandbox`` fixture brings the embedded sandbox up once per test session
-(a no-op when it already runs) and takes it down at the end only when this
-session started it. Tests that change its state put it back.
+(a no-op when it already runs). Tests leave the machine as they found it:
+whatever brought the sandbox up during the session (this fixture, or an e2e
+test that rebuilds it), it is taken down at the end unless it existed before
+the session started. Tests that change its state put it back.
 """
 
 from __future__ import annotations
@@ -14,22 +16,27 @@ import pytest
 from orchestrator.config import DatabaseSettings
 from orchestrator.sandbox import manager
 from orchestrator.sandbox.base import Context
-from orchestrator.sandbox.layout import Layout
+from orchestrator.sandbox.layout import Layout, sandbox_dir
+
+_FOUND: dict[str, bool] = {}
+"""Whether a sandbox existed when the session started (``"sandbox"``)."""
 
 
-def _all_up() -> bool:
-    components = manager.status()["components"]
-    return bool(components) and all(c["state"] == "up" for c in components.values())
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remember whether the machine had a sandbox before any test ran."""
+    _FOUND["sandbox"] = sandbox_dir().exists()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Take down a sandbox this session brought up, whichever test did."""
+    if not _FOUND.get("sandbox", True) and sandbox_dir().exists():
+        manager.down()
 
 
 @pytest.fixture(scope="session")
 def sandbox_layout() -> Iterator[Layout]:
-    """Bring the sandbox up once per session; down at the end if this session started it."""
-    started = not _all_up()
-    layout = manager.up()
-    yield layout
-    if started:
-        manager.down()
+    """Bring the sandbox up once per session (see :func:`pytest_sessionfinish` for down)."""
+    yield manager.up()
 
 
 @pytest.fixture

@@ -74,3 +74,38 @@ def test_down_stops_exactly_its_processes_then_up_again(sandbox: Context) -> Non
         bystander.wait()
         manager.up()
     assert main(["sandbox", "status"]) == 0
+
+
+PROBE = '''
+from orchestrator.sandbox import manager
+
+
+def test_brings_the_sandbox_up_without_the_fixture():
+    """As the e2e tests do: up, without the session fixture."""
+    manager.up()
+'''
+
+
+def test_a_test_session_leaves_no_sandbox_it_brought_up(sandbox: Context,
+                                                        tmp_path: Path) -> None:
+    """A pytest session that started without a sandbox ends without one, even when a test
+    brought it up without the session fixture (make test leaves nothing running)."""
+    from orchestrator.sandbox.layout import PROJECT_ROOT
+
+    before = pids(sandbox)
+    assert manager.down() is True
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(PROBE)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-c", str(PROJECT_ROOT / "pyproject.toml"),
+             "-p", "tests.conftest", "-p", "no:cacheprovider", str(probe)],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, check=False, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not sandbox.layout.base.exists(), "the session took its sandbox down"
+        left = subprocess.run(["pgrep", "-f", str(sandbox.layout.base)], capture_output=True,
+                              text=True, check=False).stdout.split()
+        assert left == [], f"processes of the sandbox left running: {left}"
+        assert [pid for pid in before if alive(pid)] == []
+    finally:
+        manager.up()
