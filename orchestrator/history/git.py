@@ -5,12 +5,18 @@ planner reads a 20,000-revision history with one ``git log``, its patch
 files with one ``git cat-file --batch`` and the tree with one ``ls-tree``.
 Git's own failures become :class:`~orchestrator.errors.BadInput` naming the
 repository and the revision.
+
+Every git process of the orchestrator (the planner, staging's archive,
+tagging a cut, the sandbox building its sample repository) runs from here:
+one environment (no user or system config, no pager, no prompt, C locale),
+the same guard options, and a deadline (:data:`TIMEOUT_S`).
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.errors import BadInput
@@ -22,15 +28,32 @@ class GitError(BadInput):
     """A git command failed on the input it was given (repository, branch, revision)."""
 
 
+TIMEOUT_S = 300.0
+"""The longest any one git process may take (a 20,000-revision log takes about a second)."""
+
+
 def git(repo: str, *args: str, input: bytes | None = None, check: bool = True,
+        env: Mapping[str, str] | None = None, options: Sequence[str] = (),
         ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git -C repo args``; raise GitError with git's message when ``check`` and it fails."""
-    done = subprocess.run(["git", *_OPTIONS, "-C", repo, *args], input=input,
-                          capture_output=True, check=False, env=_ENV)
+    """Run ``git -C repo args``; raise GitError with git's message when ``check`` and it fails
+    (or when it outlives :data:`TIMEOUT_S`). ``env`` adds to the one environment (author
+    dates, say); ``options`` are more ``-c key=value`` pairs."""
+    try:
+        done = subprocess.run(["git", *_OPTIONS, *options, "-C", repo, *args], input=input,
+                              capture_output=True, check=False, env=_environment(env),
+                              timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"{repo}: git {args[0]} took more than {TIMEOUT_S:g} s") from None
+    except OSError as exc:
+        raise GitError(f"{repo}: cannot run git: {exc}") from None
     if check and done.returncode != 0:
         message = done.stderr.decode(errors="replace").strip().splitlines()
         raise GitError(f"{repo}: git {args[0]} failed: {message[-1] if message else 'no output'}")
     return done
+
+
+def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    return {**_ENV, **extra} if extra else _ENV
 
 
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C",
@@ -99,7 +122,7 @@ FIRST_PARENT = ("--raw", "--first-parent", "--diff-merges=first-parent")
 
 
 def log_range(repo: str, spec: str, options: Sequence[str], paths: Sequence[str] = (),
-              ) -> Iterator[bytes]:
+              timeout_s: float = TIMEOUT_S) -> Iterator[bytes]:
     """Stream the raw ``git log`` of the commits in ``spec`` (``older..newer``) with
     ``options``, limited to ``paths`` (pathspecs) if any, in chunks as git writes them (so
     parsing overlaps git's work).
@@ -112,12 +135,20 @@ def log_range(repo: str, spec: str, options: Sequence[str], paths: Sequence[str]
             "--no-abbrev", "--no-renames", *options, spec, "--", *paths]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=_ENV) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
-            yield chunk
-        error = proc.stderr.read()
-        if proc.wait() != 0:
-            raise GitError(f"{repo}: git log failed: {error.decode(errors='replace').strip()}")
+        watchdog = threading.Timer(timeout_s, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            while chunk := proc.stdout.read1(1 << 16):  # type: ignore[attr-defined]
+                yield chunk
+            error = proc.stderr.read()
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+        if code != 0:
+            why = (f"took more than {timeout_s:g} s" if code == -9 else
+                   f"failed: {error.decode(errors='replace').strip()}")
+            raise GitError(f"{repo}: git log {why}")
 
 
 def whole_diffs(repo: str, shas: Sequence[str]) -> dict[str, list[bytes]]:
@@ -176,3 +207,19 @@ def read_blobs(repo: str, shas: Iterable[str]) -> dict[str, bytes]:
         blobs[sha] = out[end + 1:end + 1 + size]
         pos = end + 1 + size + 1
     return blobs
+
+
+def archive(repo: str, sha: str) -> bytes:
+    """``git archive --format=tar sha``: the revision's tree as one tar archive."""
+    return git(repo, "archive", "--format=tar", sha).stdout
+
+
+def tag(repo: str, name: str, sha: str) -> str | None:
+    """Tag ``sha`` as ``name``; git's message when it refused (an existing tag), else None."""
+    done = git(repo, "tag", name, sha, check=False)
+    return None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
+
+
+def show(repo: str, rev: str, path: str) -> str:
+    """The text of ``path`` at ``rev``."""
+    return git(repo, "show", f"{rev}:{path}").stdout.decode("utf-8")

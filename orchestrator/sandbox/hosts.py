@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import SandboxError
+from orchestrator.history import git
 from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Component, Context, write_private
 from orchestrator.sandbox.procs import (
@@ -181,12 +182,11 @@ class SandboxHost(Component):
         partial = release.with_name(release.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        archive = subprocess.run(["git", "-C", str(self.ctx.layout.repo), "archive",
-                                  self.first], capture_output=True, check=False)
-        if archive.returncode != 0:
-            raise SandboxError(self.name, f"git archive {self.first} failed: "
-                               f"{archive.stderr.decode(errors='replace').strip()}")
-        unpack = subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout,
+        try:
+            archive = git.archive(str(self.ctx.layout.repo), self.first)
+        except git.GitError as exc:
+            raise SandboxError(self.name, f"git archive {self.first}: {exc}") from None
+        unpack = subprocess.run(["tar", "-x", "-C", str(partial)], input=archive,
                                 capture_output=True, check=False)
         if unpack.returncode != 0:
             raise SandboxError(self.name, f"unpacking {self.first} failed: "

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from orchestrator.errors import SandboxError
+from orchestrator.history import git
 from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Component, Context
 from orchestrator.sandbox.configfile import render_config
@@ -128,8 +129,7 @@ def up(app_hosts: int | None = None) -> L.Layout:
 
 def _baseline(repo: Path, revision: str) -> list[str]:
     files = ("database/schema/baseline.sql", "database/schema/security.sql")
-    return [subprocess.run(["git", "-C", str(repo), "show", f"{revision}:{name}"],
-                           capture_output=True, text=True, check=True).stdout for name in files]
+    return [git.show(str(repo), revision, name) for name in files]
 
 
 def _check_ports(parts: list[Component]) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from orchestrator.history import git
 from orchestrator.sandbox.layout import BRANCH
 
 SAMPLE_REPO_DIR = Path(__file__).resolve().parent / "sample" / "repo"
@@ -151,22 +151,9 @@ def _branch_tip(path: Path) -> str | None:
     """The sha of ``BRANCH`` in the repository whose work tree is exactly ``path``, or None."""
     if not (path / ".git").exists():
         return None
-    result = subprocess.run(
-        [
-            "git",
-            "--git-dir",
-            str(path / ".git"),
-            "rev-parse",
-            "--verify",
-            "-q",
-            f"refs/heads/{BRANCH}^{{commit}}",
-        ],
-        env=_git_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() or None
+    result = git.git(str(path), "rev-parse", "--verify", "-q",
+                     f"refs/heads/{BRANCH}^{{commit}}", check=False)
+    return result.stdout.decode().strip() or None
 
 
 class _Git:
@@ -177,27 +164,20 @@ class _Git:
         self.commits = 0
 
     def __call__(self, *args: str, stdin: str | None = None, dated: bool = False) -> str:
-        env = _git_env()
+        env = dict(_AUTHOR)
         if dated:
             stamp = f"{EPOCH + self.commits * STEP_S} +0000"
             env |= {"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
             self.commits += 1
         config = [arg for key, value in _GIT_CONFIG.items() for arg in ("-c", f"{key}={value}")]
-        result = subprocess.run(
-            ["git", *config, *args],
-            cwd=self.work_tree,
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = git.git(str(self.work_tree), *args, check=False, env=env, options=config,
+                         input=None if stdin is None else stdin.encode())
         if result.returncode != 0:
             raise RuntimeError(
                 f"git {' '.join(args)} failed in {self.work_tree} "
-                f"(exit {result.returncode}): {result.stderr.strip()}"
+                f"(exit {result.returncode}): {result.stderr.decode(errors='replace').strip()}"
             )
-        return result.stdout.strip()
+        return result.stdout.decode().strip()
 
     def commit(self, files: str, subject: str, body: str) -> None:
         _copy_tree(SAMPLE_REPO_DIR / files, self.work_tree)
@@ -261,14 +241,10 @@ def _copy_tree(source: Path, work_tree: Path) -> None:
         target.chmod(0o644)
 
 
-def _git_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    return env | {
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_AUTHOR_NAME": AUTHOR_NAME,
-        "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
-        "GIT_COMMITTER_NAME": AUTHOR_NAME,
-        "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
-        "LC_ALL": "C",
-    }
+_AUTHOR = {
+    "GIT_AUTHOR_NAME": AUTHOR_NAME,
+    "GIT_AUTHOR_EMAIL": AUTHOR_EMAIL,
+    "GIT_COMMITTER_NAME": AUTHOR_NAME,
+    "GIT_COMMITTER_EMAIL": AUTHOR_EMAIL,
+}
+"""Who commits the sample history (added to git's one environment)."""
