@@ -8,10 +8,11 @@ becomes the process's (SPEC section 3).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,18 +87,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     With ``--check``, exit 3 when the plan has violations (for CI).
     """
-    from orchestrator.planner import build_plan
+    from orchestrator.runner.preflight import offline_timings, plan_for
 
     config = load(args, required=False)
-    repo = args.repo or config.source.repo
-    branch = args.branch or config.source.branch
-    from_rev = args.from_rev or deployed_revision(config, args)
-    timings = None
-    if config.database is not None and config.database.timings_file:
-        from orchestrator.db.timings import load_export
-
-        timings = load_export(Path(config.database.timings_file))
-    plan = build_plan(repo, branch, from_rev, args.to_rev, path_rules(config, args), timings)
+    with _hosts(config, needed=not args.from_rev) as remote:
+        plan = plan_for(config, remote, from_rev=args.from_rev, to_rev=args.to_rev,
+                        rules=path_rules(config, args), repo=args.repo, branch=args.branch,
+                        timings=offline_timings(config)).plan
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -136,80 +132,53 @@ def cmd_patches(args: argparse.Namespace) -> int:
     return code
 
 
-# --- database: preflight, lock, timings ---------------------------------------------
+# --- preflight, lock, timings ------------------------------------------------------
 
 
-def deployed_revision(config: Config, args: argparse.Namespace) -> str:
-    """``--from``, or else the revision every app host runs (read over SSH)."""
-    if getattr(args, "from_rev", None):
-        return str(args.from_rev)
-    if config.ssh is None or not config.role("app"):
-        raise BadInput(f"{args.command}: --from is required (the deployed revision) when the "
-                       "config has no [ssh] and app hosts to read it from")
-    from orchestrator.remote.operations import agreed_revision
-    from orchestrator.remote.ssh import Remote
+@contextlib.contextmanager
+def _hosts(config: Config, needed: bool = True) -> Iterator[Any]:
+    """SSH to the config's hosts for one command (None when not needed or not configured)."""
+    if not needed or config.ssh is None or not config.hosts:
+        yield None
+        return
+    from orchestrator.runner.preflight import connect_hosts
 
-    with Remote(config) as remote:
-        return agreed_revision(remote, config)
-
-
-def _plan_for(config: Config, args: argparse.Namespace) -> Any:
-    from orchestrator.planner import build_plan, rules_for
-
-    return build_plan(config.source.repo, config.source.branch,
-                      deployed_revision(config, args), getattr(args, "to_rev", None),
-                      rules_for(config))
+    with connect_hosts(config) as remote:
+        yield remote
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """``preflight``: run every check; change nothing. Exit 3 naming every failed check."""
-    from orchestrator.checks import CheckResult
-    from orchestrator.db.preflight import run_checks
-    from orchestrator.db.timings import read_timings
-    from orchestrator.errors import Refused
     from orchestrator.plan import parse_approvals
+    from orchestrator.runner.preflight import plan_for, preflight, rehearsal_timings
 
     config = load(args)
-    timings = read_timings(config.need("database"))
-    plan = _plan_for(config, args).with_timings(timings)
-    approvals = parse_approvals(args.approve, plan)
-    results = [CheckResult("plan", not plan.violations,
-                           "; ".join(f"{v.revision[:12]} {v.rule}: {v.detail}"
-                                     for v in plan.violations) or "no violations")]
-    results += run_checks(config, plan, timings, approvals)
-    if config.ssh is not None and config.hosts:
-        from orchestrator.remote.checks import run_checks as remote_checks
-        from orchestrator.remote.ssh import Remote
-
-        with Remote(config) as remote:
-            results += remote_checks(remote, config, plan.from_sha)
+    timings = rehearsal_timings(config)
+    with _hosts(config) as remote:
+        planned = plan_for(config, remote, from_rev=args.from_rev, to_rev=args.to_rev,
+                           timings=timings)
+        checked = preflight(config, remote, planned, parse_approvals(args.approve,
+                                                                     planned.plan))
     if args.json:
-        print(json.dumps({"ok": all(r.ok for r in results),
-                          "checks": [r.to_json() for r in results]}, indent=2, default=str))
+        print(json.dumps(checked.to_json(), indent=2, default=str))
     else:
         table = Table(title="preflight")
         for column in ("check", "result", "detail"):
             table.add_column(column)
-        for r in results:
+        for r in checked.checks:
             table.add_row(r.name, "[green]ok[/]" if r.ok else "[bold red]FAILED[/]", r.detail)
         Console().print(table)
-    failed = [r.name for r in results if not r.ok]
-    if "deploy_lock" in failed:
-        from orchestrator.errors import Locked
-
-        raise Locked(next(r.detail for r in results if r.name == "deploy_lock"))
-    if failed:
-        raise Refused(f"preflight failed: {', '.join(failed)}")
+    checked.raise_for_failures()
     return ExitCode.OK
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
     """``unlock --force``: end the session holding the deploy lock and mark its run."""
-    from orchestrator.db.lock import force_unlock
+    from orchestrator.runner.admin import unlock
 
     if not args.force:
         raise BadInput("unlock: give --force to end another run's session")
-    released = force_unlock(load(args).need("database"))
+    released = unlock(load(args))
     print("the deploy lock was free" if released is None
           else f"released the deploy lock held by {released.describe()}")
     return ExitCode.OK
@@ -217,9 +186,9 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 def cmd_timings(args: argparse.Namespace) -> int:
     """``timings [--json]``: the rehearsal timings production will read (exportable)."""
-    from orchestrator.db.timings import export, read_timings
+    from orchestrator.runner.admin import timings
 
-    rows = export(read_timings(load(args).need("database")))
+    rows = timings(load(args))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

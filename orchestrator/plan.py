@@ -129,6 +129,11 @@ class Plan:
     """The analysis of each patch (by basename), as of the last revision that changed it."""
     tree_patches: Mapping[str, str] = field(repr=False, default_factory=dict)
     """Every patch file of the target tree: basename -> git blob id (its checksum)."""
+    texts: Mapping[str, str] = field(repr=False, default_factory=dict)
+    """The text of every patch of the target tree the range changed (basename -> text):
+    what the runner applies, as the planner read it."""
+    tree: Mapping[str, str] = field(repr=False, default_factory=dict)
+    """Every file of the target tree: path -> git blob id."""
 
     def with_timings(self, timings: Mapping[tuple[str, str], float],
                      overhead_s: float = WINDOW_OVERHEAD_S) -> Plan:
@@ -264,7 +269,10 @@ def make_plan(history: History, texts: Mapping[str, str | bytes],
     violations += _applied_findings(target, reports, latest, warnings)
     plan = _cut(history, tuple(planned), reports, target.blobs, violations, warnings, timings,
                 overhead_s)
-    return dataclasses.replace(plan, tree_patches=target.blobs)
+    files = tree if isinstance(tree, Mapping) else dict.fromkeys(tree, "")
+    applied = {name: text for name, blob in target.blobs.items()
+               if isinstance(text := texts.get(blob), str)}
+    return dataclasses.replace(plan, tree_patches=target.blobs, texts=applied, tree=files)
 
 
 def _applied_findings(target: TreePatches, reports: Mapping[str, PatchReport],

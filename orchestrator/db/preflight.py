@@ -15,15 +15,20 @@ Every check runs on a read-only session and changes nothing. Checks
 - ``revision_table``: it exists;
 - ``pending_patches``: the patches the database lacks are exactly the plan's;
 - ``applied_unchanged``: no applied patch file changed since it was applied;
-- ``patch_timings``: every cold patch rehearsed under ``patch_budget_s``, or approved;
+- ``patch_timings``: every cold patch rehearsed under ``patch_budget_s``, or approved
+  (a rehearsal, which is how timings come to exist, does not need them);
 - ``window_budget``: the estimated outage fits ``budget_s``;
 - ``deploy_lock``: nobody else is deploying.
+
+The checks know the plan only as plain values (:class:`Patches`): which
+patch files the target has, which the deploy applies, the cold ones, their
+rehearsed seconds and the outage estimate. The runner computes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -35,19 +40,41 @@ from orchestrator.db import replication
 from orchestrator.db.connect import Connection, connect
 from orchestrator.db.lock import holder
 from orchestrator.db.schema import identifier, schema_exists
-from orchestrator.db.timings import Timings
 from orchestrator.patches import parse_name
-from orchestrator.plan import Plan, estimate_outage, timings_for
+
+
+@dataclass(frozen=True)
+class Patches:
+    """What the database checks need of a plan, as plain values.
+
+    ``tree``: every patch file of the target tree -> its checksum (git blob
+    id); ``planned``: the patches the deploy applies; ``cold``: those the
+    window applies; ``seconds``: rehearsed seconds of the tree's versions that
+    have a timing; ``estimate_s``: the outage estimate (None when a cold patch
+    has no timing; 0 when there is no window); ``need_timings``: False for a
+    rehearsal, which records timings and never needs them.
+    """
+
+    tree: Mapping[str, str] = field(default_factory=dict)
+    planned: tuple[str, ...] = ()
+    cold: tuple[str, ...] = ()
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    estimate_s: float | None = 0.0
+    need_timings: bool = True
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """The cold patches with no rehearsal timing."""
+        return tuple(name for name in self.cold if name not in self.seconds)
 
 
 @dataclass(frozen=True)
 class Context:
-    """What the checks look at: config, an open read-only session, the plan and its gates."""
+    """What the checks look at: config, an open read-only session, the patches and gates."""
 
     config: Config
     conn: Connection
-    plan: Plan | None
-    timings: Timings
+    patches: Patches | None
     approvals: Mapping[str, str]
     scripts_stopped: bool = False
     """True once the deploy has stopped the scripts: a fragile connection then fails."""
@@ -71,9 +98,8 @@ class Context:
 Check = Callable[[Context], CheckResult]
 
 
-def run_checks(config: Config, plan: Plan | None, timings: Timings,
-               approvals: Mapping[str, str], *, scripts_stopped: bool = False,
-               ) -> list[CheckResult]:
+def run_checks(config: Config, patches: Patches | None, approvals: Mapping[str, str], *,
+               scripts_stopped: bool = False) -> list[CheckResult]:
     """Run every database check; a check that errors is a failed check, not a crash.
 
     Before the deploy has stopped the fragile scripts (``scripts_stopped``
@@ -83,7 +109,7 @@ def run_checks(config: Config, plan: Plan | None, timings: Timings,
     settings = config.need("database")
     conn = connect(settings, what="primary", readonly=True, autocommit=True)
     try:
-        ctx = Context(config, conn, plan, timings, approvals, scripts_stopped)
+        ctx = Context(config, conn, patches, approvals, scripts_stopped)
         results = []
         for check in CHECKS:
             try:
@@ -191,14 +217,13 @@ def check_revision_table(ctx: Context) -> CheckResult:
 
 def check_pending_patches(ctx: Context) -> CheckResult:
     applied = ctx.applied
-    if ctx.plan is None or applied is None:
+    if ctx.patches is None or applied is None:
         return CheckResult("pending_patches", applied is not None, "no plan to compare")
-    planned = set(ctx.plan.cold_patches + ctx.plan.fastdowntime_live_patches +
-                  ctx.plan.nodowntime_live_patches)
-    missing = {n for n in ctx.plan.tree_patches if parse_name(n).key not in applied}
+    planned = set(ctx.patches.planned)
+    missing = {n for n in ctx.patches.tree if parse_name(n).key not in applied}
     unplanned = sorted(missing - planned, key=lambda n: parse_name(n).key)
     redone = sorted((n for n in planned if parse_name(n).key in applied
-                     and ctx.plan.reports[n].kind == "cold"), key=lambda n: parse_name(n).key)
+                     and n in ctx.patches.cold), key=lambda n: parse_name(n).key)
     problems = ([f"{n} is not applied and not in the plan (is the database at --from?)"
                  for n in unplanned] +
                 [f"{n} is in the plan but already applied" for n in redone])
@@ -208,24 +233,28 @@ def check_pending_patches(ctx: Context) -> CheckResult:
 
 
 def check_applied_unchanged(ctx: Context) -> CheckResult:
-    if ctx.plan is None or not schema_exists(ctx.conn):
+    if ctx.patches is None or not schema_exists(ctx.conn):
         return CheckResult("applied_unchanged", True, "no checksums recorded yet")
     rows = _rows(ctx.conn, "SELECT filename, checksum FROM fastdowntime.applied_patch")
     changed = [f"{name} changed since it was applied ({old[:12]} then, {new[:12]} now)"
                for name, old in rows
-               if (new := ctx.plan.tree_patches.get(name)) and new != old]
+               if (new := ctx.patches.tree.get(name)) and new != old]
     return CheckResult("applied_unchanged", not changed,
                        "; ".join(changed) or f"{len(rows)} applied patch files unchanged",
                        {"changed": changed})
 
 
 def check_patch_timings(ctx: Context) -> CheckResult:
-    if ctx.plan is None:
+    if ctx.patches is None:
         return CheckResult("patch_timings", True, "no plan")
     budget = ctx.config.window.patch_budget_s
-    known = timings_for(ctx.plan.tree_patches, ctx.timings)
+    known = ctx.patches.seconds
+    if not ctx.patches.need_timings:
+        return CheckResult("patch_timings", True,
+                           f"a rehearsal records the timings of {len(ctx.patches.cold)} cold "
+                           "patches; it does not need them", {"timings": dict(known)})
     problems, notes = [], []
-    for name in ctx.plan.cold_patches:
+    for name in ctx.patches.cold:
         seconds = known.get(name)
         if seconds is not None and seconds < budget:
             continue
@@ -237,18 +266,19 @@ def check_patch_timings(ctx: Context) -> CheckResult:
                             f"--approve {name}:WHO")
     detail = "; ".join(problems + notes) or f"every cold patch rehearsed under {budget:g} s"
     return CheckResult("patch_timings", not problems, detail,
-                       {"timings": known, "approved": dict(ctx.approvals)})
+                       {"timings": dict(known), "approved": dict(ctx.approvals)})
 
 
 def check_window_budget(ctx: Context) -> CheckResult:
     budget = ctx.config.window.budget_s
-    if ctx.plan is None or not ctx.plan.cold_patches:
+    if ctx.patches is None or not ctx.patches.cold:
         return CheckResult("window_budget", True, "no window")
-    known = timings_for(ctx.plan.tree_patches, ctx.timings)
-    estimate, unknown = estimate_outage(ctx.plan.cold_patches, known)
-    if unknown:
-        return CheckResult("window_budget", all(n in ctx.approvals for n in unknown),
-                           f"estimate at least {estimate:.3f} s of {budget:g} s; unknown for "
+    estimate, unknown = ctx.patches.estimate_s, ctx.patches.unknown
+    if estimate is None or unknown:
+        known = sum(ctx.patches.seconds.get(n, 0.0) for n in ctx.patches.cold)
+        ok = not ctx.patches.need_timings or all(n in ctx.approvals for n in unknown)
+        return CheckResult("window_budget", ok,
+                           f"estimate at least {known:.3f} s of {budget:g} s; unknown for "
                            f"{', '.join(unknown)}", {"estimate_s": None, "budget_s": budget})
     return CheckResult("window_budget", estimate <= budget,
                        f"estimated outage {estimate:.3f} s, budget {budget:g} s",

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from orchestrator.checks import CheckResult
 from orchestrator.config import Config
 from orchestrator.errors import FastdowntimeError
@@ -18,12 +20,17 @@ from orchestrator.remote.results import HostKeyRejected, HostResult
 from orchestrator.remote.ssh import Remote, Unreachable
 
 
-def run_checks(remote: Remote, config: Config, from_sha: str | None) -> list[CheckResult]:
-    """Run the remote checks; the later ones only when every host could be reached."""
+def run_checks(remote: Remote, config: Config, from_sha: str | None,
+               revisions: Mapping[str, str] | None = None) -> list[CheckResult]:
+    """Run the remote checks; the later ones only when every host could be reached.
+
+    ``revisions`` are the app hosts' deployed revisions when the caller has
+    read them already (they are read once per run).
+    """
     results = [check_hosts(remote, config)]
     if not results[0].ok:
         return results
-    results.append(check_deployed_revision(remote, config, from_sha))
+    results.append(check_deployed_revision(remote, config, from_sha, revisions))
     results.append(check_free_disk(remote, config))
     return results
 
@@ -41,12 +48,14 @@ def check_hosts(remote: Remote, config: Config) -> CheckResult:
 
 
 def check_deployed_revision(remote: Remote, config: Config, from_sha: str | None,
-                            ) -> CheckResult:
-    """The app hosts agree, and on the plan's ``from``."""
-    try:
-        revisions = operations.deployed_revisions(remote, config, config.role("app"))
-    except FastdowntimeError as exc:
-        return CheckResult("deployed_revision", False, str(exc))
+                            revisions: Mapping[str, str] | None = None) -> CheckResult:
+    """The app hosts agree, and on the plan's ``from`` (read now unless ``revisions``)."""
+    if revisions is None:
+        try:
+            revisions = operations.deployed_revisions(remote, config, config.role("app"))
+        except FastdowntimeError as exc:
+            return CheckResult("deployed_revision", False, str(exc))
+    revisions = dict(revisions)
     agreed = set(revisions.values())
     if len(agreed) != 1:
         listed = ", ".join(f"{h} {s[:12]}" for h, s in revisions.items())

@@ -13,7 +13,6 @@ the exit codes of SPEC section 3.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,10 +27,10 @@ from orchestrator.errors import (
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
-    Locked,
     Refused,
     UndoFailed,
 )
+from orchestrator.history import git
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
 from orchestrator.runner.context import Run
@@ -55,22 +54,25 @@ class Options:
 
 
 def read_texts(config: Config, plan: Plan) -> dict[str, str]:
-    """The text of every patch of the plan, and the permissions file, at the target."""
-    from orchestrator.history import git
-
-    repo = config.source.repo
-    tree = git.list_tree(repo, plan.to_sha)
-    wanted = set(plan.cold_patches + plan.fastdowntime_live_patches +
-                 plan.nodowntime_live_patches)
-    blobs = {name: blob for name, blob in plan.tree_patches.items() if name in wanted}
+    """The text of every patch of the plan, as the planner read it at the target, and the
+    permissions file (read from git here: the planner does not read it)."""
+    wanted = plan.cold_patches + plan.fastdowntime_live_patches + plan.nodowntime_live_patches
+    missing = [name for name in wanted if name not in plan.texts]
+    if missing:
+        raise BadInput(f"no text of {', '.join(missing)} at {plan.to_sha[:12]}")
+    texts = {name: plan.texts[name] for name in wanted}
     permissions = config.source.permissions
     if permissions:
-        if permissions not in tree:
+        if permissions not in plan.tree:
             raise BadInput(f"[source] permissions {permissions}: no such file at "
                            f"{plan.to_sha[:12]}")
-        blobs["<permissions>"] = tree[permissions]
-    data = git.read_blobs(repo, blobs.values())
-    return {name: data[blob].decode("utf-8") for name, blob in blobs.items()}
+        blob = plan.tree[permissions]
+        data = git.read_blobs(config.source.repo, [blob])[blob]
+        try:
+            texts["<permissions>"] = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"[source] permissions {permissions}: not UTF-8: {exc}") from None
+    return texts
 
 
 def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = input,
@@ -78,12 +80,14 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
            progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the whole sequence; return the run summary. Raises the error of the outcome."""
     from orchestrator.db.lock import DeployLock, new_run_id, whoami
-    from orchestrator.db.preflight import run_checks as db_checks
-    from orchestrator.db.timings import read_timings
-    from orchestrator.planner import build_plan, rules_for
-    from orchestrator.remote import checks as remote_checks
-    from orchestrator.remote.operations import agreed_revision
     from orchestrator.remote.ssh import Remote
+    from orchestrator.runner.preflight import (
+        DEPLOY,
+        REHEARSE,
+        plan_for,
+        preflight,
+        rehearsal_timings,
+    )
 
     if options.stage not in STAGES:
         raise BadInput(f"--stage {options.stage!r}: one of {', '.join(STAGES)}")
@@ -91,10 +95,9 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
     config.need("app")
     config.need("lb")
     with Remote(config) as remote:
-        deployed = agreed_revision(remote, config)
-        timings = read_timings(settings)
-        plan = build_plan(config.source.repo, config.source.branch, deployed, options.to_rev,
-                          rules_for(config), timings)
+        planned = plan_for(config, remote, to_rev=options.to_rev,
+                           timings=rehearsal_timings(config))
+        plan = planned.plan
         if show_plan is not None:
             show_plan(plan)
         if plan.violations:
@@ -110,28 +113,21 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                     if plan.cut is not None and options.stage in ("all", "fastdowntime")
                     else None)
         if not plan.revisions:
-            show(f"nothing to deploy: the hosts run {deployed[:12]}, the target")
+            show(f"nothing to deploy: the hosts run {plan.from_sha[:12]}, the target")
             return {"outcome": "done", "revisions": 0}
         if not options.dry_run and not options.yes:
             answer = ask(f"deploy {len(plan.revisions)} revisions to {plan.to_sha[:12]}"
                          f"{' with a window' if plan.cut else ''}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 raise FailedBeforeCommit("not confirmed: nothing was changed")
-        checks = db_checks(config, plan, timings, approvals)
-        checks += remote_checks.run_checks(remote, config, plan.from_sha)
-        failed = [c for c in checks if not c.ok]
+        checked = preflight(config, remote, planned, approvals,
+                            REHEARSE if options.rehearse else DEPLOY)
         if options.dry_run:
-            _show_checks(checks, show)
+            _show_checks(list(checked.checks), show)
             _render(config, plan, texts, remote, show)
-            if failed:
-                raise Refused(f"preflight failed: {', '.join(c.name for c in failed)}")
+            checked.raise_for_failures()
             return {"outcome": "dry-run"}
-        held = next((c for c in failed if c.name == "deploy_lock"), None)
-        if held is not None:
-            raise Locked(f"another run holds the deploy lock: {held.detail}")
-        if failed:
-            raise Refused("preflight failed: " + "; ".join(f"{c.name}: {c.detail}"
-                                                            for c in failed))
+        checked.raise_for_failures()
         run_id = new_run_id()
         lock = DeployLock(settings, run_id, whoami(), plan.to_json(),
                           [{"patch": p, "who": w} for p, w in approvals.items()])
@@ -254,9 +250,8 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
         journal.event("rehearsal.timings", patches=run.cold_timings)
     if config.source.tag_cuts and plan.cut:
         tag = f"fastdowntime/{run.run_id}"
-        done = subprocess.run(["git", "-C", config.source.repo, "tag", tag, plan.cut],
-                              capture_output=True, text=True, check=False)
-        journal.event("tag", tag=tag, ok=done.returncode == 0, error=done.stderr.strip())
+        refused = git.tag(config.source.repo, tag, plan.cut)
+        journal.event("tag", tag=tag, ok=refused is None, error=refused or "")
 
 
 def _outcome(error: FastdowntimeError | None, runs: list[Run]) -> str:

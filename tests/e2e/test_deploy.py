@@ -136,6 +136,21 @@ def test_full_deploy_serves_the_tip_at_the_newest_patch(fresh: Sandbox) -> None:
     assert [s["name"] for s in run["steps"] if not s.get("started")] == []
 
 
+def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
+    """rehearse with no approvals and no timings: it runs every other check, deploys, records
+    each cold patch's timing, and exits 0; a deploy then finds them."""
+    import json
+
+    done = fresh.cli("rehearse", "--yes", "--stage", "fastdowntime")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert fresh.show()["outcome"] == "done"
+    timings = fresh.cli("timings", "--json")
+    assert timings.returncode == 0, timings.stderr[-2000:]
+    recorded = {row["file"] for row in json.loads(timings.stdout)}
+    assert {f"patch-{a}-{b:02d}-{c}.sql" for a, b, c in COLD_ROWS - {(2200, 7, 0)}
+            } <= recorded
+
+
 def test_client_sees_the_outage_the_journal_records(fresh: Sandbox) -> None:
     """A client probing every 10 ms sees one outage, within 100 ms of the journal's outage_s."""
     with Client() as client:

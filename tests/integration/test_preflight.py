@@ -5,20 +5,28 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
 import pytest
 
 from orchestrator.checks import CheckResult
 from orchestrator.config import Config, load_config
+from orchestrator.db import preflight
 from orchestrator.db.lock import DeployLock, new_run_id
-from orchestrator.db.preflight import run_checks
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.planner import build_plan, rules_for
+from orchestrator.runner.preflight import patch_facts
 from orchestrator.sandbox import layout as L
 from orchestrator.sandbox.base import Context
 
 pytestmark = pytest.mark.integration
+
+
+def run_checks(config: Config, plan: Plan, timings: Any, approvals: Any,
+               **options: Any) -> list[Any]:
+    """The database checks of ``plan`` with ``timings``, as the runner's preflight runs them."""
+    return preflight.run_checks(config, patch_facts(plan, timings), approvals, **options)
 
 
 @pytest.fixture

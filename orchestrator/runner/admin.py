@@ -1,0 +1,21 @@
+"""The small commands that act on the database outside a run: release a dead run's lock,
+export the rehearsal timings. The CLI calls these; it never reaches db/ itself."""
+
+from __future__ import annotations
+
+from orchestrator.config import Config
+from orchestrator.db.lock import Holder, force_unlock
+from orchestrator.db.timings import export, read_timings
+
+
+def unlock(config: Config) -> Holder | None:
+    """End the session holding the deploy lock and mark its run; None when it was free."""
+    return force_unlock(config.need("database"))
+
+
+def timings(config: Config) -> list[dict[str, object]]:
+    """The rehearsal timings this environment reads, in their export form."""
+    return export(read_timings(config.need("database")))
+
+
+__all__ = ["timings", "unlock"]

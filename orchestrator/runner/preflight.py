@@ -1,0 +1,167 @@
+"""One preflight for every command: the plan, the database and host checks, one verdict.
+
+``preflight``, ``deploy``, ``rehearse`` and ``deploy --dry-run`` all go
+through here, each with its own :class:`Policy` (a rehearsal records timings,
+so it never needs them). The deployed revision is read once per run, over
+SSH, and handed to the checks; the planner's texts travel with the plan, so
+git is read once too. The database checks receive plain values
+(:class:`~orchestrator.db.preflight.Patches`), never the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.checks import CheckResult
+from orchestrator.config import Config
+from orchestrator.db.preflight import Patches
+from orchestrator.db.preflight import run_checks as database_checks
+from orchestrator.db.timings import Timings, load_export, read_timings
+from orchestrator.errors import BadInput, Locked, Refused
+from orchestrator.plan import PathRules, Plan, estimate_outage, timings_for
+from orchestrator.planner import build_plan, rules_for
+from orchestrator.remote import checks as host_checks
+from orchestrator.remote.operations import RevisionsDisagree, Runner, deployed_revisions
+from orchestrator.remote.ssh import Remote
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a command demands of preflight.
+
+    ``need_timings``: every cold patch rehearsed (or approved) and the
+    estimate within budget; False for ``rehearse``, which is how timings come
+    to exist. ``hosts``: run the host checks (a config without hosts cannot).
+    """
+
+    need_timings: bool = True
+    hosts: bool = True
+
+
+DEPLOY = Policy()
+REHEARSE = Policy(need_timings=False)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan and what was read to make it: the hosts' deployed revisions (empty when
+    ``--from`` was given) and the rehearsal timings the estimate used."""
+
+    plan: Plan
+    deployed: Mapping[str, str] = field(default_factory=dict)
+    timings: Timings = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """Every check's result for one plan, and the approvals they honoured."""
+
+    planned: Planned
+    approvals: Mapping[str, str]
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def plan(self) -> Plan:
+        return self.planned.plan
+
+    @property
+    def failed(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    def raise_for_failures(self) -> None:
+        """Locked (exit 5) when another run holds the deploy lock, else Refused (exit 3)
+        naming every failed check; nothing when all passed."""
+        held = next((c for c in self.failed if c.name == "deploy_lock"), None)
+        if held is not None:
+            raise Locked(f"another run holds the deploy lock: {held.detail}")
+        if self.failed:
+            raise Refused("preflight failed: " + "; ".join(f"{c.name}: {c.detail}"
+                                                            for c in self.failed))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": not self.failed, "checks": [c.to_json() for c in self.checks]}
+
+
+def plan_for(config: Config, remote: Runner | None, *, from_rev: str | None = None,
+             to_rev: str | None = None, rules: PathRules | None = None,
+             repo: str | None = None, branch: str | None = None,
+             timings: Timings | None = None) -> Planned:
+    """Plan ``[source]`` (or ``repo``/``branch``) from ``from_rev`` (default: what every app
+    host runs, read over ``remote`` once) to ``to_rev`` (default: the branch tip).
+
+    The outage estimate uses ``timings`` (none: no estimate).
+    """
+    deployed: dict[str, str] = {}
+    if from_rev is None:
+        if remote is None or not config.role("app"):
+            raise BadInput("--from is required (the deployed revision) when the config has no "
+                           "[ssh] and app hosts to read it from")
+        deployed = deployed_revisions(remote, config, config.role("app"))
+        if len(set(deployed.values())) > 1:
+            raise RevisionsDisagree(deployed)
+        from_rev = next(iter(deployed.values()))
+    plan = build_plan(repo or config.source.repo, branch or config.source.branch, from_rev,
+                      to_rev, rules or rules_for(config))
+    if timings is None:
+        return Planned(plan, deployed, {})
+    return Planned(plan.with_timings(timings), deployed, timings)
+
+
+def connect_hosts(config: Config) -> Remote:
+    """SSH to the config's hosts (a context manager: every connection closed after it)."""
+    return Remote(config)
+
+
+def rehearsal_timings(config: Config) -> Timings:
+    """The rehearsal timings this environment reads (file, timings database or its own)."""
+    return read_timings(config.need("database"))
+
+
+def offline_timings(config: Config) -> Timings | None:
+    """``[database] timings_file`` when set (read without connecting anywhere), else None."""
+    settings = config.database
+    if settings is None or not settings.timings_file:
+        return None
+    return load_export(Path(settings.timings_file))
+
+
+def patch_facts(plan: Plan, timings: Timings, need_timings: bool = True) -> Patches:
+    """The plain values the database checks need of ``plan``."""
+    seconds = timings_for(plan.tree_patches, timings)
+    total, unknown = estimate_outage(plan.cold_patches, seconds)
+    return Patches(tree=dict(plan.tree_patches),
+                   planned=plan.cold_patches + plan.fastdowntime_live_patches +
+                   plan.nodowntime_live_patches,
+                   cold=plan.cold_patches, seconds=seconds,
+                   estimate_s=None if unknown else total, need_timings=need_timings)
+
+
+def preflight(config: Config, remote: Remote | None, planned: Planned,
+              approvals: Mapping[str, str] | None = None, policy: Policy = DEPLOY, *,
+              scripts_stopped: bool = False) -> Preflight:
+    """Run every check on ``planned`` under ``policy``; changes nothing.
+
+    ``approvals`` come from :func:`~orchestrator.plan.parse_approvals`. The
+    first result is the plan's own (its violations); then the database checks;
+    then, with hosts, the host checks (their deployed revisions as read for the
+    plan, not again).
+    """
+    plan = planned.plan
+    approvals = approvals or {}
+    results = [CheckResult("plan", not plan.violations,
+                           "; ".join(f"{v.revision[:12]} {v.rule}: {v.detail}"
+                                     for v in plan.violations) or "no violations")]
+    results += database_checks(config, patch_facts(plan, planned.timings, policy.need_timings),
+                               approvals, scripts_stopped=scripts_stopped)
+    if policy.hosts and remote is not None and config.ssh is not None and config.hosts:
+        results += host_checks.run_checks(remote, config, plan.from_sha,
+                                          planned.deployed or None)
+    return Preflight(planned, approvals, tuple(results))
+
+
+__all__ = ["DEPLOY", "REHEARSE", "Planned", "Policy", "Preflight", "connect_hosts",
+           "offline_timings",
+           "patch_facts", "plan_for", "preflight", "rehearsal_timings"]
