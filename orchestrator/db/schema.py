@@ -4,18 +4,26 @@ Run records, applied-patch checksums, live-patch progress and rehearsal
 timings live here, so they share the database's fate (backups, standbys).
 :func:`ensure_schema` is idempotent; read paths treat a missing schema as
 empty, so preflight and dry runs never create it.
+
+The schema is versioned (``fastdowntime.schema_version``): :data:`MIGRATIONS`
+lists, in order, what each version adds, and :func:`ensure_schema` applies the
+missing ones in one transaction under a lock, so a newer orchestrator
+upgrades an older staging database in place. Migrations only add (tables,
+columns with defaults, indexes): an older orchestrator's readers keep
+working, and a newer one reads what an older one wrote. A database whose
+schema is newer than this orchestrator knows is never written to.
 """
 
 from __future__ import annotations
 
 from orchestrator.db.connect import Connection
-from orchestrator.errors import BadInput
+from orchestrator.errors import BadInput, Refused
 
 SCHEMA = "fastdowntime"
 LOCK_KEY = 0x6664_7464  # "fdtd": the deploy lock's advisory key (one bigint)
+_UPGRADE_KEY = 0x6664_7475  # "fdtu": serialises two orchestrators upgrading at once
 
-_DDL = """
-CREATE SCHEMA IF NOT EXISTS fastdowntime;
+_VERSION_1 = """
 CREATE TABLE IF NOT EXISTS fastdowntime.run (
     id text PRIMARY KEY,
     who text NOT NULL,
@@ -54,6 +62,24 @@ CREATE TABLE IF NOT EXISTS fastdowntime.patch_timing (
 );
 """
 
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _VERSION_1),
+)
+"""(version, SQL that brings the schema from the version before to it), oldest first. Version
+1 is the schema before versions existed: its statements are ``IF NOT EXISTS``, so a database
+that has it unversioned is adopted as version 1."""
+
+
+class SchemaTooNew(Refused):
+    """The database's fastdowntime schema is newer than this orchestrator knows."""
+
+    def __init__(self, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(f"the fastdowntime schema in this database is at version {found}, "
+                         f"this orchestrator knows versions up to {known}: upgrade fastdowntime "
+                         "before it writes here")
+
 
 def identifier(name: str) -> str:
     """``name`` as SQL text: a plain identifier, optionally schema-qualified, folded as written.
@@ -69,12 +95,59 @@ def identifier(name: str) -> str:
     return ".".join(parts)
 
 
-def ensure_schema(conn: Connection) -> None:
-    """Create the ``fastdowntime`` schema and its tables if missing (commits)."""
+def latest_version() -> int:
+    """The newest schema version this orchestrator knows."""
+    return MIGRATIONS[-1][0]
+
+
+def schema_version(conn: Connection) -> int | None:
+    """The version of the database's ``fastdowntime`` schema: None when there is none, 1 for
+    the unversioned schema of before versions."""
     with conn.cursor() as cur:
-        cur.execute(_DDL)
-    if not conn.autocommit:
+        cur.execute("SELECT to_regclass('fastdowntime.schema_version') IS NOT NULL, "
+                    "to_regclass('fastdowntime.run') IS NOT NULL")
+        versioned, exists = cur.fetchone() or (False, False)
+        if not versioned:
+            return 1 if exists else None
+        cur.execute("SELECT max(version) FROM fastdowntime.schema_version")
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 1
+
+
+def ensure_schema(conn: Connection) -> int:
+    """Create the ``fastdowntime`` schema or upgrade it to :func:`latest_version` (commits);
+    return the version. Raise :class:`SchemaTooNew` when the database is ahead of us.
+
+    One transaction under an advisory lock: two orchestrators upgrading at
+    once apply each migration once; a failed migration changes nothing.
+    """
+    autocommit = conn.autocommit
+    if autocommit:
+        conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_UPGRADE_KEY,))
+            found = schema_version(conn) or 0
+            if found > latest_version():
+                raise SchemaTooNew(found, latest_version())
+            cur.execute("CREATE SCHEMA IF NOT EXISTS fastdowntime; "
+                        "CREATE TABLE IF NOT EXISTS fastdowntime.schema_version ("
+                        "version integer PRIMARY KEY, "
+                        "applied_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            for version, sql in MIGRATIONS:
+                if version > found:
+                    cur.execute(sql)
+            cur.execute("INSERT INTO fastdowntime.schema_version (version) "
+                        "SELECT unnest(%s::integer[]) ON CONFLICT DO NOTHING",
+                        ([version for version, _ in MIGRATIONS],))
         conn.commit()
+        return latest_version()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        if autocommit:
+            conn.autocommit = True
 
 
 def schema_exists(conn: Connection) -> bool:
