@@ -168,7 +168,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         for r in checked.checks:
             table.add_row(r.name, "[green]ok[/]" if r.ok else "[bold red]FAILED[/]", r.detail)
         Console().print(table)
-    checked.raise_for_failures()
+    checked.raise_for_failures(brief=True)
     return ExitCode.OK
 
 

@@ -71,12 +71,16 @@ class Preflight:
     def failed(self) -> tuple[CheckResult, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
-    def raise_for_failures(self) -> None:
+    def raise_for_failures(self, *, brief: bool = False) -> None:
         """Locked (exit 5) when another run holds the deploy lock, else Refused (exit 3)
-        naming every failed check; nothing when all passed."""
+        naming every failed check with its detail (only its name when ``brief``: the
+        caller has shown the details); nothing when all passed."""
         held = next((c for c in self.failed if c.name == "deploy_lock"), None)
         if held is not None:
-            raise Locked(f"another run holds the deploy lock: {held.detail}")
+            raise Locked(held.detail if brief else
+                         f"another run holds the deploy lock: {held.detail}")
+        if brief and self.failed:
+            raise Refused(f"preflight failed: {', '.join(c.name for c in self.failed)}")
         if self.failed:
             raise Refused("preflight failed: " + "; ".join(f"{c.name}: {c.detail}"
                                                             for c in self.failed))
