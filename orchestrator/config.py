@@ -21,7 +21,7 @@ import tomllib
 import types
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
 
 import psycopg2.extensions
 
@@ -186,8 +186,22 @@ class Config:
     nodowntime: NodowntimeSettings = NodowntimeSettings()
     runs: RunsSettings = RunsSettings()
 
-    def need(self, section: str) -> Any:
-        """The settings of ``section``, or a ConfigError saying the file lacks it."""
+    @overload
+    def need(self, section: Literal["database"]) -> DatabaseSettings: ...
+    @overload
+    def need(self, section: Literal["ssh"]) -> SshSettings: ...
+    @overload
+    def need(self, section: Literal["lb"]) -> LbSettings: ...
+    @overload
+    def need(self, section: Literal["app"]) -> AppSettings: ...
+    @overload
+    def need(self, section: Literal["scripts"]) -> ScriptsSettings: ...
+    @overload
+    def need(self, section: Literal["hosts"]) -> tuple[HostSettings, ...]: ...
+
+    def need(self, section: str) -> object:
+        """The settings of ``section`` (typed per section), or a ConfigError saying the file
+        lacks it."""
         value = getattr(self, section)
         if value is None or value == ():
             raise ConfigError(str(self.path or "<no config file>"), f"[{section}]",

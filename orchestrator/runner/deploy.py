@@ -23,18 +23,17 @@ from orchestrator.checks import CheckResult
 from orchestrator.config import Config
 from orchestrator.errors import (
     BadInput,
-    CommitUnknown,
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
     Refused,
-    UndoFailed,
 )
 from orchestrator.history import git
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
 from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
+from orchestrator.runner.outcome import Outcome
 from orchestrator.runner.playbook import Playbook, load_playbook
 from orchestrator.runner.progress import plain_line
 
@@ -114,7 +113,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                     else None)
         if not plan.revisions:
             show(f"nothing to deploy: the hosts run {plan.from_sha[:12]}, the target")
-            return {"outcome": "done", "revisions": 0}
+            return {"outcome": Outcome.DONE, "revisions": 0}
         if not options.dry_run and not options.yes:
             answer = ask(f"deploy {len(plan.revisions)} revisions to {plan.to_sha[:12]}"
                          f"{' with a window' if plan.cut else ''}? [y/N] ")
@@ -126,7 +125,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
             _show_checks(list(checked.checks), show)
             _render(config, plan, texts, remote, show)
             checked.raise_for_failures()
-            return {"outcome": "dry-run"}
+            return {"outcome": Outcome.DRY_RUN}
         checked.raise_for_failures()
         run_id = new_run_id()
         lock = DeployLock(settings, run_id, whoami(), plan.to_json(),
@@ -136,7 +135,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
             return _execute(config, plan, texts, remote, options, run_id, lock, approvals,
                             progress or (lambda event: show(plain_line(event))), playbook)
         finally:
-            lock.finish("failed", "the orchestrator stopped before recording an outcome")
+            lock.finish(Outcome.FAILED, "the orchestrator stopped before recording an outcome")
 
 
 def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
@@ -153,7 +152,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     probe = Probe(config.need("lb").public_url)
     summary: dict[str, Any] = {
         "id": run_id, "who": lock.who, "started": _now(), "finished": None,
-        "outcome": "running", "from": plan.from_sha, "to": plan.to_sha, "cut": plan.cut,
+        "outcome": Outcome.RUNNING, "from": plan.from_sha, "to": plan.to_sha, "cut": plan.cut,
         "window_budget_s": config.window.budget_s, "outage_s": None, "window": None,
         "probe": None, "steps": [], "approvals": [{"patch": p, "who": w}
                                                  for p, w in approvals.items()],
@@ -218,7 +217,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         "window": None if window_run is None else {
             "opened": _iso(window_run.window_opened), "closed": _iso(window_run.window_closed),
             "budget_s": config.window.budget_s},
-        "outcome": _outcome(error, runs), "error": None if error is None else str(error),
+        "outcome": Outcome.of(error), "error": None if error is None else str(error),
         "hosts": {h: s for r in runs for h, s in r.host_states.items()},
         "cold_patches": [t for r in runs for t in r.cold_timings]})
     journal.event("probe.report", **report.to_json())
@@ -252,20 +251,6 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
         tag = f"fastdowntime/{run.run_id}"
         refused = git.tag(config.source.repo, tag, plan.cut)
         journal.event("tag", tag=tag, ok=refused is None, error=refused or "")
-
-
-def _outcome(error: FastdowntimeError | None, runs: list[Run]) -> str:
-    if error is None:
-        return "done"
-    if isinstance(error, UndoFailed):
-        return "undo-failed"
-    if isinstance(error, CommitUnknown):
-        return "commit-unknown"
-    if isinstance(error, FailedAfterCommit):
-        return "failed-after-commit"
-    if isinstance(error, FailedBeforeCommit):
-        return "rolled-back"
-    return "failed"
 
 
 def _states(run: Run) -> str:

@@ -26,6 +26,7 @@ from orchestrator.errors import (
 )
 from orchestrator.remote import operations as ops
 from orchestrator.runner.context import Run
+from orchestrator.runner.outcome import Outcome
 
 if TYPE_CHECKING:
     from orchestrator.db.cold import Backend
@@ -43,8 +44,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
 
     runs_dir = Path(config.runs.dir)
     summary = load_run(runs_dir, ref)
-    if summary.get("outcome") not in ("running", "crashed", "undo-failed",
-                                      "failed-after-commit", "commit-unknown"):
+    if summary.get("outcome") not in {o for o in Outcome if o.needs_resume}:
         raise BadInput(f"run {summary['id']} ended ({summary.get('outcome')}): "
                        "nothing to resume")
     events = read_journal(runs_dir / summary["id"] / "journal.jsonl")
@@ -52,7 +52,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
     lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)
     journal = Journal(runs_dir, summary["id"])
-    outcome = "failed"
+    outcome = Outcome.FAILED
     problem: FailedAfterCommit | None = None
     try:
         # COMMIT may have happened without the journal hearing of it: ask the database
@@ -103,7 +103,8 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
             finally:
                 control.close()
                 control.primary.close()
-        outcome = ("failed-after-commit" if problem else "done") if committed else "rolled-back"
+        outcome = ((Outcome.FAILED_AFTER_COMMIT if problem else Outcome.DONE) if committed
+                   else Outcome.ROLLED_BACK)
         summary.update({"outcome": outcome, "resumed_by": whoami(),
                         "error": str(problem) if problem else
                         None if committed else summary.get("error")})

@@ -36,9 +36,10 @@ from orchestrator.runner.journal import (
     read_journal,
 )
 
+from orchestrator.runner.outcome import Outcome
+
 SUMMARY_NAME = "run.json"
-OUTCOMES = ("done", "failed", "rolled-back", "undo-failed", "failed-after-commit",
-            "commit-unknown", "crashed", "running")
+OUTCOMES = tuple(Outcome)
 RUN_START = "run.start"
 """Journal event opening a run; its fields (who, from, to, cut, ...) seed a rebuilt summary."""
 RUN_END = "run.end"
@@ -127,7 +128,7 @@ def _load_dir(directory: Path) -> dict[str, Any]:
             summary, problem = None, f"{summary_path} is unreadable ({exc})"
         if isinstance(summary, dict):
             summary.setdefault("id", directory.name)
-            if summary.get("outcome") == "running":
+            if summary.get("outcome") == Outcome.RUNNING:
                 _refresh_from_journal(summary, read_journal(directory / JOURNAL_NAME))
             return summary
         problem = problem or f"{summary_path} does not hold a JSON object"
@@ -150,7 +151,7 @@ def _refresh_from_journal(summary: dict[str, Any], events: list[dict[str, Any]])
 def summary_from_journal(run_id: str, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Rebuild a run summary from its journal events (outcome ``crashed`` without ``run.end``)."""
     summary: dict[str, Any] = {
-        "id": run_id, "who": None, "started": None, "finished": None, "outcome": "crashed",
+        "id": run_id, "who": None, "started": None, "finished": None, "outcome": Outcome.CRASHED,
         "from": None, "to": None, "cut": None, "window_budget_s": None, "outage_s": None,
         "window": None, "probe": None, "steps": steps_from_journal(events), "approvals": [],
         "error": None, "notes": []}
@@ -168,7 +169,7 @@ def summary_from_journal(run_id: str, events: Sequence[Mapping[str, Any]]) -> di
         summary["probe"] = {k: v for k, v in probe.items() if k not in _ENVELOPE}
     end = _last(events, RUN_END)
     if end is not None:
-        summary["outcome"] = end.get("outcome", "done")
+        summary["outcome"] = end.get("outcome", Outcome.DONE)
         summary["error"] = end.get("error")
         summary["finished"] = end.get("ts")
     elif stamped:

@@ -22,23 +22,9 @@ from orchestrator.db.connections import (
     ConnectionsNotRestored,
 )
 from orchestrator.errors import ExitCode, Refused
+from tests.fakes import FakeClock
 
 Rows = list[tuple[Any, ...]]
-
-
-class FakeClock:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakeCursor:

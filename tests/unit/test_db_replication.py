@@ -18,19 +18,9 @@ from orchestrator.db.replication import (
     format_lsn,
     parse_lsn,
 )
+from tests.fakes import FakeClock
 
 CONNINFO = "user=replicator host=10.0.0.1 port=5432 application_name=standby1"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeConn:
@@ -91,7 +81,7 @@ def settings(dsns: int = 1, standbys: int = 1) -> DatabaseSettings:
 
 def group(primary: FakeConn, standby_conns: list[FakeConn], cfg: DatabaseSettings,
           clock: FakeClock | None = None) -> Standbys:
-    clock = clock or FakeClock()
+    clock = clock or FakeClock(50.0)
     by_dsn = dict(zip(cfg.standby_dsns, standby_conns, strict=True))
     return Standbys(cfg, primary, clock=clock, sleep=clock.sleep,
                     connector=lambda dsn: by_dsn[dsn])
@@ -146,7 +136,7 @@ def test_unreachable_standby_is_reported_not_raised() -> None:
 
 def test_wait_replayed_returns_the_time_until_the_standby_caught_up() -> None:
     """The wait ends at the first poll where every standby replayed the LSN noted at the start."""
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     primary = FakeConn(primary_at("0/2000000", ("standby1", "streaming", "0/1000000", 0.1)))
     standby = FakeConn(standby_at("0/1000000"), standby_at("0/1800000"), standby_at("0/2000010"))
     waited = group(primary, [standby], settings(), clock).wait_replayed(timeout_s=1.0)
@@ -155,7 +145,7 @@ def test_wait_replayed_returns_the_time_until_the_standby_caught_up() -> None:
 
 def test_wait_replayed_times_out_with_each_standbys_position() -> None:
     """A standby that never catches up raises StandbysBehind at the timeout, in fake time."""
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     primary = FakeConn(primary_at("0/2000000", ("standby1", "streaming", "0/1000000", 0.1)))
     wall = time.monotonic()
     with pytest.raises(StandbysBehind) as caught:
@@ -171,7 +161,7 @@ def test_wait_replayed_times_out_with_each_standbys_position() -> None:
 
 def test_a_missing_standby_has_not_replayed() -> None:
     """Fewer standbys than [database] standbys: the wait fails naming the missing one."""
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     primary = FakeConn(primary_at("0/2000000", ("standby1", "streaming", "0/2000000", None)))
     with pytest.raises(StandbysBehind, match="2 configured, 1 seen"):
         group(primary, [], settings(dsns=0, standbys=2), clock).wait_replayed(timeout_s=0.1)
@@ -179,7 +169,7 @@ def test_a_missing_standby_has_not_replayed() -> None:
 
 def test_broken_standby_connection_is_reopened_at_the_next_poll() -> None:
     """A standby connection that dies mid-wait is dropped and a new one is opened."""
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     cfg = settings()
     primary = FakeConn(primary_at("0/2000000", ("standby1", "streaming", "0/1000000", 0.1)))
     conns = [FakeConn(psycopg2.OperationalError("terminating connection")),

@@ -20,21 +20,9 @@ from orchestrator.runner.journal import (
     mask_text,
     read_journal,
 )
+from tests.fakes import FakeClock
 
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: float = 1795625226.123456) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def lines(journal: Journal) -> list[dict]:
@@ -84,7 +72,7 @@ def test_every_line_is_on_disk_as_soon_as_it_is_written(tmp_path: Path) -> None:
 
 def test_step_writes_start_and_done_with_exact_duration_and_notes(tmp_path: Path) -> None:
     """step() writes step.start then step.done (outcome ok, duration from the injected clock)."""
-    clock = FakeClock()
+    clock = FakeClock(1795625226.123456)
     journal = Journal(tmp_path, "r1", clock=clock).bind(stage="fastdowntime")
     with journal.step("open_window", host="lb1") as step:
         clock.advance(1.25)
@@ -114,7 +102,7 @@ def test_injected_clock_gives_exact_millisecond_durations(tmp_path: Path) -> Non
 
 def test_failing_step_writes_failed_and_reraises(tmp_path: Path) -> None:
     """A step whose body raises writes step.failed (error type and message) and re-raises."""
-    clock = FakeClock()
+    clock = FakeClock(1795625226.123456)
     journal = Journal(tmp_path, "r1", clock=clock)
     with pytest.raises(RuntimeError, match="haproxy said no"):
         with journal.step("close_window") as step:

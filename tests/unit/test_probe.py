@@ -13,16 +13,7 @@ import pytest
 
 from orchestrator.errors import BadInput
 from orchestrator.runner.probe import Outage, Probe, ProbeReport, find_outages, http_fetch
-
-
-class FakeClock:
-    """Epoch seconds that move only when the fake fetch says so."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 class ScriptedFetch:

@@ -21,17 +21,10 @@ from orchestrator.runner.runs import (
     summary_from_journal,
     write_summary,
 )
+from tests.fakes import FakeClock
 
 T0 = 1795625226.0  # 2026-11-25T16:47:06Z
 CUT = "c" * 40
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def journal_a_window(runs_dir: Path, run_id: str, start: float, *, finish: bool = True,
