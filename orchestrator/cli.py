@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from rich.console import Console
-from rich.table import Table
 
 from orchestrator.config import Config, load_config
 from orchestrator.errors import BadInput, ExitCode, FastdowntimeError
@@ -97,7 +96,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
-        from orchestrator.render import print_plan
+        from orchestrator.views.text import print_plan
 
         print_plan(plan, Console())
     return ExitCode.REFUSED if args.check and plan.violations else ExitCode.OK
@@ -110,8 +109,8 @@ def cmd_patches(args: argparse.Namespace) -> int:
     be read or parsed, else 3 when a problem is at least as severe as
     ``--fail-on`` (default warning: any problem), else 0.
     """
-    from orchestrator import lintout
     from orchestrator.patchfiles import exit_code, expand, lint_files, summary
+    from orchestrator.views import lint as lintout
 
     rules = path_rules(load(args, required=False), args)
     reports = lint_files(expand(args.files, rules.patches), rules.revision_table)
@@ -123,7 +122,7 @@ def cmd_patches(args: argparse.Namespace) -> int:
     elif args.format == "sarif":
         print(json.dumps(lintout.sarif(reports, lintout.tool_version()), indent=2))
     else:
-        from orchestrator.render import print_patches
+        from orchestrator.views.text import print_patches
 
         print_patches(reports, Console())
     code = exit_code(reports, args.fail_on)
@@ -162,12 +161,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(checked.to_json(), indent=2, default=str))
     else:
-        table = Table(title="preflight")
-        for column in ("check", "result", "detail"):
-            table.add_column(column)
-        for r in checked.checks:
-            table.add_row(r.name, "[green]ok[/]" if r.ok else "[bold red]FAILED[/]", r.detail)
-        Console().print(table)
+        from orchestrator.views.text import print_checks
+
+        print_checks(checked.checks, Console())
     checked.raise_for_failures(brief=True)
     return ExitCode.OK
 
@@ -202,9 +198,9 @@ def cmd_timings(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """``deploy``: the whole sequence (``rehearse``: the same, recording patch timings)."""
-    from orchestrator.render import print_plan
     from orchestrator.runner.deploy import Options, deploy
-    from orchestrator.runner.progress import Progress
+    from orchestrator.views.progress import Progress
+    from orchestrator.views.text import print_plan
 
     config = load(args)
     console = Console()
@@ -232,7 +228,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``show RUN|last [--json]``: one run."""
-    from orchestrator.runner.runs import load_run, render_text
+    from orchestrator.runner.runs import load_run
+    from orchestrator.views.runs import render_text
 
     run = load_run(Path(load(args).runs.dir), args.run)
     print(json.dumps(run, indent=2, default=str) if args.json else render_text(run))
@@ -242,7 +239,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``report RUN [--html FILE]``: the run's timeline."""
     from orchestrator.runner.journal import read_journal
-    from orchestrator.runner.runs import load_run, render_html, render_text
+    from orchestrator.runner.runs import load_run
+    from orchestrator.views.runs import render_html, render_text
 
     runs_dir = Path(load(args).runs.dir)
     run = load_run(runs_dir, args.run)
@@ -288,34 +286,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state, indent=2, sort_keys=True))
     else:
-        _print_status(state)
+        from orchestrator.views.text import print_sandbox_status
+
+        print_sandbox_status(state, Console())
     components = state["components"]
     all_up = bool(components) and all(c["state"] == "up" for c in components.values())
     return ExitCode.OK if all_up else ExitCode.FAILED_BEFORE_COMMIT
-
-
-def _print_status(state: dict[str, Any]) -> None:
-    console = Console()
-    if not state["components"]:
-        console.print(f"no sandbox at {state['sandbox']}")
-        return
-    table = Table(title=f"sandbox {state['sandbox']}")
-    for column in ("component", "state", "address", "detail"):
-        table.add_column(column)
-    for name, info in state["components"].items():
-        where = f"{info.get('address', '')}:{info.get('port', info.get('ssh_port', ''))}"
-        detail = ""
-        if "instances" in info:
-            detail = ", ".join(f"{port}: {i['revision'][:12]} patch {i['patch']}"
-                               if i.get("ok") else f"{port}: -"
-                               for port, i in info["instances"].items())
-        elif "servers" in info:
-            detail = ", ".join(f"{s}={st}" for s, st in info["servers"].items())
-        elif "streaming" in info:
-            detail = "streaming" if info["streaming"] else "not streaming"
-        colour = "green" if info["state"] == "up" else "red"
-        table.add_row(name, f"[{colour}]{info['state']}[/]", where, detail)
-    console.print(table)
 
 
 # --- parser ------------------------------------------------------------------

@@ -35,7 +35,6 @@ from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
 from orchestrator.runner.outcome import Outcome
 from orchestrator.runner.playbook import Playbook, load_playbook
-from orchestrator.runner.progress import plain_line
 
 STAGES = ("all", "fastdowntime", "nodowntime")
 
@@ -133,14 +132,14 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
         lock.acquire()
         try:
             return _execute(config, plan, texts, remote, options, run_id, lock, approvals,
-                            progress or (lambda event: show(plain_line(event))), playbook)
+                            progress, playbook)
         finally:
             lock.finish(Outcome.FAILED, "the orchestrator stopped before recording an outcome")
 
 
 def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
              run_id: str, lock: Any, approvals: dict[str, str],
-             progress: Callable[[dict[str, Any]], None],
+             progress: Callable[[dict[str, Any]], None] | None,
              playbook: Playbook | None) -> dict[str, Any]:
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.runner.journal import Journal

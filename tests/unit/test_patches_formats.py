@@ -16,8 +16,8 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.errors import ExitCode
-from orchestrator.lintout import github, sarif, tool_version
 from orchestrator.patches import RULES, PatchReport, lint
+from orchestrator.views.lint import github, sarif, tool_version
 
 GOLDEN = Path(__file__).parent / "golden"
 SCHEMA = Path(__file__).parents[1] / "schemas" / "sarif-2.1.0-rtm.5.json"

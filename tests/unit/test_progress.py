@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from orchestrator.runner.progress import Progress
+from orchestrator.views.progress import Progress
 
 
 def test_plain_lines_when_not_a_terminal() -> None:

@@ -15,12 +15,11 @@ from orchestrator.runner.probe import ProbeReport
 from orchestrator.runner.runs import (
     list_runs,
     load_run,
-    render_html,
-    render_text,
     steps_from_journal,
     summary_from_journal,
     write_summary,
 )
+from orchestrator.views.runs import render_html, render_text
 from tests.fakes import FakeClock
 
 T0 = 1795625226.0  # 2026-11-25T16:47:06Z

@@ -1,13 +1,16 @@
-"""Human output of plans and patch reports (rich). The JSON forms live on the objects."""
+"""Human output (rich): plans, patch reports, preflight checks, the sandbox's status. The
+JSON forms live on the objects."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator.checks import CheckResult
 from orchestrator.patches import PatchReport
 from orchestrator.patchfiles import summary
 from orchestrator.plan import COLD, LIVE, MIXED, Plan
@@ -86,3 +89,38 @@ def print_patches(reports: Sequence[PatchReport], console: Console) -> None:
 
 def _names(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none"
+
+
+def print_checks(checks: Sequence[CheckResult], console: Console) -> None:
+    """``preflight``: each check, ok or FAILED, and its detail."""
+    table = Table(title="preflight")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    for check in checks:
+        table.add_row(check.name, "[green]ok[/]" if check.ok else "[bold red]FAILED[/]",
+                      escape(check.detail))
+    console.print(table)
+
+
+def print_sandbox_status(state: Mapping[str, Any], console: Console) -> None:
+    """``sandbox status``: each component, its state, its address and what it runs."""
+    if not state["components"]:
+        console.print(f"no sandbox at {state['sandbox']}")
+        return
+    table = Table(title=f"sandbox {state['sandbox']}")
+    for column in ("component", "state", "address", "detail"):
+        table.add_column(column)
+    for name, info in state["components"].items():
+        where = f"{info.get('address', '')}:{info.get('port', info.get('ssh_port', ''))}"
+        detail = ""
+        if "instances" in info:
+            detail = ", ".join(f"{port}: {i['revision'][:12]} patch {i['patch']}"
+                               if i.get("ok") else f"{port}: -"
+                               for port, i in info["instances"].items())
+        elif "servers" in info:
+            detail = ", ".join(f"{s}={st}" for s, st in info["servers"].items())
+        elif "streaming" in info:
+            detail = "streaming" if info["streaming"] else "not streaming"
+        colour = "green" if info["state"] == "up" else "red"
+        table.add_row(name, f"[{colour}]{info['state']}[/]", where, detail)
+    console.print(table)
