@@ -25,7 +25,7 @@ from orchestrator.db.schema import ensure_schema
 from orchestrator.history.git import blob_sha
 from orchestrator.patches import analyse
 from orchestrator.sandbox import manager
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PRIMARY_PORT, PROJECT_ROOT
 
 PATCHES = 50

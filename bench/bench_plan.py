@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.plan import PathRules
-from orchestrator.planner import build_plan
+from orchestrator.runner.planning import build_plan
 
 REVISIONS = 20_000
 PATCH_EVERY = 50

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from orchestrator.config import AppSettings, Config, HostSettings, SshSettings
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.hosts import SandboxHost, ensure_client_key, ensure_os_user
 from orchestrator.sandbox.procs import chown_tree
 

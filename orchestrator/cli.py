@@ -73,7 +73,7 @@ def load(args: argparse.Namespace, *, required: bool = True) -> Config:
 def path_rules(config: Config, args: argparse.Namespace) -> PathRules:
     """The config's ``[source]`` path rules and revision table, overridden by the flags."""
     from orchestrator.plan import PathRules
-    from orchestrator.planner import rules_for
+    from orchestrator.runner.planning import rules_for
 
     rules = rules_for(config)
     return PathRules(getattr(args, "patches_glob", None) or rules.patches,

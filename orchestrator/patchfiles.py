@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from orchestrator.errors import ExitCode
-from orchestrator.globs import matches
+from orchestrator.history.globs import matches
 from orchestrator.patches import PatchReport, lint, unreadable
 from orchestrator.patches.problem import ERROR, WARNING
 

@@ -17,8 +17,8 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 from orchestrator.errors import BadInput
-from orchestrator.globs import matches, matches_any
 from orchestrator.history import Change, Commit, History, Revision
+from orchestrator.history.globs import matches, matches_any
 from orchestrator.patches import (
     NAME_RE,
     PatchName,

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.config import DatabaseSettings
 from orchestrator.sandbox import manager
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import Layout, sandbox_dir
 
 _FOUND: dict[str, bool] = {}

@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg2
 
-from orchestrator.checks import CheckResult
+from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.db import replication
 from orchestrator.db.connect import Connection, connect

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from orchestrator.errors import BadInput
-from orchestrator.globs import matches_any
 from orchestrator.history import git
+from orchestrator.history.globs import matches_any
 
 # Change, Commit and Revision are NamedTuples: immutable like frozen dataclasses, and
 # several times cheaper to build, which matters at 20,000 revisions.

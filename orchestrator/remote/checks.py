@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from orchestrator.checks import CheckResult
+from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.errors import FastdowntimeError
 from orchestrator.remote import operations

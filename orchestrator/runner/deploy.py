@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.checks import CheckResult
+from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.errors import (
     BadInput,

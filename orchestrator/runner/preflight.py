@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.checks import CheckResult
+from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.db.preflight import Patches
 from orchestrator.db.preflight import run_checks as database_checks
 from orchestrator.db.timings import Timings, load_export, read_timings
 from orchestrator.errors import BadInput, Locked, Refused
 from orchestrator.plan import PathRules, Plan, estimate_outage, timings_for
-from orchestrator.planner import build_plan, rules_for
 from orchestrator.remote import checks as host_checks
 from orchestrator.remote.operations import RevisionsDisagree, Runner, deployed_revisions
 from orchestrator.remote.ssh import Remote
+from orchestrator.runner.planning import build_plan, rules_for
 
 
 @dataclass(frozen=True)

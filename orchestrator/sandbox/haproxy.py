@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.errors import SandboxError
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Component, Context
+from orchestrator.sandbox.component import Component, Context
 from orchestrator.sandbox.procs import chown_tree, pid_alive, run, stop_pid, wait_until
 
 START_DEADLINE_S = 20

@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator.errors import SandboxError
 from orchestrator.history import git
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Component, Context, write_private
+from orchestrator.sandbox.component import Component, Context, write_private
 from orchestrator.sandbox.procs import (
     chown_tree,
     pid_alive,

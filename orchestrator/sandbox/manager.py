@@ -20,7 +20,7 @@ import structlog
 from orchestrator.errors import SandboxError
 from orchestrator.history import git
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Component, Context
+from orchestrator.sandbox.component import Component, Context
 from orchestrator.sandbox.configfile import render_config
 from orchestrator.sandbox.haproxy import Haproxy
 from orchestrator.sandbox.hosts import (
@@ -145,7 +145,7 @@ def _write_private_config(layout: L.Layout) -> None:
 
 
 def _write_pgpass(ctx: Context) -> None:
-    from orchestrator.sandbox.base import write_private
+    from orchestrator.sandbox.component import write_private
 
     lines = [ctx.pgpass_line(L.PRIMARY_PORT, "fdt_admin"),
              ctx.pgpass_line(L.STANDBY_PORT, "fdt_admin"),

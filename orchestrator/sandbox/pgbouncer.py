@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2
 
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Component, Context, write_private
+from orchestrator.sandbox.component import Component, Context, write_private
 from orchestrator.sandbox.procs import chown_tree, pid_alive, run, stop_pid, wait_until
 
 START_DEADLINE_S = 15

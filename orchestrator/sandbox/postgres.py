@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Component, Context, write_private
+from orchestrator.sandbox.component import Component, Context, write_private
 from orchestrator.sandbox.procs import chown_tree, pid_alive, port_open, run, wait_until
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.checks import CheckResult
+from orchestrator.check_result import CheckResult
 from orchestrator.patches import PatchReport
 from orchestrator.patchfiles import summary
 from orchestrator.plan import COLD, LIVE, MIXED, Plan

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.config import Config, DatabaseSettings, load_config
 from orchestrator.db.connect import Connection, connect
 from orchestrator.remote.ssh import Remote
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PROJECT_ROOT
 
 

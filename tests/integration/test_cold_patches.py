@@ -24,7 +24,7 @@ from orchestrator.db.connect import DatabaseUnreachable, connect
 from orchestrator.db.schema import ensure_schema
 from orchestrator.history.git import blob_sha
 from orchestrator.patches import analyse
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PRIMARY_PORT
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from orchestrator.config import DatabaseSettings, load_config
 from orchestrator.db.connect import Connection
 from orchestrator.db.connections import ConnectionControl, ConnectionsNotCut
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,7 @@ from orchestrator.db.live import LivePatchFailed, LiveResult, apply_live
 from orchestrator.errors import ExitCode
 from orchestrator.history.git import blob_sha
 from orchestrator.patches import analyse, parse_name
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration

@@ -10,15 +10,15 @@ from typing import Any
 import psycopg2
 import pytest
 
-from orchestrator.checks import CheckResult
+from orchestrator.check_result import CheckResult
 from orchestrator.config import Config, load_config
 from orchestrator.db import preflight
 from orchestrator.db.lock import DeployLock, new_run_id
 from orchestrator.plan import Plan, parse_approvals
-from orchestrator.planner import build_plan, rules_for
+from orchestrator.runner.planning import build_plan, rules_for
 from orchestrator.runner.preflight import patch_facts
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 
 pytestmark = pytest.mark.integration
 

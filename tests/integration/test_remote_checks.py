@@ -12,7 +12,7 @@ from orchestrator.cli import main
 from orchestrator.config import Config
 from orchestrator.remote.checks import run_checks
 from orchestrator.remote.ssh import Remote
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from orchestrator.remote.commands import Command
 from orchestrator.remote.results import RemoteFailed
 from orchestrator.remote.ssh import Remote
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PRIMARY_PORT
 from orchestrator.sandbox.samplerepo import SampleRepo, build_sample_repo
 

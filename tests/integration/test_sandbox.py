@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from orchestrator.sandbox import layout as L
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.haproxy import admin, server_states
 
 pytestmark = pytest.mark.integration

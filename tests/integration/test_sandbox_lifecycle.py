@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.sandbox import manager
-from orchestrator.sandbox.base import Context
+from orchestrator.sandbox.component import Context
 from orchestrator.sandbox.layout import PRIMARY_PORT
 from orchestrator.sandbox.procs import alive, read_pid
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.globs import matches
+from orchestrator.history.globs import matches
 
 
 @pytest.mark.parametrize(("path", "pattern", "expected"), [

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.errors import BadInput, ExitCode
 from orchestrator.plan import COLD, LIVE, MIXED, PathRules
-from orchestrator.planner import build_plan
+from orchestrator.runner.planning import build_plan
 from tests.gitrepo import COLD_SQL, LIVE_SQL, PLAIN_LIVE_SQL, GitRepo, patch
 
 RULES = PathRules()

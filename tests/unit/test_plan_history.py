@@ -12,7 +12,7 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.errors import ExitCode
 from orchestrator.plan import COLD, LIVE, MIXED, PathRules, Plan
-from orchestrator.planner import build_plan
+from orchestrator.runner.planning import build_plan
 from tests.gitrepo import COLD_SQL, LIVE_SQL, GitRepo, patch
 
 TYPO = "ALTER TABLE item ADD CONSTRAINT c CHECK (price >> 0;\n"

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.errors import SandboxError
 from orchestrator.sandbox import manager, procs
-from orchestrator.sandbox.base import Component
+from orchestrator.sandbox.component import Component
 
 
 class Fake(Component):
