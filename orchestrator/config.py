@@ -15,8 +15,10 @@ with :meth:`Config.need`, which names the missing section.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import string
 import tomllib
 import types
 from dataclasses import MISSING, dataclass, field, fields
@@ -29,6 +31,10 @@ from orchestrator.errors import ConfigError
 
 ROLES = ("app", "scripts", "lb")
 _PATH = {"path": True}
+MAX_SECONDS = 2_147_483
+"""The most seconds a timeout or budget may be: PostgreSQL's statement_timeout holds at most
+2,147,483,647 ms, and the window's deadline becomes one."""
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 @dataclass(frozen=True)
@@ -327,8 +333,13 @@ class _Loader:
         if hint is float:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise self.error(key, f"must be a number, not {_tname(value)}")
+            if not math.isfinite(value):
+                raise self.error(key, f"must be a finite number, not {value}")
             if value < 0:
                 raise self.error(key, "must not be negative")
+            if value > MAX_SECONDS:
+                raise self.error(key, f"must be at most {MAX_SECONDS:,} (what PostgreSQL's "
+                                      "statement_timeout can hold)")
             return float(value)
         if hint is int:
             if isinstance(value, bool) or not isinstance(value, int):
@@ -363,6 +374,7 @@ class _Loader:
         return os.path.normpath(self.base / os.path.expanduser(value))
 
     def check(self, config: Config) -> None:
+        self.check_values(config)
         for name in ("dsn", "pgbouncer_admin_dsn", "timings_dsn"):
             dsn = getattr(config.database, name, None)
             if dsn is not None:
@@ -390,6 +402,53 @@ class _Loader:
         if "password" in params:
             raise self.error(key, "must not hold a password; use the environment "
                                   "(PGPASSWORD) or a pgpass file (database.passfile)")
+        if not (params.get("host") or params.get("hostaddr") or params.get("service")):
+            raise self.error(key, "must name the server (host=..., or a socket directory): "
+                                  "libpq's default would be whatever server runs here")
+
+    def check_values(self, config: Config) -> None:
+        """What a type cannot say: timeouts and budgets above zero, ports in range and
+        distinct, URLs and templates that work, a revision table that is an identifier."""
+        sections = [(name, getattr(config, name)) for name in _SECTIONS]
+        for section, settings in sections:
+            for spec in fields(settings) if settings is not None else ():
+                value = getattr(settings, spec.name)
+                if (spec.name.endswith(("timeout_s", "budget_s", "deadline_s"))
+                        and value is not None and value <= 0):
+                    raise self.error(f"{section}.{spec.name}", "must be more than 0 (a zero "
+                                     "timeout would wait forever or never)")
+        ports = [("ssh.port", config.ssh.port)] if config.ssh else []
+        ports += [(f"hosts.{h.role}.{h.name}.port", h.port) for h in config.hosts]
+        app_ports = config.app.ports if config.app else ()
+        ports += [(f"app.ports[{i}]", port) for i, port in enumerate(app_ports)]
+        for key, port in ports:
+            if not 1 <= port <= 65535:
+                raise self.error(key, f"{port} is not a port (1-65535)")
+        if len(set(app_ports)) != len(app_ports):
+            raise self.error("app.ports", "the two instance ports must differ")
+        if config.lb is not None:
+            if not re.match(r"https?://[^/\s]+", config.lb.public_url):
+                raise self.error("lb.public_url", "must be an http:// or https:// URL")
+            self.check_template("lb.server_name", config.lb.server_name, {"host", "port"})
+        if config.app is not None:
+            self.check_template("app.health_url", config.app.health_url,
+                                {"address", "port", "host"})
+        if config.database is not None and not _IDENTIFIER.fullmatch(
+                config.database.revision_table):
+            raise self.error("database.revision_table",
+                             f"{config.database.revision_table!r} is not a plain identifier "
+                             "(letters, digits and _, optionally schema.table)")
+
+    def check_template(self, key: str, template: str, known: set[str]) -> None:
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(template)
+                    if name is not None}
+        except ValueError as exc:
+            raise self.error(key, f"not a valid template: {exc}") from None
+        unknown = used - known
+        if unknown:
+            raise self.error(key, f"unknown field {{{sorted(unknown)[0]}}} (known: "
+                                  f"{', '.join('{' + k + '}' for k in sorted(known))})")
 
 
 def _tname(value: Any) -> str:

@@ -141,3 +141,63 @@ def test_sandbox_config_matches_layout() -> None:
     """config/sandbox.toml is exactly the rendering of the default sandbox layout."""
     checked_in = (PROJECT_ROOT / "config" / "sandbox.toml").read_text()
     assert checked_in == render_config(Layout(PROJECT_ROOT / ".sandbox"), CHECKED_IN_BASE)
+
+
+LB = """
+[hosts.lb.lb1]
+address = "10.0.0.9"
+
+[lb]
+admin_socket = "/run/haproxy/admin.sock"
+public_url = "http://www.example/"
+"""
+
+
+@pytest.mark.parametrize(("extra", "key", "says"), [
+    ("\n[window]\nbudget_s = nan\n", "window.budget_s", "finite"),
+    ("\n[window]\nbudget_s = inf\n", "window.budget_s", "finite"),
+    ("\n[window]\nbudget_s = 3000000\n", "window.budget_s", "statement_timeout"),
+    ("\n[window]\nbudget_s = 0\n", "window.budget_s", "more than 0"),
+], ids=["nan", "inf", "too-big", "zero-budget"])
+def test_numbers_that_would_fail_inside_the_window(tmp_path: Path, extra: str, key: str,
+                                                   says: str) -> None:
+    """NaN, infinity, more than statement_timeout holds, zero: refused at load, naming the
+    key (exit 2), never found inside the window."""
+    err = error_for(tmp_path, MINIMAL + extra)
+    assert err.key == key and says in str(err)
+    assert err.exit_code == ExitCode.BAD_INPUT
+
+
+def test_zero_command_timeout_is_refused(tmp_path: Path) -> None:
+    """command_timeout_s = 0 would turn off the remote kill: refused."""
+    text = MINIMAL.replace('known_hosts = "known_hosts"',
+                           'known_hosts = "known_hosts"\ncommand_timeout_s = 0')
+    assert error_for(tmp_path, text).key == "ssh.command_timeout_s"
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('address = "10.0.0.1"', 'address = "10.0.0.1"\nport = 70000', "hosts.app.web1.port"),
+    ('address = "10.0.0.1"', 'address = "10.0.0.1"\nport = 0', "hosts.app.web1.port"),
+    ('status = ["appctl", "status"]', 'status = ["appctl", "status"]\nports = [8001, 8001]',
+     "app.ports"),
+    ("host=db.example port=5432 ", "port=5432 ", "database.dsn"),
+    ('status = ["appctl", "status"]',
+     'status = ["appctl", "status"]\nhealth_url = "http://{addr}:{port}/"', "app.health_url"),
+    ('dsn = "host', 'revision_table = "bad-name; DROP"\ndsn = "host', "database.revision_table"),
+])
+def test_values_that_fail_later_are_refused_now(tmp_path: Path, old: str, new: str,
+                                                key: str) -> None:
+    """Ports out of range or repeated, a DSN without a host, a template with an unknown field,
+    a revision table that is not an identifier: each refused at load, naming its key."""
+    assert error_for(tmp_path, MINIMAL.replace(old, new, 1)).key == key
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('public_url = "http://www.example/"', 'public_url = "ftp://www.example/"',
+     "lb.public_url"),
+    ('public_url = "http://www.example/"',
+     'public_url = "http://www.example/"\nserver_name = "{host}-{slot}"', "lb.server_name"),
+])
+def test_lb_values_are_checked(tmp_path: Path, old: str, new: str, key: str) -> None:
+    """A public URL that is not http(s), a server name template with an unknown field."""
+    assert error_for(tmp_path, MINIMAL + LB.replace(old, new, 1)).key == key
