@@ -47,9 +47,18 @@ def git(repo: str, *args: str, input: bytes | None = None, check: bool = True,
     except OSError as exc:
         raise GitError(f"{repo}: cannot run git: {exc}") from None
     if check and done.returncode != 0:
-        message = done.stderr.decode(errors="replace").strip().splitlines()
-        raise GitError(f"{repo}: git {args[0]} failed: {message[-1] if message else 'no output'}")
+        raise GitError(_failure(repo, args[0], done.stderr))
     return done
+
+
+def _failure(repo: str, command: str, stderr: bytes) -> str:
+    text = stderr.decode(errors="replace").strip()
+    if "dubious ownership" in text:
+        return (f"{repo}: owned by another user, and git does not read such a repository "
+                "(it could run programs from its config): run as its owner, or give the "
+                "repository to the user who deploys")
+    lines = text.splitlines()
+    return f"{repo}: git {command} failed: {lines[-1] if lines else 'no output'}"
 
 
 def _environment(extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -60,8 +69,13 @@ _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "GIT_CONFIG_NOSYSTEM": "1", "LC_
         "HOME": "/nonexistent", "GIT_TERMINAL_PROMPT": "0"}
 """git without the user's or the system's config, aliases, pager or locale."""
 
-_OPTIONS = ("-c", "safe.directory=*")
-"""Reading a repository the user points at is intended, whoever owns it."""
+_OPTIONS = ("-c", "log.showSignature=false", "-c", "gpg.program=/bin/false",
+            "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null",
+            "-c", "core.pager=cat", "-c", "core.askPass=/bin/false")
+"""A repository's own config may not make git run a program: no signature checks (and no gpg
+to run them), no fsmonitor, no hooks, no external diff, no pager, no password prompt.
+Command-line settings win over the repository's. Nor is ``safe.directory=*`` given: a
+repository owned by another user is refused by git, as git refuses it to its own user."""
 
 
 def blob_sha(data: bytes) -> str:
@@ -81,6 +95,8 @@ def check_repository(repo: str) -> None:
         raise BadInput(f"{repo}: not a directory (the repository to plan from)")
     done = git(repo, "rev-parse", "--git-dir", check=False)
     if done.returncode != 0:
+        if b"dubious ownership" in done.stderr:
+            raise GitError(_failure(repo, "rev-parse", done.stderr))
         raise BadInput(f"{repo}: not a git repository")
 
 
@@ -132,7 +148,7 @@ def log_range(repo: str, spec: str, options: Sequence[str], paths: Sequence[str]
     blob per parent, then the merge's, for a combined diff).
     """
     argv = ["git", *_OPTIONS, "-C", repo, "log", "-z", "--format=%x01%H %P%x02%s",
-            "--no-abbrev", "--no-renames", *options, spec, "--", *paths]
+            "--no-abbrev", "--no-renames", "--no-ext-diff", *options, spec, "--", *paths]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=_ENV) as proc:
         watchdog = threading.Timer(timeout_s, proc.kill)
@@ -146,9 +162,9 @@ def log_range(repo: str, spec: str, options: Sequence[str], paths: Sequence[str]
         finally:
             watchdog.cancel()
         if code != 0:
-            why = (f"took more than {timeout_s:g} s" if code == -9 else
-                   f"failed: {error.decode(errors='replace').strip()}")
-            raise GitError(f"{repo}: git log {why}")
+            if code == -9:
+                raise GitError(f"{repo}: git log took more than {timeout_s:g} s")
+            raise GitError(_failure(repo, "log", error))
 
 
 def whole_diffs(repo: str, shas: Sequence[str]) -> dict[str, list[bytes]]:
@@ -157,7 +173,8 @@ def whole_diffs(repo: str, shas: Sequence[str]) -> dict[str, list[bytes]]:
     :func:`orchestrator.history.parse_raw`."""
     if not shas:
         return {}
-    out = git(repo, "diff-tree", "-r", "-z", "-c", "--root", "--raw", "--no-abbrev", "--no-renames",
+    out = git(repo, "diff-tree", "-r", "-z", "-c", "--root", "--raw", "--no-abbrev",
+              "--no-renames", "--no-ext-diff",
               "--stdin",
               input="".join(f"{sha}\n" for sha in shas).encode()).stdout
     diffs: dict[str, list[bytes]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,31 @@ def test_outage_estimate_uses_timings_of_the_same_version(repo: GitRepo) -> None
              ("patch-2200-02-0.sql", "0" * 40): 2.5}
     assert build_plan(str(repo.path), "db-stable", base, None, RULES,
                       stale).estimated_outage_s is None
+
+
+def test_a_repository_config_runs_no_program(repo: GitRepo, tmp_path: Path) -> None:
+    """A repository whose own config asks git to verify signatures with a program of its
+    choosing (and to run an fsmonitor) runs nothing while it is planned."""
+    marker = tmp_path / "ran"
+    program = tmp_path / "evil"
+    program.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    program.chmod(0o755)
+    base = repo.head()
+    tree = repo.git("rev-parse", "HEAD^{tree}")
+    signed = (f"tree {tree}\nparent {base}\nauthor T <t@e> 1700000100 +0000\n"
+              f"committer T <t@e> 1700000100 +0000\ngpgsig -----BEGIN PGP SIGNATURE-----\n"
+              " AAAA\n -----END PGP SIGNATURE-----\n\nSigned\n")
+    sha = subprocess.run(["git", "-C", str(repo.path), "hash-object", "-t", "commit", "-w",
+                          "--stdin"], input=signed, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    repo.git("update-ref", "refs/heads/db-stable", sha)
+    for key, value in (("log.showSignature", "true"), ("gpg.program", str(program)),
+                       ("core.fsmonitor", str(program))):
+        repo.git("config", key, value)
+    # git itself would run it: the test's premise holds
+    subprocess.run(["git", "-C", str(repo.path), "log", "-1"], capture_output=True, check=False)
+    assert marker.exists()
+    marker.unlink()
+    plan = plan_of(repo, base)
+    assert [r.sha for r in plan.revisions] == [sha]
+    assert not marker.exists()
