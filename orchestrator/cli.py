@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -416,15 +417,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command and return its exit code."""
+    """Run one command and return its exit code.
+
+    SIGTERM and SIGHUP (a service manager's stop, a dropped SSH session, a CI
+    cancel) take the same path as Ctrl-C: the run undoes what it did before
+    COMMIT, or rolls forward after it, and exits with the code that says
+    which. Anything unexpected exits 70: the state is unknown.
+    """
+    previous = _route_signals()
     try:
         args = build_parser().parse_args(argv)
         configure_logging(getattr(args, "verbose", False))
         func: Command = args.func
         return func(args)
     except FastdowntimeError as exc:
-        print(f"fastdowntime: {exc}", file=sys.stderr)
+        _say(f"fastdowntime: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("fastdowntime: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _say(f"fastdowntime: {exc or 'interrupted'}; nothing was changed")
         return ExitCode.FAILED_BEFORE_COMMIT
+    except Exception as exc:  # noqa: BLE001 - the last resort: say so, exit 70
+        import traceback
+
+        _say("".join(traceback.format_exception(exc)).rstrip())
+        _say(f"fastdowntime: internal error ({type(exc).__name__}: {exc}); the state is "
+             "unknown: if a deploy was running, `fastdowntime show last`, then "
+             "`fastdowntime resume RUN`")
+        return ExitCode.INTERNAL
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _interrupt(number: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"{signal.Signals(number).name} received")
+
+
+def _route_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt like SIGINT; SIGPIPE is ignored (a closed
+    pipe is an error on the write, which never stops a run). Returns the old handlers."""
+    previous: dict[int, Any] = {}
+    wanted: dict[int, Any] = {signal.SIGTERM: _interrupt, signal.SIGHUP: _interrupt,
+                              signal.SIGPIPE: signal.SIG_IGN}
+    for number, handler in wanted.items():
+        try:
+            previous[number] = signal.signal(number, handler)
+        except ValueError:  # not the main thread (a test calling main): leave them be
+            break
+    return previous
+
+
+def _say(message: str) -> None:
+    """A line on stderr, if stderr is still there."""
+    try:
+        print(message, file=sys.stderr)
+    except (OSError, ValueError):
+        return

@@ -20,6 +20,7 @@ class ExitCode:
     REFUSED = 3
     FAILED_AFTER_COMMIT = 4
     LOCKED = 5
+    INTERNAL = 70
 
 
 class FastdowntimeError(Exception):
@@ -78,6 +79,23 @@ class Locked(FastdowntimeError):
     """Another run holds the deploy lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+class InternalError(FastdowntimeError):
+    """Something the orchestrator did not expect (a bug, or the machine failing under it):
+    the state is unknown. ``run_id`` names the run it happened in, if any."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, cause: BaseException, run_id: str | None = None) -> None:
+        self.cause = cause
+        self.run_id = run_id
+        what = f"{type(cause).__name__}: {cause}"
+        if run_id is None:
+            super().__init__(f"internal error ({what})")
+        else:
+            super().__init__(f"internal error ({what}); state unknown: `fastdowntime show "
+                             f"{run_id}`, then `fastdowntime resume {run_id}`")
 
 
 class SandboxError(FastdowntimeError):

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -145,44 +146,112 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
 
 
 class _Sink:
-    """The open journal file that every view of one journal shares."""
+    """The open journal file that every view of one journal shares.
+
+    Writing the journal never steers the run: a write that fails (a full
+    disk, a broken pipe on the progress echo) is said once on stderr and the
+    run goes on; every event is also kept in memory (:attr:`events`) for the
+    run's summary. The file is created 0600 in a 0700 directory, and never
+    through a symbolic link.
+    """
 
     def __init__(self, path: Path, echo: Callable[[dict[str, Any]], None] | None) -> None:
         self.path = path
-        self._created = not path.exists()
-        self._file = path.open("a", encoding="utf-8")
+        self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._echo = echo
+        self._warned: set[str] = set()
+        self._created = not path.exists()
+        self._file: Any = None
+        try:
+            self._file = open_private(path, "a")
+        except OSError as exc:
+            self._warn("journal", f"cannot open {path} ({exc}); events are kept in memory")
 
     def write(self, record: dict[str, Any]) -> None:
         line = _ENCODER.encode(record) + "\n"
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
+            self.events.append(record)
+            if self._file is not None and not self._file.closed:
+                try:
+                    self._file.write(line)
+                    self._file.flush()
+                except OSError as exc:
+                    self._warn("journal", f"writing {self.path} failed ({exc}); the run goes "
+                                          "on and its events are kept in memory")
         if self._echo is not None:
-            self._echo(record)
+            try:
+                self._echo(record)
+            except Exception as exc:  # noqa: BLE001 - progress output never stops a run
+                self._echo = None
+                self._warn("echo", f"progress output failed ({exc}); the run goes on")
 
     def checkpoint(self) -> None:
         with self._lock:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            if self._created:
-                directory = os.open(self.path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(directory)
-                finally:
-                    os.close(directory)
-                self._created = False
+            if self._file is None or self._file.closed:
+                return
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                if self._created:
+                    directory = os.open(self.path.parent, os.O_RDONLY)
+                    try:
+                        os.fsync(directory)
+                    finally:
+                        os.close(directory)
+                    self._created = False
+            except OSError as exc:
+                self._warn("journal", f"syncing {self.path} failed ({exc}); the run goes on")
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.flush()
-                self._file.close()
+            if self._file is not None and not self._file.closed:
+                try:
+                    self._file.flush()
+                except OSError as exc:
+                    self._warn("journal", f"writing {self.path} failed ({exc})")
+                finally:
+                    try:
+                        self._file.close()
+                    except OSError as exc:
+                        self._warn("journal", f"closing {self.path} failed ({exc})")
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._file is None or self._file.closed
+
+    def _warn(self, what: str, message: str) -> None:
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        try:
+            sys.stderr.write(f"fastdowntime: warning: {message}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            return  # stderr is gone too: nothing more can be said
+
+
+def open_private(path: Path, mode: str) -> Any:
+    """Open ``path`` for writing text (``"a"`` or ``"w"``) as 0600 in a 0700 directory,
+    refusing a symbolic link at ``path`` (``O_NOFOLLOW``)."""
+    private_dir(path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_APPEND if mode == "a" else os.O_TRUNC
+    descriptor = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        return os.fdopen(descriptor, mode, encoding="utf-8")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def private_dir(directory: Path) -> None:
+    """Create ``directory`` (and parents) and make it 0700: run records hold plans and hosts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if directory.is_symlink():
+        raise OSError(f"{directory} is a symbolic link")
+    os.chmod(directory, 0o700)
 
 
 class _Logger(structlog.BoundLoggerBase):
@@ -225,7 +294,6 @@ class Journal:
         check_run_id(run_id)
         self.run_id = run_id
         self.path = Path(runs_dir).expanduser() / run_id / JOURNAL_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._timer = timer if timer is not None else (
             time.monotonic if clock is time.time else clock)
@@ -271,6 +339,12 @@ class Journal:
     def checkpoint(self) -> None:
         """Flush and fsync the journal: what was written survives a power cut."""
         self._sink.checkpoint()
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event written through any view of this journal, in order (also when the
+        file could not be written)."""
+        return list(self._sink.events)
 
     def close(self) -> None:
         """Close the file (every view shares it). Closing twice is harmless."""
@@ -364,5 +438,5 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["JOURNAL_NAME", "MASK", "TRUNCATED", "Journal", "StepRecord", "check_run_id",
-           "is_secret_key",
+           "is_secret_key", "open_private", "private_dir",
            "iso_ms", "jsonable", "mask_text", "parse_iso", "read_journal"]

@@ -13,6 +13,7 @@ from orchestrator.errors import (
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
+    InternalError,
     UndoFailed,
 )
 
@@ -57,6 +58,7 @@ class Outcome(StrEnum):
 _UNSETTLED = frozenset({Outcome.RUNNING, Outcome.CRASHED, Outcome.UNDO_FAILED,
                         Outcome.FAILED_AFTER_COMMIT, Outcome.COMMIT_UNKNOWN})
 _BY_ERROR: tuple[tuple[type[FastdowntimeError], Outcome], ...] = (
+    (InternalError, Outcome.CRASHED),
     (UndoFailed, Outcome.UNDO_FAILED),  # before FailedBeforeCommit: it may be one
     (CommitUnknown, Outcome.COMMIT_UNKNOWN),
     (FailedAfterCommit, Outcome.FAILED_AFTER_COMMIT),

@@ -40,7 +40,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.remote.ssh import Remote
     from orchestrator.runner.journal import Journal, read_journal
-    from orchestrator.runner.runs import load_run, write_summary
+    from orchestrator.runner.runs import load_run, save_summary
 
     runs_dir = Path(config.runs.dir)
     summary = load_run(runs_dir, ref)
@@ -110,7 +110,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         None if committed else summary.get("error")})
         if run.host_states:
             summary["hosts"] = {**summary.get("hosts", {}), **run.host_states}
-        write_summary(runs_dir, summary["id"], summary)
+        save_summary(runs_dir, summary["id"], summary)
     finally:
         journal.event("resume.end", outcome=outcome)
         journal.close()

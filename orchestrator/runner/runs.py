@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from orchestrator.runner.journal import (
     check_run_id,
     iso_ms,
     jsonable,
+    open_private,
     parse_iso,
+    private_dir,
     read_journal,
 )
 from orchestrator.runner.outcome import Outcome
@@ -63,10 +66,10 @@ def write_summary(runs_dir: Path, run_id: str, summary: Mapping[str, Any]) -> No
     if outcome is not None and outcome not in OUTCOMES:
         raise ValueError(f"run {run_id}: outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
     directory = Path(runs_dir).expanduser() / run_id
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(Path(runs_dir).expanduser())
     text = json.dumps(jsonable(dict(summary)), indent=2) + "\n"
     temporary = directory / f".{SUMMARY_NAME}.{os.getpid()}.tmp"
-    with temporary.open("w", encoding="utf-8") as handle:
+    with open_private(temporary, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
@@ -76,6 +79,21 @@ def write_summary(runs_dir: Path, run_id: str, summary: Mapping[str, Any]) -> No
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def save_summary(runs_dir: Path, run_id: str, summary: Mapping[str, Any]) -> bool:
+    """:func:`write_summary`, for a run in progress: a write that fails (a full disk) is said
+    on stderr and the run goes on (the journal's events stay in memory). False then."""
+    try:
+        write_summary(runs_dir, run_id, summary)
+    except OSError as exc:
+        try:
+            sys.stderr.write(f"fastdowntime: warning: cannot write the summary of run {run_id} "
+                             f"({exc}); the run goes on\n")
+        except (OSError, ValueError):
+            return False  # stderr is gone too
+        return False
+    return True
 
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:

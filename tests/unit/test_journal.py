@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,3 +255,76 @@ def test_iso_ms_rounds_to_the_millisecond() -> None:
     assert iso_ms(0.9999) == "1970-01-01T00:00:01.000Z"
     assert iso_ms(0.1 + 0.05) == "1970-01-01T00:00:00.150Z"
     assert iso_ms(1795625226.5) == "2026-11-25T16:47:06.500Z"
+
+
+class FullDisk:
+    """A file whose writes fail as on a full disk."""
+
+    closed = False
+
+    def write(self, _text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+    def fileno(self) -> int:
+        raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_full_disk_never_stops_a_step(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """When the journal cannot be written, every step body and undo still runs, the events
+    stay in memory, and stderr says so once."""
+    journal = Journal(tmp_path, "r1", clock=FakeClock(1795625226.123456))
+    journal._sink._file = FullDisk()
+    ran = []
+    with journal.step("drain") as record:
+        ran.append("drain")
+        record.note(hosts=2)
+    with pytest.raises(RuntimeError), journal.step("swap"):
+        ran.append("swap")
+        raise RuntimeError("haproxy")
+    journal.checkpoint()
+    journal.close()
+    assert ran == ["drain", "swap"]
+    assert [e["event"] for e in journal.events] == ["step.start", "step.done", "step.start",
+                                                    "step.failed"]
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "the run goes on" in err
+
+
+def test_a_broken_echo_never_stops_a_step(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A progress echo that fails (a closed pipe) is dropped; the journal keeps writing."""
+    def echo(_record: dict[str, Any]) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    journal = Journal(tmp_path, "r2", echo=echo)
+    with journal.step("drain"):
+        pass
+    journal.close()
+    assert [e["event"] for e in read_journal(journal.path)] == ["step.start", "step.done"]
+    assert "progress output failed" in capsys.readouterr().err
+
+
+def test_run_records_are_private_and_never_follow_a_link(tmp_path: Path) -> None:
+    """The runs directory is 0700, the journal 0600; a symbolic link where the journal goes
+    is not followed (the run then keeps its events in memory)."""
+    runs = tmp_path / "runs"
+    journal = Journal(runs, "r3")
+    journal.event("x")
+    journal.close()
+    assert stat.S_IMODE(os.stat(runs / "r3").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(journal.path).st_mode) == 0o600
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (runs / "r4").mkdir()
+    (runs / "r4" / "journal.jsonl").symlink_to(target)
+    linked = Journal(runs, "r4")
+    linked.event("y")
+    linked.close()
+    assert target.read_text() == "" and [e["event"] for e in linked.events] == ["y"]
