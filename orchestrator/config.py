@@ -451,6 +451,21 @@ class _Loader:
                                   f"{', '.join('{' + k + '}' for k in sorted(known))})")
 
 
+def check_private_file(path: str, key: str, where: str | None = None) -> None:
+    """Refuse a file another user may write (a private key, known_hosts, a pgpass file):
+    whoever can write it can log in as us, or make us trust their host. ConfigError naming
+    ``key``; a missing file is left to the code that reads it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(where or path, key, f"cannot read {path}: {exc}") from None
+    if mode & 0o022:
+        raise ConfigError(where or path, key, f"{path} is writable by group or others "
+                                              f"(mode {mode & 0o777:o}): chmod go-w it")
+
+
 def _tname(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)

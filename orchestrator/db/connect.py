@@ -13,10 +13,19 @@ from typing import Any, TypeAlias
 import psycopg2
 import psycopg2.extensions
 
-from orchestrator.config import DatabaseSettings
+from orchestrator.config import DatabaseSettings, check_private_file
 from orchestrator.errors import Refused
 
 Connection: TypeAlias = psycopg2.extensions.connection
+
+KEEPALIVE = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+             "keepalives_count": "3", "tcp_user_timeout": "10000"}
+"""Every connection notices a dead peer: TCP keepalives after 5 s idle (3 probes 2 s apart),
+and unacknowledged data gives up after 10 s. A long statement sends nothing and is not cut;
+a connection lost mid-window no longer hangs the run until the kernel's two hours."""
+CHECK_STATEMENT_TIMEOUT_S = 30.0
+"""``statement_timeout`` of read-only (preflight, dry run) and lock sessions: a check that
+waits on a lock or a slow catalog never holds a release manager for ever."""
 
 
 class DatabaseUnreachable(Refused):
@@ -32,22 +41,33 @@ class DatabaseUnreachable(Refused):
 
 def connect(settings: DatabaseSettings, dsn: str | None = None, *, what: str = "database",
             autocommit: bool = False, application_name: str = "fastdowntime",
-            readonly: bool = False) -> Connection:
+            readonly: bool = False, statement_timeout_s: float | None = None) -> Connection:
     """A connection to ``dsn`` (default: the primary's) with the settings' passfile and timeout.
 
     ``readonly`` makes every transaction of the session read-only (dry runs,
-    preflight). The error of a failed connection never contains a password.
+    preflight) and bounds each statement by :data:`CHECK_STATEMENT_TIMEOUT_S`
+    (or ``statement_timeout_s``). Every connection has TCP keepalives and a
+    user timeout (:data:`KEEPALIVE`). The error of a failed connection never
+    contains a password.
     """
     target = dsn or settings.dsn
     params = dict(psycopg2.extensions.parse_dsn(target))
     extra: dict[str, str] = {"connect_timeout": str(max(1, round(settings.connect_timeout_s)))}
+    extra.update((k, v) for k, v in KEEPALIVE.items() if k not in params)
+    if readonly and statement_timeout_s is None:
+        statement_timeout_s = CHECK_STATEMENT_TIMEOUT_S
+    options = params.get("options", "")
+    if readonly:
+        options += " -c default_transaction_read_only=on"
+    if statement_timeout_s is not None:
+        options += f" -c statement_timeout={round(statement_timeout_s * 1000)}"
+    if options.strip():
+        extra["options"] = options.strip()
     if settings.passfile and "passfile" not in params:
+        check_private_file(settings.passfile, "database.passfile")
         extra["passfile"] = settings.passfile
     if "application_name" not in params:
         extra["application_name"] = application_name
-    if readonly:
-        extra["options"] = (params.get("options", "") +
-                            " -c default_transaction_read_only=on").strip()
     try:
         conn = psycopg2.connect(psycopg2.extensions.make_dsn(target, **extra))
     except psycopg2.OperationalError as exc:

@@ -3,8 +3,9 @@
 The lock lives on a dedicated connection, so it dies with the orchestrator's
 process (PostgreSQL releases a session lock when its backend ends). The run
 record in ``fastdowntime.run`` says who holds it, since when, and what plan;
-a run whose backend is gone is marked ``abandoned`` by the next run.
-``force_unlock`` (``unlock --force``) ends a live holder's backend.
+a run whose backend is gone stays ``running`` until ``resume`` settles it
+(preflight refuses to deploy over it). ``force_unlock`` (``unlock --force``)
+ends the holder's backend once its orchestrator is known to be dead.
 """
 
 from __future__ import annotations
@@ -14,24 +15,28 @@ import json
 import os
 import secrets
 import socket
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
+
 from orchestrator.config import DatabaseSettings
-from orchestrator.db.connect import Connection, connect
-from orchestrator.db.schema import LOCK_KEY, ensure_schema, schema_exists
-from orchestrator.errors import Locked
+from orchestrator.db.connect import CHECK_STATEMENT_TIMEOUT_S, Connection, connect
+from orchestrator.db.schema import LOCK_KEY, ensure_schema, schema_version
+from orchestrator.errors import Locked, Refused
 
 _HOLDER = """
-SELECT l.pid, r.id, r.who, r.started
+SELECT l.pid, r.id, r.who, r.started, r.host, r.pid
   FROM pg_locks l
   LEFT JOIN fastdowntime.run r ON r.backend_pid = l.pid AND r.outcome = 'running'
  WHERE l.locktype = 'advisory' AND l.granted
    AND l.classid = %(hi)s AND l.objid = %(lo)s AND l.objsubid = 1
 """
 _HOLDER_NO_SCHEMA = """
-SELECT l.pid, NULL, NULL, NULL FROM pg_locks l
+SELECT l.pid, NULL, NULL, NULL, NULL, NULL FROM pg_locks l
  WHERE l.locktype = 'advisory' AND l.granted
    AND l.classid = %(hi)s AND l.objid = %(lo)s AND l.objsubid = 1
 """
@@ -46,6 +51,10 @@ class Holder:
     run_id: str | None
     who: str | None
     started: datetime | None
+    host: str | None = None
+    """The machine the run's orchestrator runs on (None: a record of before versions)."""
+    process: int | None = None
+    """The orchestrator's process id there."""
 
     def describe(self) -> str:
         if self.run_id is None:
@@ -68,7 +77,7 @@ def whoami() -> str:
 
 def holder(conn: Connection) -> Holder | None:
     """The current holder of the deploy lock, or None when it is free."""
-    query = _HOLDER if schema_exists(conn) else _HOLDER_NO_SCHEMA
+    query = _HOLDER if (schema_version(conn) or 0) >= 2 else _HOLDER_NO_SCHEMA
     with conn.cursor() as cur:
         cur.execute(query, _KEY)
         row = cur.fetchone()
@@ -93,7 +102,8 @@ class DeployLock:
     def acquire(self) -> None:
         """Take the lock and write the run record; raise Locked naming the holder."""
         conn = connect(self.settings, what="deploy lock", autocommit=True,
-                       application_name=f"fastdowntime lock {self.run_id}")
+                       application_name=f"fastdowntime lock {self.run_id}",
+                       statement_timeout_s=CHECK_STATEMENT_TIMEOUT_S)
         try:
             ensure_schema(conn)
             with conn.cursor() as cur:
@@ -103,33 +113,54 @@ class DeployLock:
                     current = holder(conn)
                     detail = current.describe() if current else "a session that just ended"
                     raise Locked(f"another run holds the deploy lock: {detail}")
-                cur.execute("UPDATE fastdowntime.run SET outcome = 'abandoned', "
-                            "finished = clock_timestamp(), "
-                            "detail = 'its orchestrator died holding the lock' "
-                            "WHERE outcome = 'running' AND backend_pid IS DISTINCT FROM "
-                            "pg_backend_pid()")
-                cur.execute("INSERT INTO fastdowntime.run (id, who, backend_pid, plan, approvals)"
-                            " VALUES (%s, %s, pg_backend_pid(), %s, %s)",
+                cur.execute("INSERT INTO fastdowntime.run (id, who, backend_pid, plan, approvals,"
+                            " host, pid) VALUES (%s, %s, pg_backend_pid(), %s, %s, %s, %s)",
                             (self.run_id, self.who, json.dumps(self.plan),
-                             json.dumps(self.approvals)))
+                             json.dumps(self.approvals), socket.gethostname(), os.getpid()))
         except BaseException:
             conn.close()
             raise
         self.conn = conn
 
-    def finish(self, outcome: str, detail: str | None = None) -> None:
-        """Record the outcome and release the lock (closing its session)."""
+    def finish(self, outcome: str, detail: str | None = None, *,
+                 settles: str | None = None) -> bool:
+        """Record the outcome (on this run, and on the run it ``settles`` for ``resume``) and
+        release the lock. Best effort: a lock session that is gone cannot record anything,
+        and the lock died with it; that is said on stderr, never raised. True when
+        recorded."""
         if self.conn is None:
-            return
+            return False
         try:
             with self.conn.cursor() as cur:
-                cur.execute("UPDATE fastdowntime.run SET outcome = %s, detail = %s, "
-                            "finished = clock_timestamp() WHERE id = %s",
-                            (outcome, detail, self.run_id))
+                for run_id in (self.run_id, settles):
+                    if run_id is not None:
+                        cur.execute("UPDATE fastdowntime.run SET outcome = %s, detail = %s, "
+                                    "finished = clock_timestamp() WHERE id = %s",
+                                    (outcome, detail, run_id))
                 cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            return True
+        except (psycopg2.Error, OSError) as exc:
+            _warn(f"could not record run {self.run_id}'s outcome ({outcome}) in the database: "
+                  f"{' '.join(str(exc).split())}; its lock ended with its session")
+            return False
         finally:
-            self.conn.close()
+            try:
+                self.conn.close()
+            except (psycopg2.Error, OSError) as exc:
+                _warn(f"closing the deploy lock's session: {exc}")
             self.conn = None
+
+    def alive(self) -> bool:
+        """True while the lock's session still answers (so the lock is still ours)."""
+        if self.conn is None or self.conn.closed:
+            return False
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            return True
+        except (psycopg2.Error, OSError):
+            return False
 
     def __enter__(self) -> DeployLock:
         self.acquire()
@@ -139,13 +170,26 @@ class DeployLock:
         self.finish("done" if error is None else "failed", None if error is None else str(error))
 
 
-def force_unlock(settings: DatabaseSettings) -> Holder | None:
-    """End the backend holding the deploy lock and mark its run; None when it was free."""
-    conn = connect(settings, what="deploy lock", autocommit=True)
+def force_unlock(settings: DatabaseSettings,
+                 is_running: Callable[[int], bool] | None = None) -> Holder | None:
+    """End the backend holding the deploy lock and mark its run; None when it was free.
+
+    Refused when the holder's orchestrator runs on this machine and its
+    process is alive (``is_running``, default: it exists and is no zombie):
+    ending its lock would let a second deploy start beside a live one.
+    """
+    conn = connect(settings, what="deploy lock", autocommit=True,
+                   statement_timeout_s=CHECK_STATEMENT_TIMEOUT_S)
     try:
         current = holder(conn)
         if current is None:
             return None
+        alive = is_running or process_alive
+        if (current.host == socket.gethostname() and current.process is not None
+                and alive(current.process)):
+            raise Refused(f"the deploy lock's holder, {current.describe()}, is alive: its "
+                          f"orchestrator runs here as process {current.process}; stop it "
+                          "(Ctrl-C, or kill -TERM) and let it restore or finish, not unlock")
         with conn.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(%s)", (current.pid,))
             if current.run_id is not None:
@@ -155,3 +199,21 @@ def force_unlock(settings: DatabaseSettings) -> Holder | None:
         return current
     finally:
         conn.close()
+
+
+def process_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine and is not a zombie (PID 1 here does
+    not reap orphans: a dead process can linger in state Z)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read()
+    except OSError:
+        return False
+    return fields.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write(f"fastdowntime: warning: {message}\n")
+    except (OSError, ValueError):
+        return

@@ -18,6 +18,9 @@ Every check runs on a read-only session and changes nothing. Checks
 - ``patch_timings``: every cold patch rehearsed under ``patch_budget_s``, or approved
   (a rehearsal, which is how timings come to exist, does not need them);
 - ``window_budget``: the estimated outage fits ``budget_s``;
+- ``unresolved_runs``: no earlier run was left ``crashed`` (its orchestrator
+  died: still ``running`` with its session gone), ``undo-failed`` or
+  ``commit-unknown``: ``resume`` settles it first;
 - ``deploy_lock``: nobody else is deploying.
 
 The checks know the plan only as plain values (:class:`Patches`): which
@@ -285,6 +288,28 @@ def check_window_budget(ctx: Context) -> CheckResult:
                        {"estimate_s": estimate, "budget_s": budget})
 
 
+UNRESOLVED = ("crashed", "undo-failed", "commit-unknown")
+"""Outcomes a run record keeps until ``resume`` settles it (besides a dead ``running``)."""
+
+
+def check_unresolved_runs(ctx: Context) -> CheckResult:
+    if not schema_exists(ctx.conn):
+        return CheckResult("unresolved_runs", True, "no run recorded yet")
+    rows = _rows(ctx.conn, """
+        SELECT r.id, r.who, r.outcome, r.started
+          FROM fastdowntime.run r
+         WHERE r.outcome = ANY(%s)
+            OR (r.outcome = 'running' AND NOT EXISTS (
+                    SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid))
+         ORDER BY r.started""", (list(UNRESOLVED),))
+    runs = [{"id": r[0], "who": r[1], "outcome": "crashed" if r[2] == "running" else r[2]}
+            for r in rows]
+    detail = ("; ".join(f"run {r['id']} by {r['who']} ended {r['outcome']}: "
+                        f"`fastdowntime resume {r['id']}` settles it" for r in runs)
+              or "every earlier run ended settled")
+    return CheckResult("unresolved_runs", not runs, detail, {"runs": runs})
+
+
 def check_deploy_lock(ctx: Context) -> CheckResult:
     current = holder(ctx.conn)
     return CheckResult("deploy_lock", current is None,
@@ -294,5 +319,6 @@ def check_deploy_lock(ctx: Context) -> CheckResult:
 CHECKS: tuple[Check, ...] = (
     check_role, check_standbys, check_replication_lag, check_long_transactions,
     check_fragile_connections, check_revision_table, check_pending_patches,
-    check_applied_unchanged, check_patch_timings, check_window_budget, check_deploy_lock,
+    check_applied_unchanged, check_patch_timings, check_window_budget, check_unresolved_runs,
+    check_deploy_lock,
 )

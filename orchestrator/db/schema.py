@@ -62,8 +62,16 @@ CREATE TABLE IF NOT EXISTS fastdowntime.patch_timing (
 );
 """
 
+_VERSION_2 = """
+ALTER TABLE fastdowntime.run ADD COLUMN IF NOT EXISTS host text;
+ALTER TABLE fastdowntime.run ADD COLUMN IF NOT EXISTS pid integer;
+"""
+"""Where the orchestrator of a run runs (host name and process id), so that ``unlock
+--force`` can tell a dead holder from a live one."""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _VERSION_1),
+    (2, _VERSION_2),
 )
 """(version, SQL that brings the schema from the version before to it), oldest first. Version
 1 is the schema before versions existed: its statements are ``IF NOT EXISTS``, so a database

@@ -41,14 +41,15 @@ JOURNAL_NAME = "journal.jsonl"
 TRUNCATED = "journal.truncated"
 """The event :func:`read_journal` appends in place of a last line cut by a crash."""
 
-_SECRET_KEY = re.compile(r"passw(?:or)?d|secret|token", re.IGNORECASE)
-_SECRET_HINT = re.compile(r"passw(?:or)?d|secret|token|://", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"passw(?:or)?d|secret|token|_key$", re.IGNORECASE)
+_SECRET_HINT = re.compile(r"passw(?:or)?d|secret|token|_key|bearer|://", re.IGNORECASE)
 _INLINE_SECRET = re.compile(
-    r"""(?P<key>[\w.-]*(?:passw(?:or)?d|secret|token)[\w.-]*['"]?"""
+    r"""(?P<key>[\w.-]*(?:passw(?:or)?d|secret|token|_key)[\w.-]*['"]?"""
     r"""(?:\s*[=:]\s*|\s+(?=['"])))"""
     r"""(?P<value>'(?:[^'\\]|\\.)*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$)|\S+)""",
     re.IGNORECASE,
 )
+_BEARER = re.compile(r"(?P<head>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]*@",
                            re.IGNORECASE)
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
@@ -83,14 +84,17 @@ def check_run_id(run_id: str) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def is_secret_key(key: str) -> bool:
-    """Whether a field named ``key`` holds a secret (password, passwd, secret, token)."""
+    """Whether a field named ``key`` holds a secret (password, passwd, secret, token, or a
+    name ending in ``_key`` such as ``api_key``)."""
     return _SECRET_KEY.search(key) is not None
 
 
 def mask_text(text: str) -> str:
-    """``text`` with every inline password (libpq ``password=...``, URI ``user:pw@``) masked."""
+    """``text`` with every inline secret masked: libpq ``password=...``, ``*_KEY=...``,
+    ``token: ...``, ``Bearer <token>``, URI ``user:pw@``."""
     if _SECRET_HINT.search(text) is None:
         return text
+    text = _BEARER.sub(lambda m: m.group("head") + MASK, text)
     text = _INLINE_SECRET.sub(lambda m: m.group("key") + MASK, text)
     return _URI_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 

@@ -114,7 +114,8 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     finally:
         journal.event("resume.end", outcome=outcome)
         journal.close()
-        lock.finish(outcome)
+        # the resumed run is settled only when resume got to an end, not when it failed
+        lock.finish(outcome, settles=None if outcome == Outcome.FAILED else summary["id"])
     if problem is not None:
         raise problem
     if not committed:

@@ -16,8 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.errors import SandboxError
+from orchestrator.sandbox.layout import DEPLOY_USER, PG_OS_USER, sandbox_dir
 
 POLL_S = 0.02
+
+SANDBOX_OWNERS = ("root", PG_OS_USER, DEPLOY_USER)
+"""The OS users the sandbox's daemons run as."""
 
 
 def run(argv: Sequence[str], *, component: str, user: str | None = None,
@@ -87,10 +91,19 @@ def pid_alive(pidfile: Path) -> int | None:
     return pid if pid is not None and alive(pid) else None
 
 
-def stop_pid(pidfile: Path, *, component: str, timeout_s: float = 10) -> bool:
-    """SIGTERM the process of ``pidfile``, SIGKILL after ``timeout_s``; True if one ran."""
+def stop_pid(pidfile: Path, *, component: str, timeout_s: float = 10,
+             expect: str | None = None, owners: Sequence[str] = SANDBOX_OWNERS) -> bool:
+    """SIGTERM the process of ``pidfile``, SIGKILL after ``timeout_s``; True if one ran.
+
+    Only a process that is the sandbox's is signalled: its command line holds
+    ``expect`` (default: the sandbox directory) and it runs as one of
+    ``owners``. A pid file whose pid now belongs to another process (the
+    daemon died and the pid was reused) is left alone and reported False.
+    """
     pid = pid_alive(pidfile)
     if pid is None:
+        return False
+    if not _ours(pid, expect if expect is not None else str(sandbox_dir()), owners):
         return False
     os.kill(pid, signal.SIGTERM)
     try:
@@ -101,6 +114,23 @@ def stop_pid(pidfile: Path, *, component: str, timeout_s: float = 10) -> bool:
         wait_until(lambda: not alive(pid), deadline_s=5, component=component,
                    what="stopped after SIGKILL")
     return True
+
+
+def _ours(pid: int, expect: str, owners: Sequence[str]) -> bool:
+    """True when process ``pid``'s command line holds ``expect`` and it runs as ``owners``."""
+    import pwd
+
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return False
+    try:
+        owner = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return False
+    return expect in cmdline and owner in owners
 
 
 def port_open(address: str, port: int, timeout: float = 0.2) -> bool:

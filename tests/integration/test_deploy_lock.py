@@ -13,7 +13,7 @@ import pytest
 from orchestrator.config import DatabaseSettings
 from orchestrator.db.connect import connect
 from orchestrator.db.lock import DeployLock, force_unlock, holder, new_run_id
-from orchestrator.errors import ExitCode, Locked
+from orchestrator.errors import ExitCode, Locked, Refused
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,8 @@ def test_second_run_is_refused_naming_the_holder(scratch_db: DatabaseSettings) -
 
 
 def test_lock_dies_with_its_process(scratch_db: DatabaseSettings) -> None:
-    """A holder killed with SIGKILL frees the lock; the next run marks it abandoned."""
+    """A holder killed with SIGKILL frees the lock; its run stays unsettled ("running" with
+    its session gone) for preflight to refuse until resume settles it."""
     run_id = new_run_id()
     proc = spawn_holder(scratch_db, run_id)
     try:
@@ -85,16 +86,32 @@ def test_lock_dies_with_its_process(scratch_db: DatabaseSettings) -> None:
     finally:
         conn.close()
     with DeployLock(scratch_db, new_run_id(), "bob@laptop"):
-        assert outcome(scratch_db, run_id) == "abandoned"
+        assert outcome(scratch_db, run_id) == "running", "never marked abandoned silently"
 
 
-def test_unlock_force_ends_a_live_holder(scratch_db: DatabaseSettings) -> None:
-    """unlock --force terminates the holding session and marks its run abandoned."""
+def test_unlock_force_refuses_a_live_orchestrator(scratch_db: DatabaseSettings) -> None:
+    """unlock --force will not end the lock of an orchestrator whose process is alive on this
+    machine: it names the process to stop instead."""
     run_id = new_run_id()
     proc = spawn_holder(scratch_db, run_id)
     try:
-        released = force_unlock(scratch_db)
+        with pytest.raises(Refused, match=f"process {proc.pid}"):
+            force_unlock(scratch_db)
+        assert outcome(scratch_db, run_id) == "running"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_unlock_force_ends_a_dead_orchestrators_session(scratch_db: DatabaseSettings) -> None:
+    """When the orchestrator is dead but its session lingers (a half-open connection),
+    unlock --force terminates the session and marks the run abandoned."""
+    run_id = new_run_id()
+    proc = spawn_holder(scratch_db, run_id)
+    try:
+        released = force_unlock(scratch_db, is_running=lambda pid: False)
         assert released is not None and released.run_id == run_id
+        assert released.process == proc.pid
         assert outcome(scratch_db, run_id) == "abandoned"
         assert force_unlock(scratch_db) is None
         with DeployLock(scratch_db, new_run_id(), "bob@laptop"):
@@ -102,3 +119,21 @@ def test_unlock_force_ends_a_live_holder(scratch_db: DatabaseSettings) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_finish_on_a_lost_session_is_best_effort(scratch_db: DatabaseSettings,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """finish() on a lock whose session was terminated says so on stderr and returns False:
+    it never turns a run's exit code into a traceback."""
+    lock = DeployLock(scratch_db, new_run_id(), "alice@laptop")
+    lock.acquire()
+    assert lock.alive()
+    assert lock.conn is not None
+    backend = lock.conn.get_backend_pid()
+    admin = connect(scratch_db, autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    admin.close()
+    assert not lock.alive()
+    assert lock.finish("failed-after-commit", "x") is False
+    assert "could not record" in capsys.readouterr().err

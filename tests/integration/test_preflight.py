@@ -218,3 +218,30 @@ def test_cli_preflight_exit_codes(sandbox: Context, plan: Plan,
     assert main(["preflight", "--from", plan.from_sha, "--json", *approvals]) == 0
     assert '"ok": true' in capsys.readouterr().out
     assert main(["preflight", "--from", plan.from_sha, "--approve", "patch-2200-02-0:x"]) == 2
+
+
+def test_unresolved_runs_are_refused_until_resumed(config: Config, plan: Plan,
+                                                   scratch_db) -> None:  # type: ignore[no-untyped-def]
+    """A run left crashed (running, its session gone), undo-failed or commit-unknown refuses
+    the next deploy, naming the run and `fastdowntime resume RUN`; settled runs do not."""
+    from orchestrator.db.connect import connect
+    from orchestrator.db.schema import ensure_schema
+
+    conn = connect(scratch_db)
+    ensure_schema(conn)
+    with conn.cursor() as cur:
+        for run_id, outcome, backend in (("r-dead", "running", 999999),
+                                         ("r-undo", "undo-failed", None),
+                                         ("r-unknown", "commit-unknown", None),
+                                         ("r-done", "done", None),
+                                         ("r-back", "rolled-back", None)):
+            cur.execute("INSERT INTO fastdowntime.run (id, who, outcome, backend_pid) "
+                        "VALUES (%s, 'alice@laptop', %s, %s)", (run_id, outcome, backend))
+    conn.commit()
+    conn.close()
+    cfg = dataclasses.replace(config, database=scratch_db)
+    result = by_name(run_checks(cfg, plan, {}, {}))["unresolved_runs"]
+    assert not result.ok
+    assert [r["id"] for r in result.data["runs"]] == ["r-dead", "r-undo", "r-unknown"]
+    assert "run r-dead by alice@laptop ended crashed: `fastdowntime resume r-dead`" in \
+        result.detail

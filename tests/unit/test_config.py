@@ -201,3 +201,18 @@ def test_values_that_fail_later_are_refused_now(tmp_path: Path, old: str, new: s
 def test_lb_values_are_checked(tmp_path: Path, old: str, new: str, key: str) -> None:
     """A public URL that is not http(s), a server name template with an unknown field."""
     assert error_for(tmp_path, MINIMAL + LB.replace(old, new, 1)).key == key
+
+
+def test_a_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    """A key, known_hosts or pgpass file writable by group or others is refused by name."""
+    from orchestrator.config import check_private_file
+
+    secret = tmp_path / "pgpass"
+    secret.write_text("*:*:*:*:x\n")
+    secret.chmod(0o600)
+    check_private_file(str(secret), "database.passfile")
+    secret.chmod(0o620)
+    with pytest.raises(ConfigError) as caught:
+        check_private_file(str(secret), "database.passfile")
+    assert caught.value.key == "database.passfile" and "chmod go-w" in str(caught.value)
+    check_private_file(str(tmp_path / "missing"), "ssh.key")

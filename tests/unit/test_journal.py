@@ -18,6 +18,7 @@ from orchestrator.runner.journal import (
     MASK,
     TRUNCATED,
     Journal,
+    is_secret_key,
     iso_ms,
     jsonable,
     mask_text,
@@ -328,3 +329,21 @@ def test_run_records_are_private_and_never_follow_a_link(tmp_path: Path) -> None
     linked.event("y")
     linked.close()
     assert target.read_text() == "" and [e["event"] for e in linked.events] == ["y"]
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("curl -H 'Authorization: Bearer eyJhbGciOi.abc-123' https://hooks", "eyJhbGciOi.abc-123"),
+    ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI env", "wJalrXUtnFEMI"),
+    ("API_KEY=abc123 ./notify", "abc123"),
+    ("webhook failed: api_key: 'k-998877'", "k-998877"),
+])
+def test_bearer_tokens_and_key_values_are_masked(text: str, hidden: str) -> None:
+    """Bearer tokens and ``*_KEY=`` values never reach a journal."""
+    masked = mask_text(text)
+    assert hidden not in masked and MASK in masked
+
+
+def test_a_field_named_like_a_key_is_masked() -> None:
+    """A field named ``api_key`` is a secret; ``key`` alone (a key file's path) is not."""
+    assert is_secret_key("api_key") and is_secret_key("WEBHOOK_KEY")
+    assert not is_secret_key("key") and not is_secret_key("keep_releases")

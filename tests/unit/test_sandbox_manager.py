@@ -119,3 +119,25 @@ def test_alive_treats_zombies_and_missing_pids_as_dead(tmp_path: Path) -> None:
     assert not procs.alive(child.pid), "an unreaped zombie counts as dead"
     child.wait()
     assert procs.pid_alive(tmp_path / "missing.pid") is None
+
+
+def test_down_never_kills_a_process_that_is_not_the_sandboxs(tmp_path: Path) -> None:
+    """A pid file whose pid now belongs to another process (its daemon died, the pid was
+    reused) is left alone: stop_pid checks the command line and the owner first."""
+    import subprocess
+    import sys
+
+    from orchestrator.sandbox.procs import alive, stop_pid
+
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pidfile = tmp_path / "daemon.pid"
+        pidfile.write_text(f"{bystander.pid}\n")
+        assert stop_pid(pidfile, component="haproxy") is False
+        assert alive(bystander.pid)
+        assert stop_pid(pidfile, component="haproxy", expect="time.sleep") is True
+        assert bystander.wait(5) is not None
+    finally:
+        if bystander.poll() is None:
+            bystander.kill()
+            bystander.wait()
