@@ -162,7 +162,7 @@ def render_cold(patches: Sequence[ColdPatch], permissions: str | None,
     """The SQL :func:`apply_cold` would send, in order, for ``--dry-run``."""
     table = identifier(revision_table)
     out = ["BEGIN"]
-    for patch in patches:
+    for patch in _ordered(patches):
         out.append(f"-- {patch.filename} ({patch.checksum[:12]})")
         out += [f"{s.sql};" for s in patch.report.statements]
         out.append(f"-- check or insert the {table} row of {patch.filename}")
@@ -187,7 +187,7 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     """
     log = log or structlog.get_logger("cold")
     table = identifier(revision_table)
-    ordered = sorted(patches, key=lambda p: p.report.name.key if p.report.name else (0, 0, 0))
+    ordered = _ordered(patches)
     conn.autocommit = False
     backend: Backend | None = None
     started = clock()
@@ -253,6 +253,11 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     commit_at = clock()
     log.info("cold.commit", patches=len(ordered), total_s=round(commit_at - started, 6))
     return ColdResult(tuple(timings), commit_at - started, commit_at)
+
+
+def _ordered(patches: Sequence[ColdPatch]) -> list[ColdPatch]:
+    """The order :func:`apply_cold` applies (and :func:`render_cold` shows) the patches."""
+    return sorted(patches, key=lambda p: p.report.name.key if p.report.name else (0, 0, 0))
 
 
 class _DeadlinePassed(Exception):

@@ -36,18 +36,16 @@ from orchestrator.remote.commands import check_port
 from orchestrator.remote.haproxy_wire import (
     HaproxyError,
     NotDrained,
+    Request,
     ServerStat,
     answer_problem,
     check_line,
     check_name,
-    pack,
-    render_set_state,
-    render_swap,
     server_stats,
     set_state_command,
-    set_state_commands,
-    stat_commands,
-    swap_commands,
+    set_state_request,
+    stats_request,
+    swap_request,
     take_answer,
     unique_names,
 )
@@ -59,6 +57,8 @@ CLI_TIMEOUT_S = 3600
 """The idle timeout set on our CLI session (haproxy's default ``stats timeout`` is 10 s)."""
 POLL_S = 0.01
 """Pause between two ``show stat`` polls while waiting for a drain."""
+SESSION_SETUP = ("prompt", f"set timeout cli {CLI_TIMEOUT_S}")
+"""The lines that open a session (one line each): interactive mode, a long idle timeout."""
 _SOCKET_PATH = re.compile(r"[A-Za-z0-9_./@%+=~-]+")
 """A path socat's address syntax cannot misread (no ``:``, ``,``, ``!``, space, quote)."""
 
@@ -142,7 +142,7 @@ class Haproxy:
             raise HaproxyError(opening, str(exc) or type(exc).__name__,
                                "could not start:", host=self.host.name) from None
         self._channel = channel
-        setup = ["prompt", f"set timeout cli {CLI_TIMEOUT_S}"]
+        setup = list(SESSION_SETUP)
         try:
             answers = self._exchange(channel, "\n".join(setup) + "\n", len(setup))
         except _ChannelLost as lost:
@@ -176,9 +176,12 @@ class Haproxy:
         haproxy runs all of them even when one fails; then HaproxyError lists
         every refused command with its answer.
         """
-        lines = [check_line(line) for line in lines]
-        answers = self._round_trip(lines)
-        self._check(lines, answers)
+        return self.send(Request(tuple(check_line(line) for line in lines)))
+
+    def send(self, request: Request) -> list[str]:
+        """Send ``request``'s lines in one round trip; check every answer; return them."""
+        answers = self._round_trip(request)
+        self._check(request.commands, answers)
         return answers
 
     def _check(self, commands: Sequence[str], answers: Sequence[str]) -> None:
@@ -189,19 +192,20 @@ class Haproxy:
             raise HaproxyError(failures[0][0], failures[0][1], host=self.host.name,
                                failures=failures)
 
-    def _round_trip(self, lines: Sequence[str]) -> list[str]:
-        """Send ``lines`` (packed) in one write and read one answer per line, unchecked."""
-        if not lines:
+    def _round_trip(self, request: Request) -> list[str]:
+        """Send ``request``'s lines in one write and read one answer per command, unchecked."""
+        count = len(request.commands)
+        if not count:
             return []
-        payload = "".join(f"{line}\n" for line in pack(lines))
+        payload = "".join(f"{line}\n" for line in request.lines())
         with self._lock:
             try:
-                return self._timed_exchange(payload, len(lines))
+                return self._timed_exchange(payload, count)
             except _ChannelLost as lost:
                 self._drop()
                 self.log.warning("haproxy.channel_lost", reason=str(lost), reopening=True)
             try:
-                return self._timed_exchange(payload, len(lines))
+                return self._timed_exchange(payload, count)
             except _ChannelLost as lost:
                 self._drop()
                 raise HaproxyError(payload.strip(), str(lost), "lost its channel:",
@@ -284,22 +288,14 @@ class Haproxy:
             raise ConfigError(self._config_path, "lb.server_name",
                               f"gives {name!r} for {host.name} port {port}: {exc}") from None
 
-    def render_set_state(self, servers: Sequence[str], state: str) -> list[str]:
-        """The exact admin lines :meth:`set_state` would send."""
-        return render_set_state(self.backend, servers, state)
-
-    def render_swap(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
-        """The exact admin lines :meth:`swap` would send."""
-        return render_swap(self.backend, pairs)
-
     def stats(self) -> dict[str, ServerStat]:
         """Every server of ``[lb] backend``, by name (one round trip, two queries)."""
-        queries = stat_commands(self.backend)
-        stat_text, state_text = self.commands(queries)
+        request = stats_request(self.backend)
+        stat_text, state_text = self.send(request)
         try:
             return server_stats(stat_text, state_text, self.backend)
         except (ValueError, KeyError) as exc:
-            raise HaproxyError(";".join(queries), f"{stat_text[:200]}{state_text[:200]}",
+            raise HaproxyError(";".join(request.commands), f"{stat_text[:200]}{state_text[:200]}",
                                f"answered what cannot be read ({exc}):",
                                host=self.host.name) from None
 
@@ -307,7 +303,7 @@ class Haproxy:
         """Put every server in ``state`` (``ready``, ``drain``, ``maint``) in one round trip."""
         names = unique_names("server", servers)
         started = time.monotonic()
-        self.commands(set_state_commands(self.backend, names, state))
+        self.send(set_state_request(self.backend, names, state))
         self.log.info("haproxy.set_state", servers=names, state=state,
                       duration_s=round(time.monotonic() - started, 6))
 
@@ -319,12 +315,12 @@ class Haproxy:
         ``ready`` (another round trip), so no pair is left out of rotation;
         then HaproxyError lists every refused command.
         """
-        commands = swap_commands(self.backend, pairs)
+        request = swap_request(self.backend, pairs)
         started = time.monotonic()
-        answers = self._round_trip(commands)
+        answers = self._round_trip(request)
         duration = time.monotonic() - started
         try:
-            self._check(commands, answers)
+            self._check(request.commands, answers)
         except HaproxyError as refused:
             failures = list(refused.failures)
             failed = {c for c, _ in failures}
@@ -348,7 +344,7 @@ class Haproxy:
         raises :class:`NotDrained` naming each busy server and its count.
         """
         names = unique_names("server", servers)
-        query = stat_commands(self.backend)[0]
+        query = stats_request(self.backend).commands[0]
         start = self._clock()
         deadline = start + timeout_s
         polls = 0

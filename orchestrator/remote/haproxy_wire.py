@@ -200,14 +200,34 @@ def pack(commands: Sequence[str], limit: int = MAX_LINE_BYTES) -> list[str]:
     return lines
 
 
-def render_set_state(backend: str, servers: Sequence[str], state: str) -> list[str]:
-    """The exact admin lines :meth:`Haproxy.set_state` sends (for ``--dry-run``)."""
-    return pack(set_state_commands(backend, servers, state))
+@dataclass(frozen=True)
+class Request:
+    """Admin commands for one round trip, as a value: :meth:`lines` is what goes on the wire.
+
+    :class:`~orchestrator.remote.haproxy.Haproxy` sends exactly these lines and
+    checks one answer per command; ``--dry-run`` prints them.
+    """
+
+    commands: tuple[str, ...]
+
+    def lines(self) -> list[str]:
+        """The commands packed into lines (see :func:`pack`)."""
+        return pack(self.commands)
 
 
-def render_swap(backend: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
-    """The exact admin lines :meth:`Haproxy.swap` sends (for ``--dry-run``)."""
-    return pack(swap_commands(backend, pairs))
+def set_state_request(backend: str, servers: Iterable[str], state: str) -> Request:
+    """What :meth:`Haproxy.set_state` sends: :func:`set_state_commands` in one round trip."""
+    return Request(tuple(set_state_commands(backend, servers, state)))
+
+
+def swap_request(backend: str, pairs: Sequence[tuple[str, str]]) -> Request:
+    """What :meth:`Haproxy.swap` sends: :func:`swap_commands` in one round trip."""
+    return Request(tuple(swap_commands(backend, pairs)))
+
+
+def stats_request(backend: str) -> Request:
+    """What :meth:`Haproxy.stats` sends: :func:`stat_commands` in one round trip."""
+    return Request(tuple(stat_commands(backend)))
 
 
 # --- pure checks and parsers: what comes back ---------------------------------------------

@@ -1,16 +1,17 @@
-"""Host operations over :class:`~orchestrator.remote.ssh.Remote`: code staging, services, health.
+"""Host operations over :class:`~orchestrator.remote.ssh.Remote`: code staging, services, disk.
 
-Each operation builds its per-host commands with one function (from
-:mod:`orchestrator.remote.commands`) that both runs them and renders them for
-``deploy --dry-run`` (the ``render_*`` functions: host name -> the commands,
-as :meth:`Command.render` gives them, in the order they run). Outcomes are
+Each operation first builds its per-host commands as values (a
+:class:`~orchestrator.remote.fanout.Fanout`, or a :class:`Staging` for
+:func:`stage`), with the builders of :mod:`orchestrator.remote.commands`;
+then it runs them. Actions hold the same values in their descriptions, so
+``deploy --dry-run`` prints exactly what runs (``Fanout.lines``). Outcomes are
 values: group operations return every host's :class:`HostResult`; callers
 decide with ``raise_for_failures``. Only reading the deployed revision raises
 when a host fails, since nothing can be planned without it. Bad input (a sha,
 a port, a template) raises :class:`BadInput` before any host is touched.
 
-Health is checked from the orchestrator over HTTP (``[app] health_url``),
-polled with a deadline on an injectable clock.
+Health is checked from the orchestrator over HTTP (:mod:`orchestrator.remote.health`,
+re-exported here).
 """
 
 from __future__ import annotations
@@ -19,45 +20,37 @@ import dataclasses
 import hashlib
 import json
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from orchestrator.config import AppSettings, Config, HostSettings
 from orchestrator.errors import BadInput, Refused
 from orchestrator.remote import commands as C
 from orchestrator.remote.commands import Command
+from orchestrator.remote.fanout import Exec, Fanout, Runner
+from orchestrator.remote.health import (
+    ANSWER_CHARS,
+    POLL_S,
+    REQUEST_TIMEOUT_S,
+    HealthResult,
+    health_url,
+    wait_all_healthy,
+    wait_healthy,
+)
 from orchestrator.remote.results import FAILED, GroupResult, HostResult
 
-POLL_S = 0.02
-"""Pause between two health requests to an instance that is not healthy yet."""
-REQUEST_TIMEOUT_S = 1.0
-"""Longest wait for one health answer (less when the deadline is nearer)."""
-ANSWER_CHARS = 300
-"""How much of a health answer a failure quotes."""
-
-Rendered = dict[str, tuple[str, ...]]
-"""Host name -> the exact commands an operation would run there, in order."""
-
-
-class Runner(Protocol):
-    """What operations need of :class:`~orchestrator.remote.ssh.Remote` (tests pass a fake)."""
-
-    def run(self, host: HostSettings, command: Command, *, timeout_s: float | None = None,
-            stdin: bytes | None = None) -> HostResult: ...
-
-    def run_all(self, hosts: Sequence[HostSettings],
-                command: Command | Callable[[HostSettings], Command], *,
-                timeout_s: float | None = None,
-                stdin: bytes | Callable[[HostSettings], bytes] | None = None) -> GroupResult: ...
-
-
-def _render(hosts: Sequence[HostSettings],
-            *builders: Callable[[HostSettings], Command]) -> Rendered:
-    return {h.name: tuple(build(h).render() for build in builders) for h in hosts}
+__all__ = [
+    "ANSWER_CHARS", "POLL_S", "REQUEST_TIMEOUT_S", "RUNNING", "Archive", "DiskResult", "Exec",
+    "Fanout", "HealthResult", "RevisionsDisagree", "Runner", "ServiceState", "StatusResult",
+    "Staging", "agreed_revision", "archive", "deployed_revisions", "free_disk",
+    "free_disk_commands", "health_url", "instance_status", "instances_status",
+    "parse_status", "revision_commands", "running_releases", "scripts_start_commands",
+    "scripts_status", "scripts_status_commands", "scripts_stop_commands", "stage",
+    "staging", "start_commands", "start_instance", "start_instances", "start_scripts",
+    "status_commands", "stop_commands", "stop_instance", "stop_instances", "stop_scripts",
+    "switch", "switch_commands", "wait_all_healthy", "wait_healthy",
+]
 
 
 # --- the deployed revision ----------------------------------------------------------------
@@ -73,8 +66,9 @@ class RevisionsDisagree(Refused):
                          "switch them to one revision before deploying")
 
 
-def _read_revision(config: Config) -> Callable[[HostSettings], Command]:
-    return lambda host: C.read_revision(config.app_root(host))
+def revision_commands(config: Config, hosts: Sequence[HostSettings]) -> Fanout:
+    """What :func:`deployed_revisions` runs: read ``current`` on every host."""
+    return Fanout.each(hosts, lambda host: C.read_revision(config.app_root(host)))
 
 
 def deployed_revisions(remote: Runner, config: Config,
@@ -85,7 +79,7 @@ def deployed_revisions(remote: Runner, config: Config,
     :class:`RemoteFailed` naming it; a ``current`` that is not a release named
     by a sha is :class:`Refused`.
     """
-    result = remote.run_all(hosts, _read_revision(config))
+    result = revision_commands(config, hosts).run(remote)
     result.raise_for_failures("reading the deployed revision")
     revisions = {r.host: r.stdout.strip() for r in result.results}
     odd = {host: sha for host, sha in revisions.items() if not C.is_sha(sha)}
@@ -104,11 +98,6 @@ def agreed_revision(remote: Runner, config: Config) -> str:
     if len(set(revisions.values())) > 1:
         raise RevisionsDisagree(revisions)
     return next(iter(revisions.values()))
-
-
-def render_deployed_revisions(config: Config, hosts: Sequence[HostSettings]) -> Rendered:
-    """The commands :func:`deployed_revisions` runs."""
-    return _render(hosts, _read_revision(config))
 
 
 # --- staging ------------------------------------------------------------------------------
@@ -145,6 +134,25 @@ def _status_command(config: Config, host: HostSettings) -> Command | None:
     return None
 
 
+def _running(hosts: Sequence[HostSettings], status: Fanout, result: GroupResult
+             ) -> tuple[GroupResult, dict[str, tuple[str, ...]]]:
+    """The releases each host runs, from the answers of ``status`` (:func:`running_releases`)."""
+    statuses = [_parsed(r) for r in result.results]
+    asked = {h.name for h in status.hosts}
+    running: dict[str, tuple[str, ...]] = {h.name: () for h in hosts if h.name not in asked}
+    for parsed in statuses:
+        if parsed.ok:
+            running[parsed.result.host] = tuple(dict.fromkeys(
+                svc.release for svc in parsed.services
+                if svc.running and svc.release and C.is_sha(svc.release)))
+    return GroupResult.of(s.result for s in statuses), running
+
+
+def _status_commands(config: Config, hosts: Sequence[HostSettings]) -> Fanout:
+    return Fanout(tuple(Exec(h, c) for h in hosts
+                        if (c := _status_command(config, h)) is not None))
+
+
 def running_releases(remote: Runner, config: Config, hosts: Sequence[HostSettings]
                      ) -> tuple[GroupResult, dict[str, tuple[str, ...]]]:
     """The releases each host's services run (by the role's status command), and the results.
@@ -152,25 +160,84 @@ def running_releases(remote: Runner, config: Config, hosts: Sequence[HostSetting
     A host with no status command (an LB host) runs none. A host whose status
     failed or could not be parsed is a failed result and has no entry.
     """
-    commands = {h.name: c for h in hosts if (c := _status_command(config, h)) is not None}
-    result = remote.run_all([h for h in hosts if h.name in commands],
-                            lambda h: commands[h.name])
-    statuses = [_parsed(r) for r in result.results]
-    running: dict[str, tuple[str, ...]] = {h.name: () for h in hosts if h.name not in commands}
-    for status in statuses:
-        if status.ok:
-            running[status.result.host] = tuple(dict.fromkeys(
-                svc.release for svc in status.services
-                if svc.running and svc.release and C.is_sha(svc.release)))
-    return GroupResult.of(s.result for s in statuses), running
+    status = _status_commands(config, hosts)
+    return _running(hosts, status, status.run(remote))
 
 
-def _stage_commands(config: Config, archive_sha256: str, sha: str, host: HostSettings,
-                    protect: Sequence[str]) -> tuple[Command, Command]:
+RUNNING = "<each release its status reports running>"
+"""How a dry run shows the releases a prune protects that only the status answer names."""
+
+
+@dataclass(frozen=True)
+class Staging:
+    """What :func:`stage` sends to each host, in order: receive (the archive on stdin),
+    the role's status, prune. A host goes on only while its commands succeed.
+
+    The prune keeps, besides ``current`` and the new release, every release the
+    host's status reports running: those come from that answer, so ``prune`` builds
+    the command from them, and :meth:`lines` shows them as :data:`RUNNING`.
+    """
+
+    sha: str
+    receive: Fanout
+    status: Fanout
+    prune: Mapping[str, Callable[[Sequence[str]], Command]]
+
+    def lines(self) -> list[str]:
+        """Every host's commands in the order they run there (hosts in their order)."""
+        status = {e.host.name: e for e in self.status.execs}
+        out = []
+        for got in self.receive.execs:
+            name = got.host.name
+            out.append(got.line())
+            if name in status:
+                out.append(status[name].line())
+            out.append(f"{name}: {self.prune[name](()).render()}"
+                       + (f" {RUNNING}" if name in status else ""))
+        return out
+
+    def run(self, remote: Runner) -> GroupResult:
+        """Receive everywhere, then the status where that worked, then prune where both
+        did. Per host the result is the first step that failed, else the receive
+        result with the prune's output appended."""
+        hosts = self.receive.hosts
+        received = self.receive.run(remote)
+        ready = [h for h in hosts if received.by_host[h.name].ok]
+        status_on = self.status.only(h.name for h in ready)
+        status, running = _running(ready, status_on, status_on.run(remote))
+        prunable = [h for h in ready if h.name in running]
+        pruned = Fanout(tuple(Exec(h, self.prune[h.name](running[h.name]))
+                              for h in prunable)).run(remote)
+        out = []
+        for host in hosts:
+            got = received.by_host[host.name]
+            step = status.by_host.get(host.name) if got.ok else None
+            if step is not None and not step.ok:
+                got = step
+            elif got.ok:
+                prune = pruned.by_host[host.name]
+                got = prune if not prune.ok else dataclasses.replace(
+                    got, stdout=got.stdout + prune.stdout,
+                    duration_s=got.duration_s + prune.duration_s)
+            out.append(got)
+        return GroupResult.of(out)
+
+
+def staging(config: Config, repo: str, sha: str, hosts: Sequence[HostSettings]) -> Staging:
+    """The commands that ship revision ``sha`` of ``repo`` to ``hosts`` (see :func:`stage`).
+
+    Makes the archive locally (``git archive``), once, for its bytes and checksum.
+    """
+    made = archive(repo, sha)
     app: AppSettings = config.need("app")
-    root = config.app_root(host)
-    return (C.receive_release(root, sha, archive_sha256),
-            C.prune_releases(root, app.keep_releases, (sha, *protect)))
+
+    def prune(host: HostSettings) -> Callable[[Sequence[str]], Command]:
+        return lambda running: C.prune_releases(config.app_root(host), app.keep_releases,
+                                                (sha, *running))
+    return Staging(
+        sha, Fanout.each(hosts, lambda h: C.receive_release(config.app_root(h), sha,
+                                                             made.sha256), made.data),
+        _status_commands(config, hosts), {h.name: prune(h) for h in hosts})
 
 
 def stage(remote: Runner, config: Config, repo: str, sha: str,
@@ -185,62 +252,19 @@ def stage(remote: Runner, config: Config, repo: str, sha: str,
     Per host the result is the first step that failed (receive, status,
     prune), else the receive result with the prune's output appended.
     """
-    made = archive(repo, sha)
-    received = remote.run_all(
-        hosts, lambda h: _stage_commands(config, made.sha256, sha, h, ())[0], stdin=made.data)
-    ready = [h for h in hosts if received.by_host[h.name].ok]
-    status, running = running_releases(remote, config, ready)
-    prunable = [h for h in ready if h.name in running]
-    pruned = remote.run_all(
-        prunable, lambda h: _stage_commands(config, made.sha256, sha, h, running[h.name])[1])
-    out = []
-    for host in hosts:
-        got = received.by_host[host.name]
-        step = status.by_host.get(host.name) if got.ok else None
-        if step is not None and not step.ok:
-            got = step
-        elif got.ok:
-            prune = pruned.by_host[host.name]
-            got = prune if not prune.ok else dataclasses.replace(
-                got, stdout=got.stdout + prune.stdout,
-                duration_s=got.duration_s + prune.duration_s)
-        out.append(got)
-    return GroupResult.of(out)
+    return staging(config, repo, sha, hosts).run(remote)
 
 
-def render_stage(config: Config, repo: str, sha: str, hosts: Sequence[HostSettings],
-                 running: Mapping[str, Sequence[str]] | None = None) -> Rendered:
-    """The commands :func:`stage` runs: receive (the archive on stdin), status, prune.
-
-    Makes the archive locally for its checksum. ``running`` (host -> shas, as
-    :func:`running_releases` reports) fills the prune's protected releases;
-    without it the prune is shown protecting only ``sha`` (and ``current``).
-    """
-    made = archive(repo, sha)
-    running = running or {}
-    out: Rendered = {}
-    for host in hosts:
-        receive, prune = _stage_commands(config, made.sha256, sha, host,
-                                         tuple(running.get(host.name, ())))
-        status = _status_command(config, host)
-        out[host.name] = tuple(c.render() for c in (receive, status, prune) if c is not None)
-    return out
-
-
-def _switch(config: Config, sha: str) -> Callable[[HostSettings], Command]:
+def switch_commands(config: Config, sha: str, hosts: Sequence[HostSettings]) -> Fanout:
+    """What :func:`switch` runs."""
     C.check_sha(sha)
-    return lambda host: C.switch_current(config.app_root(host), sha)
+    return Fanout.each(hosts, lambda host: C.switch_current(config.app_root(host), sha))
 
 
 def switch(remote: Runner, config: Config, sha: str,
            hosts: Sequence[HostSettings]) -> GroupResult:
     """Point ``current`` at ``releases/<sha>`` on every host (refused where it is not staged)."""
-    return remote.run_all(hosts, _switch(config, sha))
-
-
-def render_switch(config: Config, sha: str, hosts: Sequence[HostSettings]) -> Rendered:
-    """The commands :func:`switch` runs."""
-    return _render(hosts, _switch(config, sha))
+    return switch_commands(config, sha, hosts).run(remote)
 
 
 # --- services -----------------------------------------------------------------------------
@@ -318,63 +342,80 @@ def _parsed(result: HostResult) -> StatusResult:
             result, status=FAILED, stderr_tail=f"unreadable status output: {exc}"))
 
 
+def start_commands(config: Config, hosts: Sequence[HostSettings], release: str,
+                   port: int) -> Fanout:
+    """What :func:`start_instances` runs: ``[app] start`` of ``release`` on ``port``."""
+    C.check_sha(release)
+    C.check_port(port)
+    return Fanout.each(hosts, lambda h: C.app_start(config, h, release, port))
+
+
+def stop_commands(config: Config, hosts: Sequence[HostSettings], port: int) -> Fanout:
+    """What :func:`stop_instances` runs: ``[app] stop`` of the instance on ``port``."""
+    C.check_port(port)
+    return Fanout.each(hosts, lambda h: C.app_stop(config, h, port))
+
+
+def status_commands(config: Config, hosts: Sequence[HostSettings]) -> Fanout:
+    """What :func:`instances_status` runs: ``[app] status``."""
+    return Fanout.each(hosts, lambda h: C.app_status(config, h))
+
+
 def start_instance(remote: Runner, config: Config, host: HostSettings, release: str,
                    port: int) -> HostResult:
     """Start release ``release`` (a sha) on ``port`` of ``host`` (``[app] start``)."""
-    return remote.run(host, C.app_start(config, host, release, port))
+    return start_commands(config, [host], release, port).run(remote).results[0]
 
 
 def stop_instance(remote: Runner, config: Config, host: HostSettings, port: int) -> HostResult:
     """Stop the instance on ``port`` of ``host`` (``[app] stop``); ok if none ran."""
-    return remote.run(host, C.app_stop(config, host, port))
+    return stop_commands(config, [host], port).run(remote).results[0]
 
 
 def instance_status(remote: Runner, config: Config, host: HostSettings) -> StatusResult:
     """The app instance slots of ``host`` (``[app] status``), parsed."""
-    return _parsed(remote.run(host, C.app_status(config, host)))
+    return _parsed(status_commands(config, [host]).run(remote).results[0])
 
 
 def start_instances(remote: Runner, config: Config, hosts: Sequence[HostSettings],
                     release: str, port: int) -> GroupResult:
     """:func:`start_instance` on every host in parallel."""
-    C.check_sha(release)
-    C.check_port(port)
-    return remote.run_all(hosts, lambda h: C.app_start(config, h, release, port))
+    return start_commands(config, hosts, release, port).run(remote)
 
 
 def stop_instances(remote: Runner, config: Config, hosts: Sequence[HostSettings],
                    port: int) -> GroupResult:
     """:func:`stop_instance` on every host in parallel."""
-    C.check_port(port)
-    return remote.run_all(hosts, lambda h: C.app_stop(config, h, port))
+    return stop_commands(config, hosts, port).run(remote)
 
 
 def instances_status(remote: Runner, config: Config,
                      hosts: Sequence[HostSettings]) -> dict[str, StatusResult]:
     """:func:`instance_status` of every host in parallel, by host name."""
-    result = remote.run_all(hosts, lambda h: C.app_status(config, h))
-    return {r.host: _parsed(r) for r in result.results}
-
-
-def render_start_instances(config: Config, hosts: Sequence[HostSettings], release: str,
-                           port: int) -> Rendered:
-    """The commands :func:`start_instance` / :func:`start_instances` run."""
-    return _render(hosts, lambda h: C.app_start(config, h, release, port))
-
-
-def render_stop_instances(config: Config, hosts: Sequence[HostSettings],
-                          port: int) -> Rendered:
-    """The commands :func:`stop_instance` / :func:`stop_instances` run."""
-    return _render(hosts, lambda h: C.app_stop(config, h, port))
-
-
-def render_instance_status(config: Config, hosts: Sequence[HostSettings]) -> Rendered:
-    """The commands :func:`instance_status` / :func:`instances_status` run."""
-    return _render(hosts, lambda h: C.app_status(config, h))
+    return {r.host: _parsed(r) for r in status_commands(config, hosts).run(remote).results}
 
 
 def _scripts_hosts(config: Config, hosts: Sequence[HostSettings] | None) -> Sequence[HostSettings]:
     return config.role("scripts") if hosts is None else hosts
+
+
+def scripts_start_commands(config: Config, hosts: Sequence[HostSettings] | None = None,
+                           release: str | None = None) -> Fanout:
+    """What :func:`start_scripts` runs."""
+    return Fanout.each(_scripts_hosts(config, hosts),
+                       lambda h: C.scripts_start(config, h, release))
+
+
+def scripts_stop_commands(config: Config,
+                          hosts: Sequence[HostSettings] | None = None) -> Fanout:
+    """What :func:`stop_scripts` runs."""
+    return Fanout.each(_scripts_hosts(config, hosts), lambda h: C.scripts_stop(config, h))
+
+
+def scripts_status_commands(config: Config,
+                            hosts: Sequence[HostSettings] | None = None) -> Fanout:
+    """What :func:`scripts_status` runs."""
+    return Fanout.each(_scripts_hosts(config, hosts), lambda h: C.scripts_status(config, h))
 
 
 def start_scripts(remote: Runner, config: Config, hosts: Sequence[HostSettings] | None = None,
@@ -383,146 +424,20 @@ def start_scripts(remote: Runner, config: Config, hosts: Sequence[HostSettings] 
 
     ``hosts`` defaults to the scripts hosts.
     """
-    return remote.run_all(_scripts_hosts(config, hosts),
-                          lambda h: C.scripts_start(config, h, release))
+    return scripts_start_commands(config, hosts, release).run(remote)
 
 
 def stop_scripts(remote: Runner, config: Config,
                  hosts: Sequence[HostSettings] | None = None) -> GroupResult:
     """Stop the fragile scripts gracefully (``[scripts] stop``) on the scripts hosts."""
-    return remote.run_all(_scripts_hosts(config, hosts), lambda h: C.scripts_stop(config, h))
+    return scripts_stop_commands(config, hosts).run(remote)
 
 
 def scripts_status(remote: Runner, config: Config,
                    hosts: Sequence[HostSettings] | None = None) -> dict[str, StatusResult]:
     """The fragile scripts' state (``[scripts] status``) per scripts host, parsed."""
-    result = remote.run_all(_scripts_hosts(config, hosts),
-                            lambda h: C.scripts_status(config, h))
+    result = scripts_status_commands(config, hosts).run(remote)
     return {r.host: _parsed(r) for r in result.results}
-
-
-def render_start_scripts(config: Config, hosts: Sequence[HostSettings] | None = None,
-                         release: str | None = None) -> Rendered:
-    """The commands :func:`start_scripts` runs."""
-    return _render(_scripts_hosts(config, hosts), lambda h: C.scripts_start(config, h, release))
-
-
-def render_stop_scripts(config: Config,
-                        hosts: Sequence[HostSettings] | None = None) -> Rendered:
-    """The commands :func:`stop_scripts` runs."""
-    return _render(_scripts_hosts(config, hosts), lambda h: C.scripts_stop(config, h))
-
-
-def render_scripts_status(config: Config,
-                          hosts: Sequence[HostSettings] | None = None) -> Rendered:
-    """The commands :func:`scripts_status` runs."""
-    return _render(_scripts_hosts(config, hosts), lambda h: C.scripts_status(config, h))
-
-
-# --- health -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HealthResult:
-    """How an instance answered its health check until it was healthy or the deadline passed.
-
-    ``last_answer`` is the last HTTP status and body (or why there was none),
-    ``revision`` the last revision it reported.
-    """
-
-    host: str
-    port: int
-    url: str
-    expected: str
-    ok: bool
-    revision: str | None
-    last_answer: str
-    attempts: int
-    elapsed_s: float
-
-    def describe(self) -> str:
-        """One line for a release manager: host, port, outcome and the last answer."""
-        if self.ok:
-            return (f"{self.host} port {self.port}: healthy on {self.expected} after "
-                    f"{self.elapsed_s:.3f} s ({self.attempts} checks)")
-        return (f"{self.host} port {self.port}: not healthy on {self.expected} within "
-                f"{self.elapsed_s:.3f} s ({self.attempts} checks of {self.url}); "
-                f"last answer: {self.last_answer}")
-
-
-def health_url(config: Config, host: HostSettings, port: int) -> str:
-    """``[app] health_url`` filled with the host's address, name and ``port``."""
-    app: AppSettings = config.need("app")
-    return C.fill(app.health_url, address=host.address, host=host.name,
-                  port=str(C.check_port(port)))
-
-
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-"""Straight to the host: a proxy in the environment must not answer for an instance."""
-
-
-def _ask(url: str, timeout_s: float) -> tuple[int | None, str]:
-    try:
-        with _OPENER.open(url, timeout=timeout_s) as answer:
-            return answer.status, answer.read(64 * 1024).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(64 * 1024).decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError) as exc:
-        return None, f"no answer: {getattr(exc, 'reason', exc)}"
-
-
-def _revision(body: str) -> str | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    revision = data.get("revision") if isinstance(data, dict) else None
-    return revision if isinstance(revision, str) else None
-
-
-def wait_healthy(config: Config, host: HostSettings, port: int, expect_revision: str,
-                 timeout_s: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = time.sleep,
-                 ask: Callable[[str, float], tuple[int | None, str]] = _ask) -> HealthResult:
-    """Poll the instance's health URL until it answers 200 with ``revision == expect_revision``.
-
-    Asks at least once, then every :data:`POLL_S` until ``timeout_s`` has
-    passed on ``clock``; each request waits at most :data:`REQUEST_TIMEOUT_S`
-    (less near the deadline). ``ask(url, timeout)`` returns (HTTP status or
-    None, body or reason); tests may replace it and ``sleep``.
-    """
-    C.check_sha(expect_revision)
-    url = health_url(config, host, port)
-    started = clock()
-    deadline = started + timeout_s
-    attempts = 0
-    revision: str | None = None
-    last = "never asked"
-    while True:
-        attempts += 1
-        remaining = deadline - clock()
-        code, body = ask(url, max(0.05, min(REQUEST_TIMEOUT_S, remaining)))
-        revision = _revision(body) if code is not None else revision
-        last = body[:ANSWER_CHARS] if code is None else f"HTTP {code} {body[:ANSWER_CHARS]}"
-        if code == 200 and revision == expect_revision:
-            return HealthResult(host.name, port, url, expect_revision, True, revision,
-                                last.strip(), attempts, clock() - started)
-        remaining = deadline - clock()
-        if remaining <= 0:
-            return HealthResult(host.name, port, url, expect_revision, False, revision,
-                                last.strip(), attempts, clock() - started)
-        sleep(min(POLL_S, remaining))
-
-
-def wait_all_healthy(config: Config, hosts: Sequence[HostSettings], port: int,
-                     expect_revision: str, timeout_s: float, *,
-                     clock: Callable[[], float] = time.monotonic,
-                     sleep: Callable[[float], object] = time.sleep) -> tuple[HealthResult, ...]:
-    """:func:`wait_healthy` for every host against one shared deadline, in host order."""
-    deadline = clock() + timeout_s
-    return tuple(wait_healthy(config, host, port, expect_revision,
-                              max(0.0, deadline - clock()), clock=clock, sleep=sleep)
-                 for host in hosts)
 
 
 # --- disk ---------------------------------------------------------------------------------
@@ -565,8 +480,9 @@ class DiskResult:
         self.group.raise_for_failures(what)
 
 
-def _free_disk(config: Config) -> Callable[[HostSettings], Command]:
-    return lambda host: C.free_disk_mb(config.app_root(host))
+def free_disk_commands(config: Config, hosts: Sequence[HostSettings]) -> Fanout:
+    """What :func:`free_disk` runs."""
+    return Fanout.each(hosts, lambda host: C.free_disk_mb(config.app_root(host)))
 
 
 def free_disk(remote: Runner, config: Config, hosts: Sequence[HostSettings],
@@ -574,7 +490,7 @@ def free_disk(remote: Runner, config: Config, hosts: Sequence[HostSettings],
     """MB free on each host's app root file system; below ``min_mb`` (default
     ``[app] min_free_mb``) or unreadable is a failed result."""
     limit: int = config.need("app").min_free_mb if min_mb is None else min_mb
-    result = remote.run_all(hosts, _free_disk(config))
+    result = free_disk_commands(config, hosts).run(remote)
     free: dict[str, int] = {}
     out = []
     for r in result.results:
@@ -596,7 +512,3 @@ def free_disk(remote: Runner, config: Config, hosts: Sequence[HostSettings],
 def _root_of(config: Config, hosts: Sequence[HostSettings], name: str) -> str:
     return next(config.app_root(h) for h in hosts if h.name == name)
 
-
-def render_free_disk(config: Config, hosts: Sequence[HostSettings]) -> Rendered:
-    """The commands :func:`free_disk` runs."""
-    return _render(hosts, _free_disk(config))

@@ -26,6 +26,7 @@ from orchestrator.errors import (
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
+    InternalError,
     Refused,
 )
 from orchestrator.history import git
@@ -144,7 +145,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.runner.journal import Journal
     from orchestrator.runner.probe import Probe
-    from orchestrator.runner.runs import write_summary
+    from orchestrator.runner.runs import save_summary, steps_from_journal
 
     runs_dir = Path(config.runs.dir)
     journal = Journal(runs_dir, run_id, echo=progress)
@@ -156,7 +157,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         "probe": None, "steps": [], "approvals": [{"patch": p, "who": w}
                                                  for p, w in approvals.items()],
         "error": None, "rehearse": options.rehearse, "hosts": {}}
-    write_summary(runs_dir, run_id, summary)
+    save_summary(runs_dir, run_id, summary)
     # resume reads how the window hands traffic back from here, not from a playbook
     # that may have changed since
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
@@ -194,6 +195,10 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                 raise
     except FastdowntimeError as exc:
         error = exc
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP between the steps
+        error = _interrupted(exc, runs, run_id)
+    except Exception as exc:  # noqa: BLE001 - unexpected: recorded as crashed, exit 70
+        error = InternalError(exc, run_id)
     finally:
         report = probe.stop()
         if haproxy is not None:
@@ -220,8 +225,8 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         "hosts": {h: s for r in runs for h, s in r.host_states.items()},
         "cold_patches": [t for r in runs for t in r.cold_timings]})
     journal.event("probe.report", **report.to_json())
-    summary["steps"] = _steps(journal.path)
-    write_summary(runs_dir, run_id, summary)
+    summary["steps"] = steps_from_journal(journal.events)
+    save_summary(runs_dir, run_id, summary)
     journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
                   probe_outage_s=report.longest_s)
     journal.close()
@@ -256,11 +261,15 @@ def _states(run: Run) -> str:
     return ", ".join(f"{h}: {s}" for h, s in run.host_states.items()) or "unchanged"
 
 
-def _steps(path: Path) -> list[dict[str, Any]]:
-    from orchestrator.runner.journal import read_journal
-    from orchestrator.runner.runs import steps_from_journal
-
-    return list(steps_from_journal(read_journal(path)))
+def _interrupted(exc: KeyboardInterrupt, runs: list[Run], run_id: str) -> FastdowntimeError:
+    """An interrupt outside the steps (the engine handles those inside): after COMMIT the
+    run rolled forward as far as it got (exit 4), before it nothing had changed (exit 1)."""
+    why = str(exc) or "interrupted"
+    if any(r.committed for r in runs):
+        return FailedAfterCommit(f"{why} after COMMIT; hosts: "
+                                 f"{'; '.join(_states(r) for r in runs)}; "
+                                 + ROLL_FORWARD_HINT.replace("RUN", run_id))
+    return FailedBeforeCommit(f"{why} before any change: nothing was changed")
 
 
 def _show_checks(checks: list[CheckResult], show: Callable[[str], None]) -> None:
@@ -271,12 +280,16 @@ def _show_checks(checks: list[CheckResult], show: Callable[[str], None]) -> None
 
 def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
             show: Callable[[str], None]) -> None:
-    """Every step of both stages with its commands, from read-only looks at the live state:
-    haproxy's slots (``show stat``) and pgbouncer's databases."""
+    """Every step of both stages as the run would execute it: each action's own description
+    (:func:`~orchestrator.runner.engine.render_steps`), rendered instead of run. What the
+    steps read first is taken from read-only looks at the live state: haproxy's slots
+    (``show stat``) and pgbouncer's databases; the nodowntime stage starts from the slots
+    the window hands traffic to."""
     from orchestrator.db.connect import connect
     from orchestrator.db.connections import ConnectionControl
-    from orchestrator.remote.haproxy import Haproxy
+    from orchestrator.remote.haproxy import SESSION_SETUP, Haproxy
     from orchestrator.runner.actions import read_slots
+    from orchestrator.runner.actions.script import Preview
 
     settings = config.need("database")
     show("every command runs on its host under `timeout -k 2 <[ssh] command_timeout_s>`")
@@ -284,22 +297,27 @@ def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
     control = ConnectionControl(settings, primary)
     try:
         with Haproxy(remote, config) as haproxy:
+            show(f"`lb:` lines go to haproxy's admin socket over one channel, "
+                 f"`{haproxy.host.name}: {' '.join(haproxy.argv)}`, opened once with "
+                 + ", ".join(f"`{line}`" for line in SESSION_SETUP))
             probe = Run(config, plan, "dry-run", None, "fastdowntime", plan.to_sha,
                         plan.from_sha, texts, remote=remote, haproxy=haproxy, dry_run=True)
-            slots = read_slots(probe)
+            preview = Preview(read_slots(probe))
+        show("a failing command fails its step, unless an `if` below it says what follows; "
+             "lines under `if ...:` run only then")
         control.prepare()
         if plan.cut is not None:
+            playbook = load_playbook(config.runs.playbook)
             run = Run(config, plan, "dry-run", None, "fastdowntime", plan.cut, plan.from_sha,
-                      texts, remote=remote, dry_run=True, control=control, slots=dict(slots))
-            for line in render_steps(load_playbook(config.runs.playbook), run):
+                      texts, remote=remote, dry_run=True, control=control)
+            for line in render_steps(playbook, run, preview):
                 show(line)
-            if config.runs.playbook != "fastdowntime-restart":
-                slots = {h: (new, old) for h, (old, new) in slots.items()}
+            if window_serves(playbook.steps) == "new":
+                preview = Preview({h: (new, old) for h, (old, new) in preview.slots.items()})
         if plan.nodowntime_revisions:
             run = Run(config, plan, "dry-run", None, "nodowntime", plan.to_sha,
-                      plan.cut or plan.from_sha, texts, remote=remote, dry_run=True,
-                      slots=dict(slots))
-            for line in render_steps(load_playbook("nodowntime"), run):
+                      plan.cut or plan.from_sha, texts, remote=remote, dry_run=True)
+            for line in render_steps(load_playbook("nodowntime"), run, preview):
                 show(line)
     finally:
         control.close()

@@ -12,6 +12,7 @@ next steps still run; the caller reports exit 4 with each host's state.
 from __future__ import annotations
 
 from orchestrator.errors import CommitUnknown, FailedBeforeCommit, UndoFailed
+from orchestrator.runner.actions.script import Preview, script_lines
 from orchestrator.runner.context import Run
 from orchestrator.runner.playbook import Playbook, Step
 
@@ -67,14 +68,26 @@ def undo(done: list[Step], run: Run) -> list[str]:
     return problems
 
 
-def render_steps(playbook: Playbook, run: Run) -> list[str]:
-    """Every step with the exact commands and SQL it would run, for ``--dry-run``."""
+def render_steps(playbook: Playbook, run: Run, preview: Preview | None = None) -> list[str]:
+    """Every step with the exact commands and SQL it would run, for ``--dry-run``: the
+    very descriptions ``run_steps`` executes (each action's ``reads``, ``script`` and, for a
+    step that can be undone, ``undo_script``), rendered instead of run. ``preview`` holds
+    what the dry run read in place of the run's own reads (the slots)."""
     lines = [f"== {playbook.name} ({playbook.path.name}): {run.release[:12]} "
              f"(from {run.previous[:12]})"]
+    commit = next((i for i, s in enumerate(playbook.steps) if s.action.commit_point), None)
     for number, step in enumerate(playbook.steps, 1):
         doc = next(iter((type(step.action).__doc__ or "").strip().splitlines()), "")
         lines.append(f"{number:2d}. {step.name}: {doc}")
-        lines += [f"      {line}" for line in step.action.render(run)]
+        body = script_lines(step.action.reads(run), run, preview)
+        body += script_lines(step.action.script(run), run, preview)
+        if commit is None or number - 1 <= commit:
+            undo = script_lines(step.action.undo_script(run), run, preview)
+            if undo:
+                before = "" if commit is None else " before COMMIT"
+                body += [f"if this step or a later one fails{before}, undo:",
+                         *(f"  {line}" for line in undo)]
+        lines += [f"      {line}" for line in body]
     return lines
 
 

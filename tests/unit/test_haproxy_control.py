@@ -31,11 +31,11 @@ from orchestrator.remote.haproxy_wire import (
     check_line,
     pack,
     parse_stat,
-    render_set_state,
-    render_swap,
     server_stats,
     set_state_command,
+    set_state_request,
     swap_commands,
+    swap_request,
     take_answer,
 )
 from orchestrator.remote.ssh import Remote
@@ -351,14 +351,14 @@ def test_pack_joins_commands_into_lines_under_the_limit() -> None:
     assert pack([]) == []
 
 
-def test_swap_renders_every_ready_before_any_drain() -> None:
+def test_swap_request_puts_every_ready_before_any_drain() -> None:
     """A 4-host swap is one line: the four new servers ready, then the four old drain."""
-    assert render_swap("app", PAIRS) == [
+    assert swap_request("app", PAIRS).lines() == [
         "set server app/app1_8002 state ready;set server app/app2_8002 state ready;"
         "set server app/app3_8002 state ready;set server app/app4_8002 state ready;"
         "set server app/app1_8001 state drain;set server app/app2_8001 state drain;"
         "set server app/app3_8001 state drain;set server app/app4_8001 state drain"]
-    assert render_set_state("app", ["app1_8001", "app1_8001", "app2_8001"], "maint") == [
+    assert set_state_request("app", ["app1_8001", "app1_8001", "app2_8001"], "maint").lines() == [
         "set server app/app1_8001 state maint;set server app/app2_8001 state maint"]
 
 
@@ -412,7 +412,7 @@ def test_hostile_swap_never_reaches_haproxy(pairs: list[tuple[str, str]]) -> Non
         pass  # safe names unknown to haproxy: refused by haproxy itself
     assert all(_SAFE.fullmatch(n) for n in names) and len(set(names)) == len(names)
     line = remote.channels[0].writes[1].decode()
-    assert line == "\n".join(render_swap("app", pairs)) + "\n"
+    assert line == "\n".join(swap_request("app", pairs).lines()) + "\n"
     assert line.count("\n") == 1 and line.count(";") == 2 * len(pairs) - 1
 
 
@@ -453,7 +453,7 @@ def test_every_command_reuses_the_one_channel() -> None:
 
 @pytest.mark.parametrize("hosts", [4, 60])
 def test_swap_of_many_hosts_is_one_round_trip_and_every_answer_is_checked(hosts: int) -> None:
-    """swap() writes render_swap()'s lines in one write; new servers ready, old draining."""
+    """swap() writes swap_request()'s lines in one write; new servers ready, old draining."""
     cli = FakeCli(extra=hosts)
     haproxy, remote = make(cli)
     for i in range(hosts):
@@ -465,7 +465,7 @@ def test_swap_of_many_hosts_is_one_round_trip_and_every_answer_is_checked(hosts:
     haproxy.open()
     haproxy.swap(pairs)
     writes = remote.channels[0].writes[1:]
-    assert writes == ["\n".join(haproxy.render_swap(pairs)).encode() + b"\n"]
+    assert writes == ["\n".join(swap_request(haproxy.backend, pairs).lines()).encode() + b"\n"]
     executed = cli.executed[2:]
     assert len(executed) == 2 * len(pairs)
     assert all(c.endswith("ready") for c in executed[:len(pairs)])

@@ -60,11 +60,9 @@ class FakeRemote:
             self.run(h, command(h) if callable(command) else command,
                      stdin=stdin(h) if callable(stdin) else stdin) for h in hosts)
 
-    def rendered(self) -> dict[str, tuple[str, ...]]:
-        out: dict[str, tuple[str, ...]] = {}
-        for host, command, _ in self.ran:
-            out[host] = (*out.get(host, ()), command.render())
-        return out
+    def lines(self) -> list[str]:
+        """Every command run, as ``host: command`` in the order they ran."""
+        return [f"{host}: {command.render()}" for host, command, _ in self.ran]
 
 
 def is_script(command: Command, name: str) -> bool:
@@ -116,11 +114,11 @@ def test_current_not_named_by_a_sha_is_refused() -> None:
         ops.deployed_revisions(remote, SANDBOX, APPS)
 
 
-def test_render_deployed_revisions_is_what_runs() -> None:
-    """The dry-run rendering is exactly the command the operation runs on each host."""
+def test_deployed_revisions_runs_its_command_values() -> None:
+    """The commands a dry run shows for reading revisions are exactly the ones that run."""
     remote = FakeRemote(lambda h, c: (0, SHA_A, ""))
     ops.deployed_revisions(remote, SANDBOX, APPS)
-    assert ops.render_deployed_revisions(SANDBOX, APPS) == remote.rendered()
+    assert ops.revision_commands(SANDBOX, APPS).lines() == remote.lines()
 
 
 # --- staging ------------------------------------------------------------------------------
@@ -214,14 +212,19 @@ def test_stage_of_an_unknown_revision_is_bad_input(repo: tuple[GitRepo, str]) ->
     assert remote.ran == []
 
 
-def test_render_stage_is_what_runs(repo: tuple[GitRepo, str]) -> None:
-    """With the same running releases, the dry-run rendering is exactly what stage runs."""
+def test_staging_lines_are_what_stage_runs(repo: tuple[GitRepo, str]) -> None:
+    """Per host, the staging lines a dry run shows are what stage runs, the releases the
+    status answer reports running standing in for the placeholder."""
     git, sha = repo
     status = json.dumps({"port": 8001, "pid": 7, "running": True, "release": SHA_A})
     remote = FakeRemote(stage_host({h.name: status for h in APPS}))
     ops.stage(remote, SANDBOX, str(git.path), sha, APPS)
-    assert ops.render_stage(SANDBOX, str(git.path), sha, APPS,
-                            running={h.name: [SHA_A] for h in APPS}) == remote.rendered()
+    shown = [line.replace(ops.RUNNING, SHA_A)
+             for line in ops.staging(SANDBOX, str(git.path), sha, APPS).lines()]
+    ran = remote.lines()
+    assert shown == [line for h in APPS for line in ran if line.startswith(f"{h.name}: ")]
+    assert sum(ops.RUNNING in line
+               for line in ops.staging(SANDBOX, str(git.path), sha, APPS).lines()) == 4
 
 
 # --- switch and services ------------------------------------------------------------------
@@ -236,29 +239,30 @@ def test_switch_reports_each_host() -> None:
     app4 = result.by_host["app4"]
     assert app4.exit_code == 3 and "not staged" in app4.stderr_tail
     assert sum(r.ok for r in result.results) == 3
-    assert ops.render_switch(SANDBOX, SHA_A, APPS) == remote.rendered()
+    assert ops.switch_commands(SANDBOX, SHA_A, APPS).lines() == remote.lines()
 
 
-def test_services_render_what_they_run() -> None:
-    """Start, stop and status of instances and scripts render exactly what they run."""
+def test_services_run_the_commands_they_show() -> None:
+    """Start, stop and status of instances and scripts run exactly their command values."""
     scripts = SANDBOX.role("scripts")
-    cases: list[tuple[Callable[[FakeRemote], object], dict[str, tuple[str, ...]]]] = [
+    cases: list[tuple[Callable[[FakeRemote], object], ops.Fanout]] = [
         (lambda r: ops.start_instances(r, SANDBOX, APPS, SHA_A, 8002),
-         ops.render_start_instances(SANDBOX, APPS, SHA_A, 8002)),
+         ops.start_commands(SANDBOX, APPS, SHA_A, 8002)),
+        (lambda r: ops.start_instance(r, SANDBOX, APPS[1], SHA_A, 8002),
+         ops.start_commands(SANDBOX, APPS[1:2], SHA_A, 8002)),
         (lambda r: ops.stop_instances(r, SANDBOX, APPS, 8002),
-         ops.render_stop_instances(SANDBOX, APPS, 8002)),
-        (lambda r: ops.instances_status(r, SANDBOX, APPS),
-         ops.render_instance_status(SANDBOX, APPS)),
-        (lambda r: ops.start_scripts(r, SANDBOX), ops.render_start_scripts(SANDBOX)),
-        (lambda r: ops.stop_scripts(r, SANDBOX), ops.render_stop_scripts(SANDBOX)),
+         ops.stop_commands(SANDBOX, APPS, 8002)),
+        (lambda r: ops.instances_status(r, SANDBOX, APPS), ops.status_commands(SANDBOX, APPS)),
+        (lambda r: ops.start_scripts(r, SANDBOX), ops.scripts_start_commands(SANDBOX)),
+        (lambda r: ops.stop_scripts(r, SANDBOX), ops.scripts_stop_commands(SANDBOX)),
         (lambda r: ops.scripts_status(r, SANDBOX, scripts),
-         ops.render_scripts_status(SANDBOX, scripts)),
-        (lambda r: ops.free_disk(r, SANDBOX, APPS), ops.render_free_disk(SANDBOX, APPS)),
+         ops.scripts_status_commands(SANDBOX, scripts)),
+        (lambda r: ops.free_disk(r, SANDBOX, APPS), ops.free_disk_commands(SANDBOX, APPS)),
     ]
-    for run, rendered in cases:
+    for run, commands in cases:
         remote = FakeRemote(lambda h, c: (0, "500\n", ""))
         run(remote)
-        assert remote.rendered() == rendered
+        assert remote.lines() == commands.lines()
 
 
 def test_single_host_start_uses_the_app_template() -> None:

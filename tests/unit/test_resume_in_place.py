@@ -10,6 +10,7 @@ import pytest
 from orchestrator.config import HostSettings, load_config
 from orchestrator.errors import FailedAfterCommit
 from orchestrator.remote import operations as ops
+from orchestrator.remote.commands import Command
 from orchestrator.remote.operations import HealthResult
 from orchestrator.remote.results import OK, GroupResult, HostResult
 from orchestrator.runner.context import Run
@@ -17,7 +18,7 @@ from orchestrator.runner.resume import _finish_in_place
 from orchestrator.sandbox.layout import PROJECT_ROOT
 
 SANDBOX = load_config(PROJECT_ROOT / "config" / "sandbox.toml")
-CUT, PREVIOUS = "c" * 40, "p" * 40
+CUT, PREVIOUS = "c" * 40, "e" * 40
 SERVING = SANDBOX.need("app").ports[0]
 
 
@@ -60,6 +61,20 @@ class Hosts:
                             GroupResult.of(start(h, release) for h in hosts))
         monkeypatch.setattr(ops, "switch", lambda remote, config, sha, hosts: GroupResult.of(
             self.ok(h.name, f"switch {sha[0]}") for h in hosts))
+        self.start, self.stop = start, stop
+
+    def run(self, host: HostSettings, command: Command, **_: Any) -> HostResult:
+        """The hosts as a Remote: ``[app] start``/``stop`` and the switch script."""
+        argv = command.argv
+        if argv[0] == "sh":
+            return self.ok(host.name, f"switch {argv[-1][0]}")
+        if argv[1] == "start":
+            return self.start(host, argv[2].rsplit("/", 1)[1])
+        return self.stop(None, None, host, int(argv[2]))
+
+    def run_all(self, hosts: Sequence[HostSettings], command: Any, **_: Any) -> GroupResult:
+        return GroupResult.of(self.run(h, command(h) if callable(command) else command)
+                              for h in hosts)
 
 
 class FakeHaproxy:
@@ -86,7 +101,7 @@ class Journal:
 def new_run(hosts: Hosts) -> Run:
     slots = {h.name: (SERVING, SANDBOX.need("app").ports[1]) for h in SANDBOX.role("app")}
     return Run(SANDBOX, None, "run-1", Journal(), "fastdowntime", CUT, PREVIOUS, {},  # type: ignore[arg-type]
-               haproxy=FakeHaproxy(hosts.log), slots=slots)
+               remote=hosts, haproxy=FakeHaproxy(hosts.log), slots=slots)
 
 
 def server(run: Run, name: str) -> str:

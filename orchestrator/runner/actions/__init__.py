@@ -1,6 +1,7 @@
 """Built-in playbook actions, registered by name in :data:`ACTIONS` as their modules load.
 
-:mod:`.base` has the :class:`Action` contract; the actions live by what they act on:
+:mod:`.base` has the :class:`Action` contract, :mod:`.script` the descriptions an action
+is made of (run by ``do``, printed by ``--dry-run``); the actions live by what they act on:
 :mod:`.code` (code and scripts), :mod:`.instances` (the app's instance slots),
 :mod:`.window` (the window and the commit point), :mod:`.online` (live patches, the
 nodowntime rollout).

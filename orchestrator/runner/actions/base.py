@@ -1,10 +1,14 @@
-"""Built-in playbook actions: each a small object with ``do``, ``undo`` and ``render``.
+"""Built-in playbook actions: each a small object that describes its steps once.
 
 An action reads and updates the shared :class:`~orchestrator.runner.context.Run`.
-``do`` returns data for the journal; ``undo`` puts back what ``do`` changed,
-when it can (steps are undone in reverse before the commit point);
-``render`` gives the exact commands and SQL for ``--dry-run``. Actions know
-nothing of stages: the playbooks order them.
+It describes what it does as a :data:`~orchestrator.runner.actions.script.Script`:
+``reads`` (facts the rest is built from, read first), ``script`` (the step) and
+``undo_script`` (what puts back what the step changed, when it can: steps are
+undone in reverse before the commit point). ``do`` and ``undo`` execute those
+descriptions; ``--dry-run`` renders the very same ones, so it shows what runs,
+with every decision the run takes on an answer. ``outcome`` turns the answers
+into the data the journal keeps. Actions know nothing of stages: the playbooks
+order them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from orchestrator.runner.actions.script import Answers, Script, execute
 from orchestrator.runner.context import Run
 
 ACTIONS: dict[str, type[Action]] = {}
@@ -23,7 +28,7 @@ class NoParams:
 
 
 class Action:
-    """A step's behaviour; subclasses set ``name``, ``Params`` and override the hooks."""
+    """A step's behaviour; subclasses set ``name``, ``Params`` and describe their steps."""
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
@@ -33,26 +38,33 @@ class Action:
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
 
+    def reads(self, run: Run) -> Script:
+        """What the step reads before its script can be built (facts such as the slots)."""
+        return ()
+
+    def script(self, run: Run) -> Script:
+        """The step, from the run's facts; building it runs nothing."""
+        return ()
+
+    def undo_script(self, run: Run) -> Script:
+        """What puts back what the step changed (it tolerates a partial ``do``)."""
+        return ()
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        """The data the journal keeps for a step that succeeded, from its answers."""
+        return {}
+
     def do(self, run: Run) -> dict[str, Any]:
-        raise NotImplementedError
+        """Execute ``reads``, then ``script``; return :meth:`outcome`."""
+        execute(self.reads(run), run)
+        return self.outcome(run, execute(self.script(run), run))
 
     def undo(self, run: Run) -> None:
-        """Put back what ``do`` changed; the default has nothing to put back."""
-
-    def render(self, run: Run) -> list[str]:
-        return []
+        """Execute ``undo_script``."""
+        execute(self.undo_script(run), run)
 
 
 def action(cls: type[Action]) -> type[Action]:
     """Register an action class under its ``name``."""
     ACTIONS[cls.name] = cls
     return cls
-
-
-def _lines(rendered: dict[str, tuple[str, ...]], run: Run) -> list[str]:
-    """``host: command`` lines, in host order (each runs under ``timeout`` on the host)."""
-    return [f"{host}: {command}" for host, commands in rendered.items() for command in commands]
-
-
-def _failed(result: Any, what: str) -> None:
-    result.raise_for_failures(what)

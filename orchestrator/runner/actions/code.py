@@ -8,8 +8,20 @@ from typing import Any
 
 from orchestrator.errors import FailedBeforeCommit
 from orchestrator.remote import operations as ops
-from orchestrator.runner.actions.base import Action, _failed, _lines, action
+from orchestrator.runner.actions.base import Action, action
+from orchestrator.runner.actions.script import (
+    Answers,
+    Fail,
+    If,
+    Note,
+    Script,
+    Sql,
+    Ssh,
+    When,
+)
 from orchestrator.runner.context import Run
+
+NO_SCRIPTS = "no scripts configured"
 
 
 @dataclass(frozen=True)
@@ -37,15 +49,13 @@ class StageCode(Action):
     def hosts(self, run: Run) -> list[Any]:
         return _role_hosts(run, self.params.roles)
 
-    def do(self, run: Run) -> dict[str, Any]:
-        result = ops.stage(run.remote, run.config, run.config.source.repo, run.release,
-                           self.hosts(run))
-        _failed(result, f"staging {run.release[:12]}")
-        return {"release": run.release, "hosts": [r.host for r in result.results]}
+    def script(self, run: Run) -> Script:
+        return (Ssh(ops.staging(run.config, run.config.source.repo, run.release,
+                                self.hosts(run)),
+                    fails=f"staging {run.release[:12]}", key="staged"),)
 
-    def render(self, run: Run) -> list[str]:
-        return _lines(ops.render_stage(run.config, run.config.source.repo, run.release,
-                                       self.hosts(run)), run)
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"release": run.release, "hosts": [r.host for r in answers["staged"].results]}
 
 
 @action
@@ -58,17 +68,16 @@ class SwitchCurrent(Action):
     def hosts(self, run: Run) -> list[Any]:
         return _role_hosts(run, self.params.roles)
 
-    def do(self, run: Run) -> dict[str, Any]:
-        _failed(ops.switch(run.remote, run.config, run.release, self.hosts(run)),
-                f"switching current to {run.release[:12]}")
+    def script(self, run: Run) -> Script:
+        return (Ssh(ops.switch_commands(run.config, run.release, self.hosts(run)),
+                    fails=f"switching current to {run.release[:12]}"),)
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"release": run.release}
 
-    def undo(self, run: Run) -> None:
-        _failed(ops.switch(run.remote, run.config, run.previous, self.hosts(run)),
-                f"switching current back to {run.previous[:12]}")
-
-    def render(self, run: Run) -> list[str]:
-        return _lines(ops.render_switch(run.config, run.release, self.hosts(run)), run)
+    def undo_script(self, run: Run) -> Script:
+        return (Ssh(ops.switch_commands(run.config, run.previous, self.hosts(run)),
+                    fails=f"switching current back to {run.previous[:12]}"),)
 
 
 # --- scripts -------------------------------------------------------------------------------
@@ -80,20 +89,18 @@ class StopScripts(Action):
 
     name = "stop_scripts"
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def script(self, run: Run) -> Script:
         if not _has_scripts(run):
-            return {"skipped": "no scripts configured"}
-        _failed(ops.stop_scripts(run.remote, run.config), "stopping the scripts")
-        return {}
+            return (Note(NO_SCRIPTS),)
+        return (Ssh(ops.scripts_stop_commands(run.config), fails="stopping the scripts"),)
 
-    def undo(self, run: Run) -> None:
-        if _has_scripts(run):
-            _failed(ops.start_scripts(run.remote, run.config), "restarting the scripts")
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {} if _has_scripts(run) else {"skipped": NO_SCRIPTS}
 
-    def render(self, run: Run) -> list[str]:
+    def undo_script(self, run: Run) -> Script:
         if not _has_scripts(run):
-            return []
-        return _lines(ops.render_stop_scripts(run.config), run)
+            return ()
+        return (Ssh(ops.scripts_start_commands(run.config), fails="restarting the scripts"),)
 
 
 @action
@@ -102,16 +109,30 @@ class StartScripts(Action):
 
     name = "start_scripts"
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def script(self, run: Run) -> Script:
         if not _has_scripts(run):
-            return {"skipped": "no scripts configured"}
-        _failed(ops.start_scripts(run.remote, run.config), "starting the scripts")
-        return {}
+            return (Note(NO_SCRIPTS),)
+        return (Ssh(ops.scripts_start_commands(run.config), fails="starting the scripts"),)
 
-    def render(self, run: Run) -> list[str]:
-        if not _has_scripts(run):
-            return []
-        return _lines(ops.render_start_scripts(run.config), run)
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {} if _has_scripts(run) else {"skipped": NO_SCRIPTS}
+
+
+FRAGILE = "SELECT pid, usename FROM pg_stat_activity WHERE usename = ANY(%s)"
+"""The fragile users' connections ([database] fragile_users as the parameter)."""
+
+
+def _fragile(run: Run, answers: Answers) -> list[tuple[Any, ...]]:
+    from orchestrator.db.connect import connect
+
+    settings = run.config.need("database")
+    conn = connect(settings, readonly=True, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(FRAGILE, (list(settings.fragile_users),))
+            return list(cur.fetchall())
+    finally:
+        conn.close()
 
 
 @action
@@ -120,23 +141,14 @@ class CheckFragile(Action):
 
     name = "check_fragile"
 
-    def do(self, run: Run) -> dict[str, Any]:
-        from orchestrator.db.connect import connect
-
-        settings = run.config.need("database")
-        conn = connect(settings, readonly=True, autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pid, usename FROM pg_stat_activity WHERE usename = ANY(%s)",
-                            (list(settings.fragile_users),))
-                rows = cur.fetchall()
-        finally:
-            conn.close()
-        if rows:
-            listed = ", ".join(f"{user} (pid {pid})" for pid, user in rows)
-            raise FailedBeforeCommit(f"fragile connections remain after stopping the "
-                                     f"scripts: {listed}")
-        return {}
-
-    def render(self, run: Run) -> list[str]:
-        return ["primary: SELECT pid, usename FROM pg_stat_activity WHERE usename = ANY(...)"]
+    def script(self, run: Run) -> Script:
+        return (Sql(lambda run: (f"primary: {FRAGILE} -- %s: "
+                                 f"{list(run.config.need('database').fragile_users)}",),
+                    _fragile, key="fragile"),
+                If(When("a fragile user is still connected",
+                        lambda run, answers: bool(answers["fragile"])),
+                   (Fail("fragile connections remain after stopping the scripts",
+                         lambda run, answers: "fragile connections remain after stopping the "
+                         "scripts: " + ", ".join(f"{user} (pid {pid})"
+                                                 for pid, user in answers["fragile"]),
+                         FailedBeforeCommit),)))

@@ -4,13 +4,27 @@ the serving instance, stop the old one, restart in place (the restart playbook).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.config import HostSettings
 from orchestrator.errors import FailedBeforeCommit
 from orchestrator.remote import operations as ops
-from orchestrator.runner.actions.base import Action, _failed, _lines, action
+from orchestrator.runner.actions.base import Action, action
+from orchestrator.runner.actions.script import (
+    Answers,
+    Effect,
+    Fail,
+    Health,
+    HostSkip,
+    If,
+    ReadSlots,
+    Script,
+    Ssh,
+    When,
+    check_health,
+    execute,
+)
 from orchestrator.runner.context import Run
 
 
@@ -42,6 +56,25 @@ def _by_port(run: Run, index: int, hosts: Sequence[Any] | None = None
     return groups
 
 
+def targets(run: Run, index: int, hosts: Sequence[HostSettings] | None = None
+            ) -> tuple[tuple[HostSettings, int, str], ...]:
+    """The ``index`` slot of every app host (or of ``hosts``) with the revision it should
+    report: the stage's, unless ``run.expected`` says otherwise."""
+    return tuple((h, run.slots[h.name][index], run.expected.get(h.name, run.release))
+                 for h in (run.app_hosts if hosts is None else hosts))
+
+
+def unhealthy(key: str, label: str) -> When:
+    """``label`` holds when a health check kept under ``key`` failed on any host."""
+    return When(label, lambda run, answers: any(not r.ok for r in answers[key].values()))
+
+
+def why_unhealthy(key: str, lead: str) -> Fail:
+    """Fail the step naming every instance the health check under ``key`` found unhealthy."""
+    return Fail(lead, lambda run, answers: f"{lead}: " + "; ".join(
+        r.describe() for r in answers[key].values() if not r.ok))
+
+
 @action
 class StartNewInstances(Action):
     """Start the release beside the serving instance on every app host; all must be healthy."""
@@ -49,33 +82,27 @@ class StartNewInstances(Action):
     name = "start_new_instances"
     Params = HealthParams
 
-    def do(self, run: Run) -> dict[str, Any]:
-        run.slots = read_slots(run)
-        app = run.config.need("app")
-        timeout = self.params.health_timeout_s or app.health_timeout_s
-        for port, hosts in _by_port(run, 1).items():
-            _failed(ops.start_instances(run.remote, run.config, hosts, run.release, port),
-                    f"starting {run.release[:12]} on port {port}")
-        unhealthy = _check_instances(run, 1, timeout)
-        if unhealthy:
-            raise FailedBeforeCommit("new instances failed their health check: "
-                                     + "; ".join(unhealthy.values()))
+    def reads(self, run: Run) -> Script:
+        return (ReadSlots(),)
+
+    def script(self, run: Run) -> Script:
+        timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
+        return (*(Ssh(ops.start_commands(run.config, hosts, run.release, port),
+                      fails=f"starting {run.release[:12]} on port {port}")
+                  for port, hosts in _by_port(run, 1).items()),
+                Health(targets(run, 1), timeout, "health"),
+                If(unhealthy("health", "a new instance is unhealthy"),
+                   (why_unhealthy("health", "new instances failed their health check"),)))
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"slots": run.slots}
 
-    def undo(self, run: Run) -> None:
+    def undo_script(self, run: Run) -> Script:
         if not run.slots:  # the slots were never read: nothing was started
-            return
-        for port, hosts in _by_port(run, 1).items():
-            _failed(ops.stop_instances(run.remote, run.config, hosts, port),
-                    "stopping the new instances")
-
-    def render(self, run: Run) -> list[str]:
-        app = run.config.need("app")
-        lines = []
-        for host in run.app_hosts:
-            lines += _lines(ops.render_start_instances(run.config, [host], run.release,
-                                                       run.port(host, 1)), run)
-        return lines + [f"then poll {app.health_url} of each until it reports {run.release}"]
+            return ()
+        return tuple(Ssh(ops.stop_commands(run.config, hosts, port),
+                         fails="stopping the new instances")
+                     for port, hosts in _by_port(run, 1).items())
 
 
 @action
@@ -84,18 +111,15 @@ class StopOldInstances(Action):
 
     name = "stop_old_instances"
 
-    def do(self, run: Run) -> dict[str, Any]:
-        for port, hosts in _by_port(run, 0).items():
-            hosts = [h for h in hosts if h.name not in run.fallback]
-            if hosts:
-                _failed(ops.stop_instances(run.remote, run.config, hosts, port),
-                        f"stopping the old instances on port {port}")
+    def script(self, run: Run) -> Script:
+        kept = HostSkip("close_window kept its old instance serving",
+                        lambda run, answers, host: host in run.fallback)
+        return tuple(Ssh(ops.stop_commands(run.config, hosts, port), skip=kept,
+                         fails=f"stopping the old instances on port {port}")
+                     for port, hosts in _by_port(run, 0).items())
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"kept": sorted(run.fallback)}
-
-    def render(self, run: Run) -> list[str]:
-        return [line for host in run.app_hosts for line in _lines(
-            ops.render_stop_instances(run.config, [host], run.port(host, 0)), run)]
-
 
 
 def instance_health(run: Run, index: int, timeout_s: float,
@@ -103,21 +127,7 @@ def instance_health(run: Run, index: int, timeout_s: float,
     """Health-check the ``index`` slot of every app host (or of ``hosts``) at once, in
     host order: each must answer with its expected release (the stage's, unless
     ``run.expected`` says otherwise) within ``timeout_s``."""
-    hosts = run.app_hosts if hosts is None else hosts
-
-    def one(host: Any) -> ops.HealthResult:
-        return ops.wait_healthy(run.config, host, run.slots[host.name][index],
-                                run.expected.get(host.name, run.release), timeout_s)
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        return list(pool.map(one, hosts))
-
-
-def _check_instances(run: Run, index: int, timeout_s: float = 2.0,
-                     hosts: Sequence[Any] | None = None) -> dict[str, str]:
-    """:func:`instance_health`, as host -> why for the unhealthy ones only."""
-    return {r.host: r.describe() for r in instance_health(run, index, timeout_s, hosts)
-            if not r.ok}
-
+    return list(check_health(run, targets(run, index, hosts), timeout_s).values())
 
 
 @action
@@ -129,48 +139,80 @@ class RestartOnRelease(Action):
     name = "restart_on_release"
     Params = HealthParams
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def script(self, run: Run) -> Script:
         timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
-        restart_in_place(run, run.app_hosts, timeout)
-        return {"hosts": dict(run.host_states)}
+        return restart_script(run, run.app_hosts, timeout)
 
-    def render(self, run: Run) -> list[str]:
-        lines = _lines(ops.render_switch(run.config, run.release, run.app_hosts), run)
-        for host in run.app_hosts:
-            lines += _lines(ops.render_start_instances(run.config, [host], run.release,
-                                                       run.port(host, 0)), run)
-        return lines + ["then poll each health URL until it reports the release"]
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"hosts": dict(run.host_states)}
 
 
 def restart_in_place(run: Run, hosts: Sequence[Any], timeout_s: float) -> None:
     """``current`` -> the release on ``hosts``, started on their serving slot and healthy
     within ``timeout_s``; a host where it fails goes back to the previous release (old code
     works on the new schema by policy). Records each host's state, and a problem per
-    host that went back (or is down)."""
-    switched = ops.switch(run.remote, run.config, run.release, hosts)
-    began = run.clock()
-    failed: dict[str, str] = {r.host: r.describe() for r in switched.failed}
-    for port, group in _by_port(run, 0, hosts).items():
-        group = [h for h in group if h.name not in failed]
-        started = ops.start_instances(run.remote, run.config, group, run.release, port)
-        failed.update({r.host: r.describe() for r in started.failed})
-    failed.update({h: why for h, why in _check_instances(run, 0, timeout_s, hosts).items()
-                   if h not in failed})
+    host that went back (or is down). Executes :func:`restart_script`."""
+    execute(restart_script(run, hosts, timeout_s), run)
+
+
+def _restart_failures(answers: Answers, hosts: Sequence[HostSettings]) -> dict[str, str]:
+    """Host -> the first thing that failed there: the switch, the start, the health check."""
+    failed = {r.host: r.describe() for r in answers["switched"].failed}
+    for key, result in answers.items():
+        if key.startswith("started:"):
+            failed.update({r.host: r.describe() for r in result.failed})
+    failed.update({h: r.describe() for h, r in answers["health"].items()
+                   if not r.ok and h not in failed})
+    return failed
+
+
+def restart_script(run: Run, hosts: Sequence[HostSettings], timeout_s: float) -> Script:
+    """What :func:`restart_in_place` does, as a script (see there)."""
+    config, release = run.config, run.release
+    nodes: list[Any] = [
+        Ssh(ops.switch_commands(config, release, hosts), key="switched"),
+        Effect(lambda run, answers: answers.update(began=run.clock()))]
+    switch_failed = HostSkip("switching current failed",
+                             lambda run, answers, host: not answers["switched"].by_host[host].ok)
+    nodes += [Ssh(ops.start_commands(config, group, release, port), key=f"started:{port}",
+                  skip=switch_failed) for port, group in _by_port(run, 0, hosts).items()]
+    nodes.append(Health(targets(run, 0, hosts), timeout_s, "health"))
     for host in hosts:
-        if host.name not in failed:
-            run.host_states[host.name] = f"serving {run.release[:12]}"
-            run.journal.event("restart.healthy", host=host.name,
-                              start_to_healthy_s=round(run.clock() - began, 6))
-            continue
-        port = run.slots[host.name][0]
-        ops.stop_instance(run.remote, run.config, host, port)
-        ops.switch(run.remote, run.config, run.previous, [host])
-        back = ops.start_instance(run.remote, run.config, host, run.previous, port)
-        healthy = back.ok and ops.wait_healthy(run.config, host, port, run.previous,
-                                               timeout_s).ok
-        run.expected[host.name] = run.previous
-        state = (f"back on {run.previous[:12]} and serving" if healthy else
-                 f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
-        run.host_states[host.name] = state
-        run.problems.append(f"{host.name}: {run.release[:12]} failed "
-                            f"({failed[host.name]}); {state}")
+        nodes.append(_restart_or_back(run, host, hosts, timeout_s))
+    return tuple(nodes)
+
+
+def _restart_or_back(run: Run, host: HostSettings, hosts: Sequence[HostSettings],
+                     timeout_s: float) -> If:
+    """``host`` serves the release, or, where it did not switch, start or get healthy,
+    goes back to the previous release on the same slot."""
+    config, release, previous, name = run.config, run.release, run.previous, host.name
+    port = run.slots[name][0]
+    return If(
+        When(f"{name} did not switch, start or get healthy on {release[:12]}",
+             lambda run, answers: name in _restart_failures(answers, hosts)),
+        (Ssh(ops.stop_commands(config, [host], port)),
+         Ssh(ops.switch_commands(config, previous, [host])),
+         Ssh(ops.start_commands(config, [host], previous, port), key=f"back:{name}"),
+         If(When(f"{previous[:12]} started again on {name}",
+                 lambda run, answers: bool(answers[f"back:{name}"].ok)),
+            (Health(((host, port, previous),), timeout_s, f"back-health:{name}"),)),
+         Effect(lambda run, answers: _went_back(run, answers, name, hosts))),
+        (Effect(lambda run, answers: _serving(run, answers, name)),))
+
+
+def _serving(run: Run, answers: Answers, name: str) -> None:
+    run.host_states[name] = f"serving {run.release[:12]}"
+    run.journal.event("restart.healthy", host=name,
+                      start_to_healthy_s=round(run.clock() - answers["began"], 6))
+
+
+def _went_back(run: Run, answers: Answers, name: str, hosts: Sequence[HostSettings]) -> None:
+    back = answers.get(f"back-health:{name}")
+    healthy = answers[f"back:{name}"].ok and back is not None and back[name].ok
+    run.expected[name] = run.previous
+    state = (f"back on {run.previous[:12]} and serving" if healthy else
+             f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
+    run.host_states[name] = state
+    run.problems.append(f"{name}: {run.release[:12]} failed "
+                        f"({_restart_failures(answers, hosts)[name]}); {state}")

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import (
-    FailedAfterCommit,
-    FailedBeforeCommit,
-    FastdowntimeError,
-)
-from orchestrator.remote import haproxy_wire as hap
+from orchestrator.config import HostSettings
+from orchestrator.errors import FailedAfterCommit, FastdowntimeError
 from orchestrator.remote import operations as ops
-from orchestrator.runner.actions.base import Action, _lines, action
-from orchestrator.runner.actions.instances import read_slots
+from orchestrator.runner.actions.base import Action, action
+from orchestrator.runner.actions.script import (
+    Answers,
+    Background,
+    Drained,
+    Effect,
+    Fail,
+    Health,
+    If,
+    Pick,
+    ReadSlots,
+    Script,
+    SetState,
+    Sql,
+    Ssh,
+    Swap,
+    When,
+    Wrap,
+)
 from orchestrator.runner.context import Run
 
 
@@ -28,14 +40,23 @@ class ApplyLivePatches(Action):
         return (run.plan.fastdowntime_live_patches if run.stage == "fastdowntime"
                 else run.plan.nodowntime_live_patches)
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def script(self, run: Run) -> Script:
+        return (Sql(lambda run: [f"db ({name}, autocommit, lock_timeout): {s.sql};"
+                                 for name in self.names(run)
+                                 for s in run.plan.reports[name].statements],
+                    self._apply, key="patches"),)
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"patches": answers["patches"]}
+
+    def _apply(self, run: Run, answers: Answers) -> list[dict[str, Any]]:
         from orchestrator.db.connect import connect
         from orchestrator.db.live import apply_live
 
         settings = run.config.need("database")
         done: list[dict[str, Any]] = []
         if not self.names(run):
-            return {"patches": done}
+            return done
         conn = connect(settings, what="primary", autocommit=True)
         try:
             for name in self.names(run):
@@ -48,14 +69,7 @@ class ApplyLivePatches(Action):
                              "duration_s": round(result.duration_s, 6)})
         finally:
             conn.close()
-        return {"patches": done}
-
-    def render(self, run: Run) -> list[str]:
-        lines = []
-        for name in self.names(run):
-            lines += [f"db ({name}, autocommit, lock_timeout): {s.sql};"
-                      for s in run.plan.reports[name].statements]
-        return lines
+        return done
 
 
 # --- nodowntime -----------------------------------------------------------------------------
@@ -76,95 +90,113 @@ class RollingUpdate(Action):
     name = "rolling_update"
     Params = RollingParams
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def size(self, run: Run) -> int:
         settings = run.config.nodowntime
-        size = min(self.params.batch_size or settings.batch_size, settings.max_out_of_rotation)
-        app = run.config.need("app")
-        timeout = self.params.health_timeout_s or app.health_timeout_s
-        run.haproxy.open()
-        run.slots = read_slots(run)
-        hosts = list(run.app_hosts)
-        done: list[str] = []
-        # A drained old instance no longer serves: stopping it and switching `current`
-        # overlap the next batch's start instead of delaying it.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="retire") as retire:
-            pending: list[Future[None]] = []
-            try:
-                for start in range(0, len(hosts), size):
-                    batch = hosts[start:start + size]
-                    pending.append(self._batch(run, batch, timeout, retire))
-                    done += [h.name for h in batch]
-                    run.journal.event("rolling.batch", hosts=[h.name for h in batch])
-            finally:
-                for future in pending:
-                    future.result()
-        return {"hosts": done, "batch_size": size}
+        return min(self.params.batch_size or settings.batch_size, settings.max_out_of_rotation)
 
-    def _batch(self, run: Run, batch: list[Any], timeout: float,
-               retire: ThreadPoolExecutor) -> Future[None]:
-        news = {h.name: run.slots[h.name][1] for h in batch}
-        started = []
-        began = run.clock()
-        try:
-            for host in batch:
-                result = ops.start_instance(run.remote, run.config, host, run.release,
-                                            news[host.name])
-                if not result.ok:
-                    raise FailedBeforeCommit(f"starting {run.release[:12]} on "
-                                             f"{result.describe()}")
-                started.append(host)
-            for host in batch:
-                health = ops.wait_healthy(run.config, host, news[host.name], run.release,
-                                          timeout)
-                if not health.ok:
-                    raise FailedBeforeCommit(f"health check failed: {health.describe()}")
-                run.journal.event("rolling.healthy", host=host.name,
-                                  start_to_healthy_s=round(run.clock() - began, 6))
-        except FailedBeforeCommit:
-            for host in started:
-                ops.stop_instance(run.remote, run.config, host, news[host.name])
-            for host in batch:
-                run.host_states[host.name] = f"kept {run.previous[:12]}"
-            raise
-        pairs = [(run.server(h, run.slots[h.name][0]), run.server(h, news[h.name]))
-                 for h in batch]
-        run.haproxy.swap(pairs)
-        for host in batch:  # from here on these hosts serve the new release
-            run.host_states[host.name] = f"serving {run.release[:12]}"
-        old = [o for o, _ in pairs]
+    def reads(self, run: Run) -> Script:
+        return (Effect(lambda run, answers: run.haproxy.open()), ReadSlots())
+
+    def script(self, run: Run) -> Script:
+        timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
+        hosts, size = list(run.app_hosts), self.size(run)
+        nodes: list[Any] = []
+        for start in range(0, len(hosts), size):
+            batch = hosts[start:start + size]
+            nodes += [*self._batch(run, batch, timeout), _journal_batch(batch)]
+        return tuple(nodes)
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"hosts": [h.name for h in run.app_hosts], "batch_size": self.size(run)}
+
+    def _batch(self, run: Run, batch: list[HostSettings], timeout: float) -> Script:
+        """One batch: start and health-check each host's new instance (a failure stops
+        what started and the rollout), swap them in, let the old ones drain; then, in
+        the background while the next batch starts, stop the old ones and switch
+        ``current``."""
+        config, release = run.config, run.release
+        old = {h.name: run.slots[h.name][0] for h in batch}
+        new = {h.name: run.slots[h.name][1] for h in batch}
         names = ", ".join(h.name for h in batch)
-        try:
-            run.haproxy.wait_drained(old, run.config.need("lb").drain_timeout_s)
-            run.haproxy.set_state(old, "maint")
-        except FastdowntimeError as exc:
-            raise FailedAfterCommit(f"after the swap of {names} to {run.release[:12]}: "
-                                    f"{exc}") from exc
-        ports = {h.name: run.slots[h.name][0] for h in batch}
+
+        def give_up(upto: list[HostSettings], what: str, why: Any) -> Script:
+            """Stop the new instances of ``upto``; the batch keeps its release; fail."""
+            return (*(Ssh(ops.stop_commands(config, [h], new[h.name])) for h in upto),
+                    Effect(lambda run, answers: run.host_states.update(
+                        {h.name: f"kept {run.previous[:12]}" for h in batch})),
+                    Fail(what, why))
+
+        def start(i: int, host: HostSettings) -> Script:
+            key = f"start:{host.name}"
+            return (Ssh(ops.start_commands(config, [host], release, new[host.name]), key=key),
+                    If(When(f"starting {release[:12]} on {host.name} fails",
+                            lambda run, answers: not answers[key].ok),
+                       give_up(batch[:i], "starting the new instance failed",
+                               lambda run, answers: f"starting {release[:12]} on "
+                               f"{answers[key].results[0].describe()}")))
+
+        def healthy(host: HostSettings) -> Script:
+            key, name = f"health:{host.name}", host.name
+            return (Health(((host, new[name], release),), timeout, key),
+                    If(When(f"{name}'s new instance is unhealthy",
+                            lambda run, answers: not answers[key][name].ok),
+                       give_up(batch, "its health check failed",
+                               lambda run, answers: "health check failed: "
+                               f"{answers[key][name].describe()}"),
+                       (Effect(lambda run, answers: run.journal.event(
+                           "rolling.healthy", host=name,
+                           start_to_healthy_s=round(run.clock() - answers["began"], 6))),)))
+        nodes: list[Any] = [Effect(lambda run, answers: answers.update(began=run.clock()))]
+        for i, host in enumerate(batch):
+            nodes += start(i, host)
         for host in batch:
-            run.slots[host.name] = (news[host.name], ports[host.name])
+            nodes += healthy(host)
+        pairs = tuple((run.server(h, old[h.name]), run.server(h, new[h.name])) for h in batch)
+        retired = tuple(o for o, _ in pairs)
 
-        def finish() -> None:
-            for host in batch:
-                stopped = ops.stop_instance(run.remote, run.config, host, ports[host.name])
-                if not stopped.ok:
-                    run.problems.append(f"stopping the old instance: {stopped.describe()}")
-            switched = ops.switch(run.remote, run.config, run.release, batch)
-            if not switched.ok:
-                raise FailedAfterCommit(f"after the swap of {names} to {run.release[:12]}: "
-                                        + "; ".join(r.describe() for r in switched.failed))
-        return retire.submit(finish)
+        def after_swap(exc: FastdowntimeError) -> Exception:
+            return FailedAfterCommit(f"after the swap of {names} to {release[:12]}: {exc}")
 
-    def render(self, run: Run) -> list[str]:
-        lines = []
-        for host in run.app_hosts:
-            old, new = run.port(host, 0), run.port(host, 1)
-            lines += _lines(ops.render_start_instances(run.config, [host], run.release, new),
-                            run)
-            lines.append(f"{host.name}: poll the health URL until it reports "
-                         f"{run.release[:12]}")
-            lines += [f"lb: {line}" for line in hap.render_swap(
-                run.config.need("lb").backend,
-                [(run.server(host, old), run.server(host, new))])]
-            lines += _lines(ops.render_stop_instances(run.config, [host], old), run)
-            lines += _lines(ops.render_switch(run.config, run.release, [host]), run)
-        return lines
+        def serving(run: Run, answers: Answers) -> None:
+            """From the swap on these hosts serve the new release."""
+            run.host_states.update({h.name: f"serving {run.release[:12]}" for h in batch})
+
+        def moved(run: Run, answers: Answers) -> None:
+            run.slots.update({h.name: (new[h.name], old[h.name]) for h in batch})
+
+        def stopped(name: str) -> When:
+            return When(f"stopping the old instance on {name} fails",
+                        lambda run, answers: not answers[f"stop:{name}"].ok)
+
+        def note_problem(name: str) -> Effect:
+            return Effect(lambda run, answers: run.problems.append(
+                "stopping the old instance: "
+                f"{answers[f'stop:{name}'].results[0].describe()}"))
+        finish: list[Any] = []
+        for host in batch:
+            finish += [Ssh(ops.stop_commands(config, [host], old[host.name]),
+                           key=f"stop:{host.name}"),
+                       If(stopped(host.name), (note_problem(host.name),))]
+        switched = f"switch:{names}"
+        finish += [Ssh(ops.switch_commands(config, release, batch), key=switched),
+                   If(When(f"switching current on {names} fails",
+                           lambda run, answers: not answers[switched].ok),
+                      (Fail("the rollout stops after the swap (exit 4)",
+                            lambda run, answers: f"after the swap of {names} to "
+                            f"{release[:12]}: " + "; ".join(
+                                r.describe() for r in answers[switched].failed),
+                            FailedAfterCommit),))]
+        return (*nodes, Swap(pairs), Effect(serving),
+                Wrap((Drained(retired, config.need("lb").drain_timeout_s),
+                      SetState(tuple(Pick(s) for s in retired), "maint")), after_swap,
+                     "a failure from here on comes after the swap: the rollout stops (exit 4)"),
+                Effect(moved),
+                Background(tuple(finish), "in the background, while the next batch starts"))
+
+
+def _journal_batch(batch: list[HostSettings]) -> Effect:
+    names = [h.name for h in batch]
+    return Effect(lambda run, answers: run.journal.event("rolling.batch", hosts=names))
+
+
+__all__ = ["ApplyLivePatches", "RollingParams", "RollingUpdate"]

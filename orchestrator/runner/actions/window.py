@@ -5,23 +5,53 @@ let connections back, hand traffic to the serving slot; then wait for the standb
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 
+from orchestrator.config import HostSettings
 from orchestrator.errors import (
     CommitUnknown,
     FailedBeforeCommit,
     FastdowntimeError,
 )
 from orchestrator.history.git import blob_sha
-from orchestrator.remote import haproxy_wire as hap
 from orchestrator.remote import operations as ops
-from orchestrator.runner.actions.base import Action, _failed, _lines, action
-from orchestrator.runner.actions.instances import _by_port, _check_instances, read_slots
+from orchestrator.runner.actions.base import Action, action
+from orchestrator.runner.actions.instances import _by_port, targets, unhealthy, why_unhealthy
+from orchestrator.runner.actions.script import (
+    Answers,
+    Drained,
+    Effect,
+    Finally,
+    Health,
+    If,
+    Note,
+    Pick,
+    ReadSlots,
+    Script,
+    SetState,
+    Sql,
+    Ssh,
+    When,
+)
 from orchestrator.runner.context import Run
+
+
+def _open_connections(run: Run, answers: Answers) -> None:
+    from orchestrator.db.connect import connect
+    from orchestrator.db.connections import ConnectionControl
+
+    settings = run.config.need("database")
+    if run.primary is None:
+        run.primary = connect(settings, what="primary")
+    if run.control is None:
+        run.control = ConnectionControl(settings, connect(settings, what="primary",
+                                                          autocommit=True))
+        run.control.prepare()
+    run.haproxy.open()
 
 
 @action
@@ -30,24 +60,13 @@ class PrepareWindow(Action):
 
     name = "prepare_window"
 
-    def do(self, run: Run) -> dict[str, Any]:
-        from orchestrator.db.connect import connect
-        from orchestrator.db.connections import ConnectionControl
+    def reads(self, run: Run) -> Script:
+        opening = Sql(lambda run: ("-- open the primary, pgbouncer's admin console and "
+                                   "haproxy's admin channel",), _open_connections)
+        return (opening, *(() if run.slots else (ReadSlots(),)))
 
-        settings = run.config.need("database")
-        if run.primary is None:
-            run.primary = connect(settings, what="primary")
-        if run.control is None:
-            run.control = ConnectionControl(settings, connect(settings, what="primary",
-                                                              autocommit=True))
-            run.control.prepare()
-        run.haproxy.open()
-        if not run.slots:
-            run.slots = read_slots(run)
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"slots": run.slots}
-
-    def render(self, run: Run) -> list[str]:
-        return ["open the primary, pgbouncer's admin console and haproxy's admin channel"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,19 @@ def _servers(run: Run, index: int) -> list[str]:
     return [run.server(h, run.slots[h.name][index]) for h in run.app_hosts]
 
 
+def _window_open(run: Run, answers: Answers) -> None:
+    budget = run.config.window.budget_s
+    run.window_opened = run.wall()
+    run.window_deadline = run.clock() + budget
+    run.journal.event("window.open", at=run.window_opened, budget_s=budget)
+
+
+def _window_restored(run: Run, answers: Answers) -> None:
+    run.window_closed = run.wall()
+    run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
+                      restored=True)
+
+
 @action
 class OpenWindow(Action):
     """The window opens: drain the serving instances in haproxy, wait for in-flight requests."""
@@ -68,50 +100,38 @@ class OpenWindow(Action):
     name = "open_window"
     Params = DrainParams
 
-    def do(self, run: Run) -> dict[str, Any]:
-        budget = run.config.window.budget_s
-        old = _servers(run, 0)
-        run.haproxy.set_state(old, "drain")
-        run.window_opened = run.wall()
-        run.window_deadline = run.clock() + budget
-        run.journal.event("window.open", at=run.window_opened, budget_s=budget)
+    def script(self, run: Run) -> Script:
         timeout = (self.params.drain_timeout_s if self.params.drain_timeout_s is not None
                    else run.config.need("lb").drain_timeout_s)
-        waited = run.haproxy.wait_drained(old, timeout)
+        old = _servers(run, 0)
+        stop: Script = ()
         if self.params.stop_after_drain:
-            for port, hosts in _by_port(run, 0).items():
-                _failed(ops.stop_instances(run.remote, run.config, hosts, port),
-                        "stopping the app inside the window")
-        return {"drained": old, "waited_s": round(waited, 6)}
+            stop = tuple(Ssh(ops.stop_commands(run.config, hosts, port),
+                             fails="stopping the app inside the window")
+                         for port, hosts in _by_port(run, 0).items())
+        return (SetState(tuple(Pick(s) for s in old), "drain"), Effect(_window_open),
+                Drained(tuple(old), timeout, "waited"), *stop)
 
-    def undo(self, run: Run) -> None:
-        try:
-            if self.params.stop_after_drain:
-                for port, hosts in _by_port(run, 0).items():
-                    _failed(ops.start_instances(run.remote, run.config, hosts, run.previous,
-                                                port), "restarting the previous release")
-                run.expected.update({h.name: run.previous for h in run.app_hosts})
-                unhealthy = _check_instances(run, 0, run.config.need("app").health_timeout_s)
-                if unhealthy:
-                    raise FailedBeforeCommit("the previous release did not come back: "
-                                             + "; ".join(unhealthy.values()))
-        finally:
-            if run.window_opened is not None:
-                run.haproxy.set_state(_servers(run, 0), "ready")
-                run.window_closed = run.wall()
-                run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
-                                  restored=True)
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"drained": _servers(run, 0), "waited_s": round(answers["waited"], 6)}
 
-    def render(self, run: Run) -> list[str]:
-        lb = run.config.need("lb")
-        servers = [run.server(h, run.port(h, 0)) for h in run.app_hosts]
-        lines = [f"lb: {line}" for line in hap.render_set_state(lb.backend, servers, "drain")]
-        lines.append("lb: show stat -- until the drained servers have no session or queue")
+    def undo_script(self, run: Run) -> Script:
+        back: Script = ()
         if self.params.stop_after_drain:
-            for host in run.app_hosts:
-                lines += _lines(ops.render_stop_instances(run.config, [host], run.port(host, 0)),
-                                run)
-        return lines
+            back = (*(Ssh(ops.start_commands(run.config, hosts, run.previous, port),
+                          fails="restarting the previous release")
+                      for port, hosts in _by_port(run, 0).items()),
+                    Effect(lambda run, answers: run.expected.update(
+                        {h.name: run.previous for h in run.app_hosts})),
+                    Health(tuple((h, run.slots[h.name][0], run.previous)
+                                 for h in run.app_hosts),
+                           run.config.need("app").health_timeout_s, "back"),
+                    If(unhealthy("back", "the previous release is unhealthy on a host"),
+                       (why_unhealthy("back", "the previous release did not come back"),)))
+        return (Finally(back, (If(
+            When("the window opened", lambda run, answers: run.window_opened is not None),
+            (SetState(tuple(Pick(s) for s in _servers(run, 0)), "ready"),
+             Effect(_window_restored))),)),)
 
 
 @action
@@ -120,21 +140,30 @@ class CutConnections(Action):
 
     name = "cut_connections"
 
-    def do(self, run: Run) -> dict[str, Any]:
-        settings = run.config.need("database")
-        deadline = run.clock() + settings.terminate_deadline_s
-        if run.window_deadline is not None:
-            deadline = min(deadline, run.window_deadline)
-        result = run.control.cut(deadline)
-        return dataclasses.asdict(result)
+    def script(self, run: Run) -> Script:
+        return (Sql(_control_lines("cut"), _cut, key="cut"),)
 
-    def undo(self, run: Run) -> None:
-        run.control.restore()
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return dataclasses.asdict(answers["cut"])
 
-    def render(self, run: Run) -> list[str]:
+    def undo_script(self, run: Run) -> Script:
+        return (Sql(_control_lines("restore"), lambda run, answers: run.control.restore()),)
+
+
+def _cut(run: Run, answers: Answers) -> Any:
+    deadline = run.clock() + run.config.need("database").terminate_deadline_s
+    if run.window_deadline is not None:
+        deadline = min(deadline, run.window_deadline)
+    return run.control.cut(deadline)
+
+
+def _control_lines(part: str) -> Callable[[Run], list[str]]:
+    """The ``cut`` or ``restore`` lines of the connection control's own rendering."""
+    def shown(run: Run) -> list[str]:
         if run.control is None:
-            return ["db: cut every non-system connection (no connection control prepared)"]
-        return [f"db: {line}" for line in run.control.render()]
+            return [f"db: {part} every non-system connection (no connection control prepared)"]
+        return [f"db: {line}" for line in run.control.render() if line.startswith(part)]
+    return shown
 
 
 @dataclass(frozen=True)
@@ -161,14 +190,30 @@ class ApplyColdPatches(Action):
     def permissions(self, run: Run) -> str | None:
         return run.texts.get("<permissions>")
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def script(self, run: Run) -> Script:
+        patches = self.patches(run)
+
+        def shown(run: Run) -> list[str]:
+            from orchestrator.db.cold import render_cold
+
+            return [f"db: {line}" for line in render_cold(
+                patches, self.permissions(run), run.config.need("database").revision_table)]
+        return (Sql(shown, lambda run, answers: self._apply(run, patches), key="cold"),
+                Note("if the connection breaks during COMMIT: ask the primary, on a new "
+                     "connection, whether this run's patches are recorded; if it cannot "
+                     "say, the hosts are restored and the run exits 4 (resume settles it)"))
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return dict(answers["cold"])
+
+    def _apply(self, run: Run, patches: list[Any]) -> dict[str, Any]:
         from orchestrator.db.cold import CommitLost, apply_cold
 
         settings = run.config.need("database")
         deadline = (run.window_deadline if run.window_deadline is not None
                     else run.clock() + run.config.window.budget_s) - self.params.reserve_s
         try:
-            result = apply_cold(run.primary, self.patches(run), deadline=deadline,
+            result = apply_cold(run.primary, patches, deadline=deadline,
                                 permissions=self.permissions(run),
                                 revision_table=settings.revision_table, run_id=run.run_id,
                                 clock=run.clock,
@@ -206,13 +251,6 @@ class ApplyColdPatches(Action):
                           backend=lost.backend.to_json())
         return committed
 
-    def render(self, run: Run) -> list[str]:
-        from orchestrator.db.cold import render_cold
-
-        settings = run.config.need("database")
-        return [f"db: {line}" for line in render_cold(self.patches(run), self.permissions(run),
-                                                       settings.revision_table)]
-
 
 @action
 class RestoreConnections(Action):
@@ -220,12 +258,12 @@ class RestoreConnections(Action):
 
     name = "restore_connections"
 
-    def do(self, run: Run) -> dict[str, Any]:
-        run.control.restore()
-        return {}
+    def script(self, run: Run) -> Script:
+        return (Sql(_control_lines("restore"), lambda run, answers: run.control.restore()),)
 
-    def render(self, run: Run) -> list[str]:
-        return ["db: RESUME / ENABLE on pgbouncer's admin console"]
+
+CLOSE_HEALTH_S = 2.0
+"""How long close_window waits for an instance going ready to pass its health check."""
 
 
 @dataclass(frozen=True)
@@ -241,52 +279,55 @@ class CloseWindow(Action):
     name = "close_window"
     Params = CloseParams
 
-    def do(self, run: Run) -> dict[str, Any]:
-        index = 1 if self.params.servers == "new" else 0
-        # haproxy routes to a server the instant it leaves maintenance, before its own
-        # health check: ask each instance first (this also reopens its database pool).
-        unhealthy = _check_instances(run, index)
-        ready = [run.server(h, run.slots[h.name][index]) for h in run.app_hosts
-                 if h.name not in unhealthy]
-        if index == 1:
-            # a host whose new instance is unhealthy keeps its old one: old code works on
-            # the new schema by policy
-            ready += [run.server(h, run.slots[h.name][0]) for h in run.app_hosts
-                      if h.name in unhealthy]
-        if ready:
-            run.haproxy.set_state(ready, "ready")
-        run.window_closed = run.wall()
-        run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
-                          budget_s=run.config.window.budget_s)
-        if index == 1:
-            run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in run.app_hosts
-                                   if h.name not in unhealthy], "maint")
-        for host in run.app_hosts:
-            serving = run.expected.get(host.name, run.release)
-            if host.name not in unhealthy:
-                run.host_states[host.name] = f"serving {serving[:12]}"
-            elif index == 1:
-                run.fallback.add(host.name)
-                run.host_states[host.name] = (f"serving {run.previous[:12]} on its old "
-                                              f"instance; the new one failed")
-                run.problems.append(f"{host.name}: new instance unhealthy ({unhealthy[host.name]})"
-                                    f"; its old instance keeps serving")
-            else:
-                run.host_states[host.name] = f"out of service: {unhealthy[host.name]}"
-                run.problems.append(f"{host.name}: not put in service: {unhealthy[host.name]}")
-        return {"ready": ready, "outage_s": run.outage_s, "unhealthy": unhealthy}
+    def script(self, run: Run) -> Script:
+        new = self.params.servers == "new"
+        index = 1 if new else 0
 
-    def render(self, run: Run) -> list[str]:
-        lb = run.config.need("lb")
-        index = 1 if self.params.servers == "new" else 0
-        lines = [f"each app host: GET {run.config.need('app').health_url} of the instance "
-                 "going ready, until it reports its release"]
-        ready = [run.server(h, run.port(h, index)) for h in run.app_hosts]
-        lines += [f"lb: {line}" for line in hap.render_set_state(lb.backend, ready, "ready")]
-        if index == 1:
-            old = [run.server(h, run.port(h, 0)) for h in run.app_hosts]
-            lines += [f"lb: {line}" for line in hap.render_set_state(lb.backend, old, "maint")]
-        return lines
+        def failed(host: HostSettings) -> When:
+            return When(f"{host.name}'s instance on port {run.slots[host.name][index]} is "
+                        "unhealthy", lambda run, answers: not answers["health"][host.name].ok)
+        # haproxy routes to a server the instant it leaves maintenance, before its own
+        # health check: ask each instance first (this also reopens its database pool). A
+        # host whose new instance is unhealthy keeps its old one: old code works on the new
+        # schema by policy.
+        ready = tuple(Pick(run.server(h, run.slots[h.name][index]),
+                           run.server(h, run.slots[h.name][0]) if new else None, failed(h))
+                      for h in run.app_hosts)
+        retire = tuple(Pick(run.server(h, run.slots[h.name][0]), None, failed(h))
+                       for h in run.app_hosts)
+        return (Health(targets(run, index), CLOSE_HEALTH_S, "health"),
+                SetState(ready, "ready", key="ready"), Effect(_window_closed),
+                *((SetState(retire, "maint"),) if new else ()),
+                Effect(lambda run, answers: _host_states(run, answers, new)))
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"ready": answers["ready"], "outage_s": run.outage_s,
+                "unhealthy": {h: r.describe() for h, r in answers["health"].items()
+                              if not r.ok}}
+
+
+def _window_closed(run: Run, answers: Answers) -> None:
+    run.window_closed = run.wall()
+    run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
+                      budget_s=run.config.window.budget_s)
+
+
+def _host_states(run: Run, answers: Answers, new: bool) -> None:
+    """What each app host serves once the window closed, and the problems to report."""
+    for host in run.app_hosts:
+        health = answers["health"][host.name]
+        serving = run.expected.get(host.name, run.release)
+        if health.ok:
+            run.host_states[host.name] = f"serving {serving[:12]}"
+        elif new:
+            run.fallback.add(host.name)
+            run.host_states[host.name] = (f"serving {run.previous[:12]} on its old "
+                                          f"instance; the new one failed")
+            run.problems.append(f"{host.name}: new instance unhealthy ({health.describe()})"
+                                f"; its old instance keeps serving")
+        else:
+            run.host_states[host.name] = f"out of service: {health.describe()}"
+            run.problems.append(f"{host.name}: not put in service: {health.describe()}")
 
 
 def window_serves(steps: Sequence[Any]) -> str:
@@ -311,14 +352,18 @@ class WaitStandbys(Action):
     name = "wait_standbys"
     Params = StandbyParams
 
-    def do(self, run: Run) -> dict[str, Any]:
+    def script(self, run: Run) -> Script:
+        return (Sql(lambda run: ("db: wait until every standby replayed "
+                                 "pg_current_wal_lsn()",),
+                    self._wait, key="waited"),)
+
+    def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        return {"waited_s": round(answers["waited"], 6)}
+
+    def _wait(self, run: Run, answers: Answers) -> float:
         from orchestrator.db.replication import wait_replayed
 
         settings = run.config.need("database")
         timeout = self.params.timeout_s or settings.replay_timeout_s
-        waited = wait_replayed(settings, run.control.primary if run.control else run.primary,
-                               timeout_s=timeout)
-        return {"waited_s": round(waited, 6)}
-
-    def render(self, run: Run) -> list[str]:
-        return ["db: wait until every standby replayed pg_current_wal_lsn()"]
+        return float(wait_replayed(settings, run.control.primary if run.control else run.primary,
+                                   timeout_s=timeout))
