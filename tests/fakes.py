@@ -1,4 +1,5 @@
-"""Fakes the unit tests share, each standing in for one thing the code takes injected.
+"""Fakes the unit tests share, each standing in for one thing the code takes injected, and
+the real :class:`~orchestrator.runner.context.Run` built around them (``make_run``).
 
 One clock for every test: the code under test takes ``clock=`` (and
 ``sleep=``) the way tenacity takes ``sleep=``; a test passes a
@@ -8,7 +9,12 @@ the code sleeps or the test says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from orchestrator.config import Config
+from orchestrator.runner.context import Run
 
 
 class FakeClock:
@@ -42,3 +48,55 @@ class FakeClock:
     def slept(self) -> list[float]:
         """The sleeps, by the name some tests read them."""
         return self.sleeps
+
+
+class RecordingJournal:
+    """A journal (``JournalPort``) that keeps ``(event, fields)`` pairs in ``events``; steps
+    record ``step.start``, then ``step.done`` or ``step.failed``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def bind(self, **_context: Any) -> RecordingJournal:
+        return self
+
+    def event(self, event: str, **fields: Any) -> dict[str, Any]:
+        self.events.append((event, fields))
+        return {"event": event, **fields}
+
+    def checkpoint(self) -> None:
+        self.events.append(("checkpoint", {}))
+
+    @contextlib.contextmanager
+    def step(self, name: str, **_fields: Any) -> Iterator[Any]:
+        self.events.append(("step.start", {"step": name}))
+        try:
+            yield _Notes()
+        except BaseException:
+            self.events.append(("step.failed", {"step": name}))
+            raise
+        self.events.append(("step.done", {"step": name}))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        """The fields of every ``event`` written, in order."""
+        return [fields for name, fields in self.events if name == event]
+
+
+class _Notes:
+    def note(self, **_fields: Any) -> None:
+        return None
+
+
+def make_run(config: Config | None = None, **fields: Any) -> Run:
+    """A real :class:`~orchestrator.runner.context.Run` for unit tests: an empty plan, a
+    :class:`RecordingJournal`, the release and previous revisions, and ``fields``."""
+    from orchestrator.history import History
+    from orchestrator.plan import make_plan
+
+    empty = make_plan(History("repo", "db-stable", "f" * 40, "f" * 40, ()), {}, [])
+    values: dict[str, Any] = {"config": config or Config(path=None), "plan": empty,
+                              "run_id": "run-1", "journal": RecordingJournal(),
+                              "stage": "fastdowntime", "release": "c" * 40,
+                              "previous": "e" * 40, "texts": {}}
+    values.update(fields)
+    return Run(**values)

@@ -7,12 +7,21 @@ window's instants are wall-clock (journal) and monotonic (deadlines) at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.config import Config, HostSettings
+from orchestrator.db.connect import Connection
 from orchestrator.plan import Plan
+from orchestrator.runner.ports import (
+    Clock,
+    ControlPort,
+    HaproxyPort,
+    JournalPort,
+    RemotePort,
+    absent,
+)
 
 
 @dataclass
@@ -22,7 +31,8 @@ class Run:
     config: Config
     plan: Plan
     run_id: str
-    journal: Any
+    journal: JournalPort
+    """A dry run's journal keeps nothing (:class:`~orchestrator.runner.ports.NullJournal`)."""
     stage: str
     release: str
     """The revision this stage deploys: the cut (fastdowntime) or the target (nodowntime)."""
@@ -30,14 +40,14 @@ class Run:
     """The revision the hosts ran before this stage."""
     texts: Mapping[str, str]
     """Patch file name -> its text at the target revision."""
-    remote: Any = None
+    remote: RemotePort = field(default_factory=lambda: absent("remote hosts"))
     dry_run: bool = False
     rehearse: bool = False
-    clock: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-    haproxy: Any = None
-    primary: Any = None
-    control: Any = None
+    clock: Clock = time.monotonic
+    wall: Clock = time.time
+    haproxy: HaproxyPort = field(default_factory=lambda: absent("haproxy"))
+    primary: Connection | None = None
+    control: ControlPort = field(default_factory=lambda: absent("connection control"))
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)
     """App host -> (port serving now, idle port the new release starts on)."""
     committed: bool = False

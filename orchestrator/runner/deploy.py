@@ -36,6 +36,7 @@ from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
 from orchestrator.runner.outcome import Outcome
 from orchestrator.runner.playbook import Playbook, load_playbook
+from orchestrator.runner.ports import NullJournal
 
 STAGES = ("all", "fastdowntime", "nodowntime")
 
@@ -207,7 +208,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
             for resource in (run.primary, getattr(run.control, "primary", None)):
                 if resource is not None and not resource.closed:
                     resource.close()
-            if run.control is not None:
+            if run.control:
                 run.control.close()
     problems = [p for r in runs for p in r.problems]
     if error is None and problems:
@@ -300,7 +301,7 @@ def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
             show(f"`lb:` lines go to haproxy's admin socket over one channel, "
                  f"`{haproxy.host.name}: {' '.join(haproxy.argv)}`, opened once with "
                  + ", ".join(f"`{line}`" for line in SESSION_SETUP))
-            probe = Run(config, plan, "dry-run", None, "fastdowntime", plan.to_sha,
+            probe = Run(config, plan, "dry-run", NullJournal(), "fastdowntime", plan.to_sha,
                         plan.from_sha, texts, remote=remote, haproxy=haproxy, dry_run=True)
             preview = Preview(read_slots(probe))
         show("a failing command fails its step, unless an `if` below it says what follows; "
@@ -308,14 +309,15 @@ def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
         control.prepare()
         if plan.cut is not None:
             playbook = load_playbook(config.runs.playbook)
-            run = Run(config, plan, "dry-run", None, "fastdowntime", plan.cut, plan.from_sha,
+            run = Run(config, plan, "dry-run", NullJournal(), "fastdowntime", plan.cut,
+                      plan.from_sha,
                       texts, remote=remote, dry_run=True, control=control)
             for line in render_steps(playbook, run, preview):
                 show(line)
             if window_serves(playbook.steps) == "new":
                 preview = Preview({h: (new, old) for h, (old, new) in preview.slots.items()})
         if plan.nodowntime_revisions:
-            run = Run(config, plan, "dry-run", None, "nodowntime", plan.to_sha,
+            run = Run(config, plan, "dry-run", NullJournal(), "nodowntime", plan.to_sha,
                       plan.cut or plan.from_sha, texts, remote=remote, dry_run=True)
             for line in render_steps(load_playbook("nodowntime"), run, preview):
                 show(line)

@@ -16,6 +16,7 @@ from orchestrator.remote.results import OK, GroupResult, HostResult
 from orchestrator.runner.context import Run
 from orchestrator.runner.resume import _finish_in_place
 from orchestrator.sandbox.layout import PROJECT_ROOT
+from tests.fakes import make_run
 
 SANDBOX = load_config(PROJECT_ROOT / "config" / "sandbox.toml")
 CUT, PREVIOUS = "c" * 40, "e" * 40
@@ -93,15 +94,10 @@ class FakeHaproxy:
         return 0.0
 
 
-class Journal:
-    def event(self, event: str, **fields: Any) -> dict[str, Any]:
-        return {"event": event, **fields}
-
-
 def new_run(hosts: Hosts) -> Run:
     slots = {h.name: (SERVING, SANDBOX.need("app").ports[1]) for h in SANDBOX.role("app")}
-    return Run(SANDBOX, None, "run-1", Journal(), "fastdowntime", CUT, PREVIOUS, {},  # type: ignore[arg-type]
-               remote=hosts, haproxy=FakeHaproxy(hosts.log), slots=slots)
+    return make_run(SANDBOX, release=CUT, previous=PREVIOUS, remote=hosts,
+                    haproxy=FakeHaproxy(hosts.log), slots=slots)
 
 
 def server(run: Run, name: str) -> str:

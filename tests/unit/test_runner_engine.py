@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,48 +9,10 @@ import pytest
 
 from orchestrator.errors import BadInput, FailedBeforeCommit
 from orchestrator.runner.actions import ACTIONS, Action
+from orchestrator.runner.context import Run
 from orchestrator.runner.engine import render_steps, run_steps
 from orchestrator.runner.playbook import PLAYBOOKS, Playbook, Step, load_playbook
-
-
-class FakeJournal:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def bind(self, **context: Any) -> FakeJournal:
-        return self
-
-    def event(self, event: str, **fields: Any) -> None:
-        self.events.append((event, fields))
-
-    def checkpoint(self) -> None:
-        self.events.append(("checkpoint", {}))
-
-    @contextlib.contextmanager
-    def step(self, name: str, **fields: Any) -> Iterator[Any]:
-        self.events.append(("step.start", {"step": name}))
-
-        class Record:
-            def note(self, **data: Any) -> None:
-                pass
-        try:
-            yield Record()
-        except BaseException:
-            self.events.append(("step.failed", {"step": name}))
-            raise
-        self.events.append(("step.done", {"step": name}))
-
-
-@dataclass
-class FakeRun:
-    journal: FakeJournal
-    log: list[str]
-    committed: bool = False
-    problems: list[str] | None = None
-    stage: str = "fastdowntime"
-    release: str = "c" * 40
-    previous: str = "p" * 40
-    run_id: str = "run-1"
+from tests.fakes import RecordingJournal, make_run
 
 
 class Recorder(Action):
@@ -72,7 +31,7 @@ class Recorder(Action):
         return self.commits
 
     def do(self, run: Any) -> dict[str, Any]:
-        run.log.append(f"do {self.label}")
+        run.journal.event("recorder", what=f"do {self.label}")
         if self.fail:
             raise FailedBeforeCommit(f"{self.label} broke")
         if self.commits:
@@ -80,7 +39,7 @@ class Recorder(Action):
         return {}
 
     def undo(self, run: Any) -> None:
-        run.log.append(f"undo {self.label}")
+        run.journal.event("recorder", what=f"undo {self.label}")
 
 
 def book(*actions: Action) -> Playbook:
@@ -88,8 +47,14 @@ def book(*actions: Action) -> Playbook:
                     Path("test.yaml"))
 
 
-def new_run() -> FakeRun:
-    return FakeRun(FakeJournal(), [], problems=[])
+def new_run() -> Run:
+    return make_run()
+
+
+def log(run: Run) -> list[str]:
+    """What the recorders did and undid, in order."""
+    assert isinstance(run.journal, RecordingJournal)
+    return [fields["what"] for fields in run.journal.named("recorder")]
 
 
 def test_failure_before_commit_undoes_in_reverse() -> None:
@@ -97,16 +62,16 @@ def test_failure_before_commit_undoes_in_reverse() -> None:
     first (its ``do`` may have done part of its work)."""
     run = new_run()
     with pytest.raises(FailedBeforeCommit, match="c broke; the old state is restored"):
-        run_steps(book(Recorder("a"), Recorder("b"), Recorder("c", fail=True)), run)  # type: ignore[arg-type]
-    assert run.log == ["do a", "do b", "do c", "undo c", "undo b", "undo a"]
+        run_steps(book(Recorder("a"), Recorder("b"), Recorder("c", fail=True)), run)
+    assert log(run) == ["do a", "do b", "do c", "undo c", "undo b", "undo a"]
 
 
 def test_failure_after_commit_rolls_forward() -> None:
     """After the commit point a failing step is recorded and the next steps still run."""
     run = new_run()
     run_steps(book(Recorder("a"), Recorder("cold", commits=True), Recorder("x", fail=True),
-                   Recorder("y")), run)  # type: ignore[arg-type]
-    assert run.log == ["do a", "do cold", "do x", "do y"]
+                   Recorder("y")), run)
+    assert log(run) == ["do a", "do cold", "do x", "do y"]
     assert run.problems and "x broke" in run.problems[0]
     assert ("checkpoint", {}) in run.journal.events
 
@@ -115,8 +80,8 @@ def test_every_failure_is_journaled() -> None:
     """Start, failure and each undo appear in the journal."""
     run = new_run()
     with pytest.raises(FailedBeforeCommit):
-        run_steps(book(Recorder("a"), Recorder("b", fail=True)), run)  # type: ignore[arg-type]
-    names = [(e, f.get("step")) for e, f in run.journal.events]
+        run_steps(book(Recorder("a"), Recorder("b", fail=True)), run)
+    names = [(e, f.get("step")) for e, f in run.journal.events if e != "recorder"]
     assert names == [("step.start", "recorder"), ("step.done", "recorder"),
                      ("step.start", "recorder"), ("step.failed", "recorder"),
                      ("step.start", "undo recorder"), ("step.done", "undo recorder"),
@@ -135,7 +100,7 @@ def test_failed_undo_is_reported_as_such() -> None:
 
     run = new_run()
     with pytest.raises(UndoFailed, match="undo failed: undo recorder: haproxy unreachable"):
-        run_steps(book(BadUndo("a"), Recorder("b", fail=True)), run)  # type: ignore[arg-type]
+        run_steps(book(BadUndo("a"), Recorder("b", fail=True)), run)
 
 
 def test_commit_of_unknown_outcome_restores_the_hosts_and_says_so() -> None:
@@ -147,13 +112,13 @@ def test_commit_of_unknown_outcome_restores_the_hosts_and_says_so() -> None:
         """Its COMMIT's outcome is unknown."""
 
         def do(self, run: Any) -> dict[str, Any]:
-            run.log.append(f"do {self.label}")
+            run.journal.event("recorder", what=f"do {self.label}")
             raise CommitUnknown("connection lost during COMMIT")
 
     run = new_run()
     with pytest.raises(CommitUnknown) as raised:
-        run_steps(book(Recorder("a"), LostCommit("cold", commits=True), Recorder("b")), run)  # type: ignore[arg-type]
-    assert run.log == ["do a", "do cold", "undo cold", "undo a"]
+        run_steps(book(Recorder("a"), LostCommit("cold", commits=True), Recorder("b")), run)
+    assert log(run) == ["do a", "do cold", "undo cold", "undo a"]
     message = str(raised.value)
     assert "connection lost during COMMIT" in message and "previous release again" in message
     assert "`fastdowntime resume run-1`" in message and "nothing changed" not in message
@@ -195,5 +160,5 @@ def test_bad_playbooks_name_file_and_line(tmp_path: Path, text: str, message: st
 def test_render_lists_every_step() -> None:
     """The dry-run rendering numbers every step with its description."""
     run = new_run()
-    lines = render_steps(book(Recorder("a"), Recorder("b")), run)  # type: ignore[arg-type]
+    lines = render_steps(book(Recorder("a"), Recorder("b")), run)
     assert lines[0].startswith("== test") and lines[1].startswith(" 1. recorder")

@@ -33,6 +33,7 @@ from orchestrator.runner.context import Run
 from orchestrator.runner.engine import render_steps
 from orchestrator.runner.playbook import Playbook, Step
 from orchestrator.sandbox.layout import PROJECT_ROOT
+from tests.fakes import make_run
 
 SANDBOX = load_config(PROJECT_ROOT / "config" / "sandbox.toml")
 APPS = SANDBOX.role("app")
@@ -70,8 +71,8 @@ class FakeHaproxy:
 
 def new_run(remote: FakeRemote | None = None) -> Run:
     slots = {h.name: (8001, 8002) for h in APPS}
-    return Run(SANDBOX, None, "run-1", None, "fastdowntime", RELEASE, PREVIOUS, {},  # type: ignore[arg-type]
-               remote=remote or FakeRemote(), haproxy=FakeHaproxy(), slots=slots)
+    return make_run(SANDBOX, release=RELEASE, previous=PREVIOUS,
+                    remote=remote or FakeRemote(), haproxy=FakeHaproxy(), slots=slots)
 
 
 def stop(hosts: Sequence[HostSettings], port: int = 8001) -> ops.Fanout:

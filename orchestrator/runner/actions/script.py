@@ -154,7 +154,8 @@ class Fail:
 class Effect:
     """A change to the run's own state or journal; nothing leaves the orchestrator."""
 
-    apply: Callable[[Run, Answers], None]
+    apply: Callable[[Run, Answers], object]
+    """Called for its effect; what it returns is ignored."""
 
 
 @dataclass(frozen=True)

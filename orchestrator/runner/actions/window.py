@@ -47,7 +47,7 @@ def _open_connections(run: Run, answers: Answers) -> None:
     settings = run.config.need("database")
     if run.primary is None:
         run.primary = connect(settings, what="primary")
-    if run.control is None:
+    if not run.control:
         run.control = ConnectionControl(settings, connect(settings, what="primary",
                                                           autocommit=True))
         run.control.prepare()
@@ -160,7 +160,7 @@ def _cut(run: Run, answers: Answers) -> Any:
 def _control_lines(part: str) -> Callable[[Run], list[str]]:
     """The ``cut`` or ``restore`` lines of the connection control's own rendering."""
     def shown(run: Run) -> list[str]:
-        if run.control is None:
+        if not run.control:
             return [f"db: {part} every non-system connection (no connection control prepared)"]
         return [f"db: {line}" for line in run.control.render() if line.startswith(part)]
     return shown
