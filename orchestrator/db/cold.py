@@ -16,8 +16,11 @@ time and row check, and three for the whole transaction.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -176,7 +179,8 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                permissions: str | None = None,
                revision_table: str = "LaunchpadDatabaseRevision", run_id: str | None = None,
                clock: Callable[[], float] = time.monotonic, log: Any = None,
-               on_begin: Callable[[Backend], object] | None = None) -> ColdResult:
+               on_begin: Callable[[Backend], object] | None = None,
+               on_commit: Callable[[ColdResult], object] | None = None) -> ColdResult:
     """Apply ``patches`` (numeric order) and ``permissions`` in one transaction, then COMMIT.
 
     ``deadline`` is an absolute ``clock()`` value. Raises ColdPatchFailed
@@ -184,6 +188,9 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     :class:`CommitLost` when the connection breaks during COMMIT itself.
     ``on_begin(backend)`` hears of the server process first (a journal keeps it, so a
     COMMIT cut off with the orchestrator can be settled by :func:`committed_by`).
+    ``on_commit(result)`` hears of the COMMIT before anything else can happen: Ctrl-C,
+    SIGTERM and SIGHUP are held from COMMIT until it has returned, then raised, so no
+    interrupt can land between a COMMIT the server made and the caller knowing it.
     """
     log = log or structlog.get_logger("cold")
     table = identifier(revision_table)
@@ -229,7 +236,12 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                             + permissions)
             current = ("", None, "COMMIT")
             _ms(deadline, clock)
-        conn.commit()
+        with interrupts_held("COMMIT"):
+            conn.commit()
+            commit_at = clock()
+            result = ColdResult(tuple(timings), commit_at - started, commit_at)
+            if on_commit is not None:
+                on_commit(result)
     except KeyboardInterrupt:
         _rollback(conn)  # never leave the patches' locks held behind an interrupted run
         raise
@@ -250,9 +262,27 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
         raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
                               f"{reason} (SQLSTATE {sqlstate})", sqlstate,
                               deadline=sqlstate == QUERY_CANCELED) from None
-    commit_at = clock()
-    log.info("cold.commit", patches=len(ordered), total_s=round(commit_at - started, 6))
-    return ColdResult(tuple(timings), commit_at - started, commit_at)
+    log.info("cold.commit", patches=len(ordered), total_s=round(result.total_s, 6))
+    return result
+
+
+@contextmanager
+def interrupts_held(what: str) -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP while the body runs; raise KeyboardInterrupt after it
+    when one came (naming ``what``). In a thread other than the main one signals cannot be
+    held, and none is delivered there either: the body just runs."""
+    caught: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+    held = threading.current_thread() is threading.main_thread()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if held else ():
+        previous[sig] = signal.signal(sig, lambda n, _frame: caught.append(n))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt(f"{signal.Signals(caught[0]).name} received during {what}")
 
 
 def _ordered(patches: Sequence[ColdPatch]) -> list[ColdPatch]:

@@ -19,6 +19,7 @@ from orchestrator.runner.ports import (
     ControlPort,
     HaproxyPort,
     JournalPort,
+    LockPort,
     RemotePort,
     absent,
 )
@@ -48,6 +49,8 @@ class Run:
     haproxy: HaproxyPort = field(default_factory=lambda: absent("haproxy"))
     primary: Connection | None = None
     control: ControlPort = field(default_factory=lambda: absent("connection control"))
+    lock: LockPort | None = None
+    """The deploy lock this run holds, checked before every step (None: not checked)."""
     slots: dict[str, tuple[int, int]] = field(default_factory=dict)
     """App host -> (port serving now, idle port the new release starts on)."""
     committed: bool = False

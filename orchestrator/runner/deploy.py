@@ -172,7 +172,8 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         haproxy = Haproxy(remote, config)
         if playbook is not None and plan.cut is not None:
             run = Run(config, plan, run_id, journal, "fastdowntime", plan.cut, plan.from_sha,
-                      texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy)
+                      texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy,
+                      lock=lock)
             runs.append(run)
             run_steps(playbook, run)
             try:
@@ -185,7 +186,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         if tail and options.stage in ("all", "nodowntime"):
             start = plan.cut or plan.from_sha
             run = Run(config, plan, run_id, journal, "nodowntime", plan.to_sha, start, texts,
-                      remote=remote, haproxy=haproxy)
+                      remote=remote, haproxy=haproxy, lock=lock)
             runs.append(run)
             try:
                 run_steps(load_playbook("nodowntime"), run)
@@ -205,7 +206,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         if haproxy is not None:
             haproxy.close()
         for run in runs:
-            for resource in (run.primary, getattr(run.control, "primary", None)):
+            for resource in (run.primary, run.control.primary if run.control else None):
                 if resource is not None and not resource.closed:
                     resource.close()
             if run.control:

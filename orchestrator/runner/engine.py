@@ -26,6 +26,7 @@ def run_steps(playbook: Playbook, run: Run) -> None:
     for step in playbook.steps:
         journal = run.journal.bind(stage=run.stage, step=step.name)
         try:
+            _check_lock(run, step)
             with journal.step(step.name, line=step.line) as record:
                 data = step.action.do(run)
                 record.note(**data)
@@ -53,6 +54,18 @@ def run_steps(playbook: Playbook, run: Run) -> None:
             raise FailedBeforeCommit(f"{playbook.name} step {step.name} (line {step.line}) "
                                      f"failed: {exc}; the old state is restored") from exc
         done.append(step)
+
+
+class LockLost(FailedBeforeCommit):
+    """The deploy lock's session died before COMMIT: the run stops and undoes."""
+
+
+def _check_lock(run: Run, step: Step) -> None:
+    """Before COMMIT, a run that lost its deploy lock (its session died: another run may
+    start) stops and undoes; after COMMIT it rolls forward regardless."""
+    if run.lock is not None and not run.committed and not run.lock.alive():
+        raise LockLost(f"the deploy lock's session is gone before {step.name}: another run "
+                       "could start beside this one")
 
 
 def undo(done: list[Step], run: Run) -> list[str]:

@@ -77,6 +77,12 @@ class ControlPort(Protocol):
     def render(self) -> list[str]: ...
 
 
+class LockPort(Protocol):
+    """The deploy lock the run holds: whether its session still answers."""
+
+    def alive(self) -> bool: ...
+
+
 class NullJournal:
     """A journal that keeps nothing: what a dry run, which changes nothing, journals to."""
 
@@ -101,6 +107,11 @@ class _NullStep:
         return {"event": event, **fields}
 
 
+class AbsentPart(AttributeError):
+    """A run used a part it was built without (an AttributeError: ``getattr(part, name,
+    default)`` and ``hasattr`` treat it as missing)."""
+
+
 class _Absent:
     """Stands for a part a run was built without: using it says which, by name."""
 
@@ -108,8 +119,10 @@ class _Absent:
         self._what = what
 
     def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"this run has no {self._what} (asked for .{name}): it was built "
-                           "without one")
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AbsentPart(f"this run has no {self._what} (asked for .{name}): it was built "
+                         "without one")
 
     def __bool__(self) -> bool:
         return False
@@ -121,5 +134,6 @@ def absent(what: str) -> Any:
     return _Absent(what)
 
 
-__all__ = ["Clock", "ControlPort", "HaproxyPort", "JournalPort", "NullJournal", "RemotePort",
+__all__ = ["AbsentPart", "Clock", "ControlPort", "HaproxyPort", "JournalPort", "LockPort", "NullJournal",
+           "RemotePort",
            "StepPort", "absent"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -264,3 +266,37 @@ def test_settling_never_ends_a_process_that_only_shares_the_pid(
             assert cur.fetchone() == (1,)
     finally:
         other.close()
+
+
+class InterruptedAtCommit:
+    """The primary's connection, but Ctrl-C arrives the instant COMMIT returns."""
+
+    def __init__(self, conn: psycopg2.extensions.connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "_conn":
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._conn, name, value)
+
+    def commit(self) -> None:
+        self._conn.commit()
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_during_commit_is_never_a_rollback(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C that lands as COMMIT returns is held until the caller has heard of the COMMIT
+    (on_commit), then raised: the run can never report a rollback of committed patches."""
+    heard = []
+    patch = cold("patch-2200-11-0.sql", "ALTER TABLE item ADD COLUMN eleven text;\n")
+    with pytest.raises(KeyboardInterrupt, match="SIGINT received during COMMIT"):
+        apply_cold(InterruptedAtCommit(conn), [patch],  # type: ignore[arg-type]
+                   deadline=time.monotonic() + 10, run_id="test-run",
+                   on_commit=lambda result: heard.append(result))
+    assert len(heard) == 1 and heard[0].timings[0].filename == "patch-2200-11-0.sql"
+    assert "eleven" in columns(scratch_db)
+    assert (2200, 11, 0, True) in revisions(scratch_db)

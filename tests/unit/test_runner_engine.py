@@ -162,3 +162,43 @@ def test_render_lists_every_step() -> None:
     run = new_run()
     lines = render_steps(book(Recorder("a"), Recorder("b")), run)
     assert lines[0].startswith("== test") and lines[1].startswith(" 1. recorder")
+
+
+class Lock:
+    """A deploy lock whose session answers until ``lost`` is set."""
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def alive(self) -> bool:
+        return not self.lost
+
+
+def test_a_lost_lock_stops_the_run_before_commit() -> None:
+    """Before each step the lock's session is checked: gone before COMMIT, the run stops and
+    undoes what it did (another run could start beside it)."""
+    lock = Lock()
+    run = make_run(lock=lock)
+
+    class LoseLock(Recorder):
+        def do(self, run: Any) -> dict[str, Any]:
+            lock.lost = True
+            return super().do(run)
+
+    with pytest.raises(FailedBeforeCommit, match="deploy lock's session is gone before"):
+        run_steps(book(Recorder("a"), LoseLock("b"), Recorder("c")), run)
+    assert log(run) == ["do a", "do b", "undo c", "undo b", "undo a"]
+
+
+def test_after_commit_a_lost_lock_does_not_stop_the_roll_forward() -> None:
+    """After COMMIT the schema is new: a lost lock no longer stops the remaining steps."""
+    lock = Lock()
+    run = make_run(lock=lock)
+
+    class CommitAndLose(Recorder):
+        def do(self, run: Any) -> dict[str, Any]:
+            lock.lost = True
+            return super().do(run)
+
+    run_steps(book(Recorder("a"), CommitAndLose("cold", commits=True), Recorder("b")), run)
+    assert log(run) == ["do a", "do cold", "do b"]

@@ -185,3 +185,32 @@ def test_dry_run_shows_each_undo_only_where_a_failure_undoes() -> None:
     assert {lines[i].strip() for i in undo} == {
         "if this step or a later one fails before COMMIT, undo:"}
     assert all("appctl start" in lines[i + 1] for i in undo)
+
+
+class LostAnswer(FakeHaproxy):
+    """haproxy applies the drain, but its answer never arrives."""
+
+    def set_state(self, servers: Sequence[str], state: str) -> None:
+        super().set_state(servers, state)
+        if state == "drain":
+            raise TimeoutError("no answer from haproxy's admin socket within 2 s")
+
+
+def test_a_drain_whose_answer_is_lost_is_undone() -> None:
+    """The drain reached haproxy but its answer was lost: the step fails, and its undo sets
+    every old server ready again, so no server is left drained."""
+    from orchestrator.errors import FailedBeforeCommit
+    from orchestrator.runner.actions import ACTIONS
+    from orchestrator.runner.engine import run_steps
+    from orchestrator.runner.playbook import Playbook, Step
+
+    run = new_run()
+    haproxy = LostAnswer()
+    run.haproxy = haproxy
+    opener = ACTIONS["open_window"]()
+    playbook = Playbook("test", "", (Step(opener, 1),), Path("test.yaml"))
+    with pytest.raises(FailedBeforeCommit, match="no answer"):
+        run_steps(playbook, run)
+    old = tuple(run.server(h, 8001) for h in APPS)
+    assert haproxy.sent == [(old, "drain"), (old, "ready")]
+    assert run.window_opened is not None and run.window_closed is not None

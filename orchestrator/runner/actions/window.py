@@ -109,7 +109,9 @@ class OpenWindow(Action):
             stop = tuple(Ssh(ops.stop_commands(run.config, hosts, port),
                              fails="stopping the app inside the window")
                          for port, hosts in _by_port(run, 0).items())
-        return (SetState(tuple(Pick(s) for s in old), "drain"), Effect(_window_open),
+        # the window opens at the attempt: a drain whose answer is lost may have been applied,
+        # and the undo must then put the servers back
+        return (Effect(_window_open), SetState(tuple(Pick(s) for s in old), "drain"),
                 Drained(tuple(old), timeout, "waited"), *stop)
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
@@ -128,10 +130,11 @@ class OpenWindow(Action):
                            run.config.need("app").health_timeout_s, "back"),
                     If(unhealthy("back", "the previous release is unhealthy on a host"),
                        (why_unhealthy("back", "the previous release did not come back"),)))
-        return (Finally(back, (If(
-            When("the window opened", lambda run, answers: run.window_opened is not None),
-            (SetState(tuple(Pick(s) for s in _servers(run, 0)), "ready"),
-             Effect(_window_restored))),)),)
+        # ready whatever the drain's answer was: setting a ready server ready is harmless
+        return (Finally(back, (SetState(tuple(Pick(s) for s in _servers(run, 0)), "ready"),
+                               If(When("the window opened",
+                                       lambda run, answers: run.window_opened is not None),
+                                  (Effect(_window_restored),)))),)
 
 
 @action
@@ -218,15 +221,14 @@ class ApplyColdPatches(Action):
                                 revision_table=settings.revision_table, run_id=run.run_id,
                                 clock=run.clock,
                                 on_begin=lambda backend: run.journal.event(
-                                    "cold.backend", backend=backend.to_json()))
+                                    "cold.backend", backend=backend.to_json()),
+                                on_commit=lambda result: _committed(run, result))
         except CommitLost as lost:
             if not self._settle(run, lost):
                 raise FailedBeforeCommit(f"{lost}: the database shows it did not; rolled "
                                          "back, nothing changed") from None
             result = lost.result
-        run.committed = True
-        run.cold_timings = [dataclasses.asdict(t) for t in result.timings]
-        run.journal.event("commit", total_s=round(result.total_s, 6), patches=run.cold_timings)
+            _committed(run, result)
         return {"total_s": round(result.total_s, 6), "patches": run.cold_timings}
 
     def _settle(self, run: Run, lost: Any) -> bool:
@@ -250,6 +252,13 @@ class ApplyColdPatches(Action):
         run.journal.event("commit.settled", error=str(lost), committed=committed,
                           backend=lost.backend.to_json())
         return committed
+
+
+def _committed(run: Run, result: Any) -> None:
+    """The run knows it passed the commit point (called as COMMIT returns, signals held)."""
+    run.committed = True
+    run.cold_timings = [dataclasses.asdict(t) for t in result.timings]
+    run.journal.event("commit", total_s=round(result.total_s, 6), patches=run.cold_timings)
 
 
 @action
