@@ -475,3 +475,21 @@ def _name(db: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+def pgbouncer_closed(settings: DatabaseSettings, dbname: str) -> dict[str, list[str]]:
+    """pgbouncer's databases for ``dbname`` (the primary's) that are paused or disabled:
+    ``{name: ["paused", "disabled"]}`` (empty when all are open). Read on its console."""
+    console = admin_console(settings)
+    try:
+        rows = _console_rows(console, "SHOW DATABASES")
+    finally:
+        console.close()
+    closed = {}
+    for row in rows:
+        if row["database"] != dbname or row["name"] == "pgbouncer":
+            continue
+        flags = [flag for flag in ("paused", "disabled") if int(row.get(flag) or 0)]
+        if flags:
+            closed[row["name"]] = flags
+    return closed

@@ -21,6 +21,8 @@ Every check runs on a read-only session and changes nothing. Checks
 - ``unresolved_runs``: no earlier run was left ``crashed`` (its orchestrator
   died: still ``running`` with its session gone), ``undo-failed`` or
   ``commit-unknown``: ``resume`` settles it first;
+- ``pgbouncer``: no database of the primary is left paused or disabled in
+  pgbouncer (by a run that died, or by hand);
 - ``deploy_lock``: nobody else is deploying.
 
 The checks know the plan only as plain values (:class:`Patches`): which
@@ -43,6 +45,7 @@ from orchestrator.db import replication
 from orchestrator.db.connect import Connection, connect
 from orchestrator.db.lock import holder
 from orchestrator.db.schema import identifier, schema_exists
+from orchestrator.errors import FastdowntimeError
 from orchestrator.patches import parse_name
 
 
@@ -117,7 +120,7 @@ def run_checks(config: Config, patches: Patches | None, approvals: Mapping[str, 
         for check in CHECKS:
             try:
                 results.append(check(ctx))
-            except psycopg2.Error as exc:
+            except (psycopg2.Error, FastdowntimeError) as exc:
                 name = check.__name__.removeprefix("check_")
                 results.append(CheckResult(name, False, f"could not check: "
                                            f"{' '.join(str(exc).split())}"))
@@ -310,6 +313,20 @@ def check_unresolved_runs(ctx: Context) -> CheckResult:
     return CheckResult("unresolved_runs", not runs, detail, {"runs": runs})
 
 
+def check_pgbouncer(ctx: Context) -> CheckResult:
+    settings = ctx.config.need("database")
+    if not settings.pgbouncer_admin_dsn:
+        return CheckResult("pgbouncer", True, "no pgbouncer configured")
+    from orchestrator.db.connections import pgbouncer_closed
+
+    closed = pgbouncer_closed(settings, str(ctx.conn.info.dbname))
+    detail = ("; ".join(f"{name} is {' and '.join(flags)}: RESUME/ENABLE it on pgbouncer's "
+                        "console, or `fastdowntime resume RUN` if a run left it so"
+                        for name, flags in closed.items())
+              or "every database of the primary is open")
+    return CheckResult("pgbouncer", not closed, detail, {"closed": closed})
+
+
 def check_deploy_lock(ctx: Context) -> CheckResult:
     current = holder(ctx.conn)
     return CheckResult("deploy_lock", current is None,
@@ -320,5 +337,5 @@ CHECKS: tuple[Check, ...] = (
     check_role, check_standbys, check_replication_lag, check_long_transactions,
     check_fragile_connections, check_revision_table, check_pending_patches,
     check_applied_unchanged, check_patch_timings, check_window_budget, check_unresolved_runs,
-    check_deploy_lock,
+    check_pgbouncer, check_deploy_lock,
 )

@@ -5,7 +5,10 @@
   fingerprint);
 - ``deployed_revision``: the app hosts agree on the revision they run, and it
   is the plan's ``from``;
-- ``free_disk``: each app and script host has ``[app] min_free_mb`` free.
+- ``free_disk``: each app and script host has ``[app] min_free_mb`` free;
+- ``haproxy``: each app host has exactly one slot in service and none is left
+  draining (a run that died, or someone by hand, would have the window start
+  from a state nobody planned).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def run_checks(remote: Remote, config: Config, from_sha: str | None,
     if not results[0].ok:
         return results
     results.append(check_deployed_revision(remote, config, from_sha, revisions))
+    if config.lb is not None and config.role("lb") and config.app is not None:
+        results.append(check_haproxy(remote, config))
     results.append(check_free_disk(remote, config))
     return results
 
@@ -78,3 +83,32 @@ def check_free_disk(remote: Remote, config: Config) -> CheckResult:
     detail = ("; ".join(r.describe() for r in failed) or
               f"at least {result.min_mb} MB free on {len(hosts)} hosts")
     return CheckResult("free_disk", not failed, detail, {"free_mb": result.free_mb})
+
+
+def check_haproxy(remote: Remote, config: Config) -> CheckResult:
+    """Every app host serves from exactly one slot, and no server is left draining."""
+    from orchestrator.remote.haproxy import Haproxy
+
+    try:
+        with Haproxy(remote, config) as haproxy:
+            stats = haproxy.stats()
+            names = {host.name: [haproxy.server_name(host, port)
+                                 for port in config.need("app").ports]
+                     for host in config.role("app")}
+    except FastdowntimeError as exc:
+        return CheckResult("haproxy", False, f"could not read haproxy's servers: {exc}")
+    problems = []
+    for host, servers in names.items():
+        states = {s: stats[s].admin_state if s in stats else "missing" for s in servers}
+        draining = [s for s, state in states.items() if state == "drain"]
+        ready = [s for s, state in states.items() if state == "ready"]
+        if draining:
+            problems.append(f"{', '.join(draining)} left draining")
+        elif len(ready) != 1:
+            listed = ", ".join(f"{s} {state}" for s, state in states.items())
+            problems.append(f"{host} should serve from exactly one slot ({listed})")
+    detail = ("; ".join(problems) + ": set them as they should be (`set server ... state "
+              "ready|maint` on haproxy's admin socket), or `fastdowntime resume RUN` if a run "
+              "left them so") if problems else f"{len(names)} app hosts, one slot in service each"
+    return CheckResult("haproxy", not problems, detail,
+                       {"servers": {s: stats[s].admin_state for s in stats}})

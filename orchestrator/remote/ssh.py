@@ -33,7 +33,7 @@ import paramiko
 import structlog
 import tenacity
 
-from orchestrator.config import Config, HostSettings, SshSettings
+from orchestrator.config import Config, HostSettings, SshSettings, check_private_file
 from orchestrator.errors import BadInput
 from orchestrator.remote.commands import Command
 from orchestrator.remote.results import (
@@ -47,6 +47,9 @@ from orchestrator.remote.results import (
     tail,
 )
 
+KEEPALIVE_S = 5
+"""SSH keepalive interval: a host that stops answering is found by the command deadline and
+the transport, not after the kernel's TCP timeouts."""
 AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 """Ciphers put first in what we offer, when paramiko knows them (see the module text)."""
 SEND_CHUNK = 1 << 15
@@ -105,6 +108,9 @@ class Remote:
         self._pool = ThreadPoolExecutor(max_workers=self.ssh.parallelism,
                                         thread_name_prefix="ssh")
         self._host_keys = paramiko.HostKeys()
+        check_private_file(self.ssh.known_hosts, "ssh.known_hosts", str(config.path))
+        if self.ssh.key:
+            check_private_file(self.ssh.key, "ssh.key", str(config.path))
         try:
             self._host_keys.load(self.ssh.known_hosts)
         except (FileNotFoundError, OSError) as exc:
@@ -154,6 +160,9 @@ class Remote:
                 client.close()
                 sock.close()
                 raise
+            transport = client.get_transport()
+            if transport is not None:  # a lost host is noticed, not waited on for ever
+                transport.set_keepalive(KEEPALIVE_S)
             return client
 
         started = time.monotonic()

@@ -134,6 +134,5 @@ def absent(what: str) -> Any:
     return _Absent(what)
 
 
-__all__ = ["AbsentPart", "Clock", "ControlPort", "HaproxyPort", "JournalPort", "LockPort", "NullJournal",
-           "RemotePort",
-           "StepPort", "absent"]
+__all__ = ["AbsentPart", "Clock", "ControlPort", "HaproxyPort", "JournalPort", "LockPort",
+           "NullJournal", "RemotePort", "StepPort", "absent"]

@@ -245,3 +245,24 @@ def test_unresolved_runs_are_refused_until_resumed(config: Config, plan: Plan,
     assert [r["id"] for r in result.data["runs"]] == ["r-dead", "r-undo", "r-unknown"]
     assert "run r-dead by alice@laptop ended crashed: `fastdowntime resume r-dead`" in \
         result.detail
+
+
+def test_a_paused_pgbouncer_is_refused(config: Config, plan: Plan) -> None:
+    """A database pgbouncer was left paused (by a dead run, or by hand) fails preflight by
+    name; resumed, it passes."""
+    from orchestrator.db.connect import admin_console
+    from orchestrator.db.connections import pgbouncer_closed
+
+    settings = config.need("database")
+    console = admin_console(settings)
+    try:
+        with console.cursor() as cur:
+            cur.execute(f"PAUSE {L.DB_NAME}")
+        result = by_name(run_checks(config, plan, {}, {}))["pgbouncer"]
+        assert not result.ok and f"{L.DB_NAME} is paused" in result.detail
+    finally:
+        with console.cursor() as cur:
+            cur.execute(f"RESUME {L.DB_NAME}")
+        console.close()
+    assert pgbouncer_closed(settings, L.DB_NAME) == {}
+    assert by_name(run_checks(config, plan, {}, {}))["pgbouncer"].ok

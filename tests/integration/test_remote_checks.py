@@ -26,7 +26,7 @@ def test_healthy_hosts_pass(sandbox: Context, config: Config) -> None:
     with Remote(config) as remote:
         results = {r.name: r for r in run_checks(remote, config, first_revision(sandbox))}
     assert {n: r.ok for n, r in results.items()} == {"hosts": True, "deployed_revision": True,
-                                                     "free_disk": True}
+                                                     "haproxy": True, "free_disk": True}
 
 
 def test_wrong_from_and_unknown_keys_are_named(sandbox: Context, config: Config,
@@ -52,3 +52,23 @@ def test_plan_reads_from_from_the_hosts(sandbox: Context,
     """Without --from, plan starts at the revision every app host runs."""
     assert main(["plan", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["from"] == first_revision(sandbox)
+
+
+def test_a_server_left_draining_or_out_is_refused(sandbox: Context, config: Config) -> None:
+    """A server someone left draining, or a host with no slot in service, fails the haproxy
+    check by name; once put back it passes again."""
+    from orchestrator.remote.haproxy import Haproxy
+
+    with Remote(config) as remote, Haproxy(remote, config) as haproxy:
+        try:
+            haproxy.set_state(["app2_8001"], "drain")
+            results = {r.name: r for r in run_checks(remote, config, None)}
+            assert not results["haproxy"].ok
+            assert "app2_8001 left draining" in results["haproxy"].detail
+            haproxy.set_state(["app2_8001"], "maint")
+            results = {r.name: r for r in run_checks(remote, config, None)}
+            assert "app2 should serve from exactly one slot" in results["haproxy"].detail
+        finally:
+            haproxy.set_state(["app2_8001"], "ready")
+        results = {r.name: r for r in run_checks(remote, config, None)}
+        assert results["haproxy"].ok, results["haproxy"].detail

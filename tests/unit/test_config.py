@@ -216,3 +216,19 @@ def test_a_file_others_may_write_is_refused(tmp_path: Path) -> None:
         check_private_file(str(secret), "database.passfile")
     assert caught.value.key == "database.passfile" and "chmod go-w" in str(caught.value)
     check_private_file(str(tmp_path / "missing"), "ssh.key")
+
+
+def test_ssh_refuses_a_known_hosts_others_may_write(tmp_path: Path) -> None:
+    """A known_hosts file others may write would let them make us trust their host: the SSH
+    layer refuses it before connecting anywhere."""
+    from orchestrator.remote.ssh import Remote
+
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    known.chmod(0o666)
+    config = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(ConfigError) as caught:
+        Remote(config)
+    assert caught.value.key == "ssh.known_hosts"
+    known.chmod(0o644)
+    Remote(config).close()
