@@ -70,19 +70,22 @@ class Fanout:
         """What :meth:`run` sends, one ``host: command`` line each, in host order."""
         return [e.line() for e in self.execs]
 
-    def run(self, remote: Runner) -> GroupResult:
+    def run(self, remote: Runner, timeout_s: float | None = None) -> GroupResult:
         """Run every command on its host (in parallel); every host's result, in order.
 
         A single command runs straight on its host, without the thread pool.
+        ``timeout_s`` bounds each command (default: ``[ssh] command_timeout_s``).
         """
         if not self.execs:
             return GroupResult()
         if len(self.execs) == 1:
             one = self.execs[0]
-            return GroupResult.of([remote.run(one.host, one.command, stdin=one.stdin)])
+            return GroupResult.of([remote.run(one.host, one.command, stdin=one.stdin,
+                                              timeout_s=timeout_s)])
         by_host = {e.host.name: e for e in self.execs}
         first = self.execs[0].stdin
         stdin: bytes | Callable[[HostSettings], bytes] | None = first
         if any(e.stdin is not first for e in self.execs):
             stdin = lambda h: by_host[h.name].stdin or b""  # noqa: E731
-        return remote.run_all(self.hosts, lambda h: by_host[h.name].command, stdin=stdin)
+        return remote.run_all(self.hosts, lambda h: by_host[h.name].command, stdin=stdin,
+                              timeout_s=timeout_s)

@@ -196,18 +196,18 @@ class Staging:
                        + (f" {RUNNING}" if name in status else ""))
         return out
 
-    def run(self, remote: Runner) -> GroupResult:
+    def run(self, remote: Runner, timeout_s: float | None = None) -> GroupResult:
         """Receive everywhere, then the status where that worked, then prune where both
         did. Per host the result is the first step that failed, else the receive
-        result with the prune's output appended."""
+        result with the prune's output appended. ``timeout_s`` bounds each command."""
         hosts = self.receive.hosts
-        received = self.receive.run(remote)
+        received = self.receive.run(remote, timeout_s)
         ready = [h for h in hosts if received.by_host[h.name].ok]
         status_on = self.status.only(h.name for h in ready)
-        status, running = _running(ready, status_on, status_on.run(remote))
+        status, running = _running(ready, status_on, status_on.run(remote, timeout_s))
         prunable = [h for h in ready if h.name in running]
         pruned = Fanout(tuple(Exec(h, self.prune[h.name](running[h.name]))
-                              for h in prunable)).run(remote)
+                              for h in prunable)).run(remote, timeout_s)
         out = []
         for host in hosts:
             got = received.by_host[host.name]

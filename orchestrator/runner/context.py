@@ -57,6 +57,10 @@ class Run:
     window_opened: float | None = None
     window_closed: float | None = None
     window_deadline: float | None = None
+    window_opened_at: float | None = None
+    """The window's opening and closing on the monotonic ``clock``: what ``outage_s``
+    measures (the wall-clock instants above are for the journal; NTP may step them)."""
+    window_closed_at: float | None = None
     cold_timings: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     """Failures after the commit point: the run rolled forward past them."""
@@ -73,6 +77,9 @@ class Run:
 
     @property
     def outage_s(self) -> float | None:
+        """The window's length, on the monotonic clock."""
+        if self.window_opened_at is not None and self.window_closed_at is not None:
+            return round(self.window_closed_at - self.window_opened_at, 3)
         if self.window_opened is None or self.window_closed is None:
             return None
         return round(self.window_closed - self.window_opened, 3)

@@ -214,3 +214,22 @@ def test_a_drain_whose_answer_is_lost_is_undone() -> None:
     old = tuple(run.server(h, 8001) for h in APPS)
     assert haproxy.sent == [(old, "drain"), (old, "ready")]
     assert run.window_opened is not None and run.window_closed is not None
+
+
+def test_inside_the_window_no_wait_outlives_the_budget() -> None:
+    """Before COMMIT, with the window open, a drain wait, a command and a health check are cut
+    to what is left of the budget; outside the window and after COMMIT they keep theirs."""
+    from orchestrator.runner.actions.script import _bounded
+
+    clock = [100.0]
+    run = new_run()
+    run.clock = lambda: clock[0]
+    assert _bounded(run, 10.0) == 10.0 and _bounded(run, None) is None
+    run.window_opened, run.window_deadline = 1795625226.0, 103.0
+    assert _bounded(run, 10.0) == pytest.approx(3.0)
+    assert _bounded(run, None) == pytest.approx(3.0)
+    assert _bounded(run, 1.0) == 1.0
+    clock[0] = 104.0
+    assert _bounded(run, 10.0) == pytest.approx(0.05)
+    run.committed = True
+    assert _bounded(run, 10.0) == 10.0

@@ -237,7 +237,7 @@ class _Execution:
                 skip = node.skip
                 commands = commands.only(h.name for h in commands.hosts
                                          if not skip.test(run, answers, h.name))
-            result = commands.run(run.remote)
+            result = commands.run(run.remote, _bounded(run, None))
             if node.key is not None:
                 answers[node.key] = result
             if node.fails is not None:
@@ -251,7 +251,9 @@ class _Execution:
         elif isinstance(node, Swap):
             run.haproxy.swap(list(node.pairs))
         elif isinstance(node, Drained):
-            waited = run.haproxy.wait_drained(list(node.servers), node.timeout_s)
+            timeout = _bounded(run, node.timeout_s)
+            waited = run.haproxy.wait_drained(list(node.servers),
+                                              node.timeout_s if timeout is None else timeout)
             if node.key is not None:
                 answers[node.key] = waited
         elif isinstance(node, ReadSlots):
@@ -259,7 +261,9 @@ class _Execution:
 
             run.slots = read_slots(run)
         elif isinstance(node, Health):
-            answers[node.key] = check_health(run, node.targets, node.timeout_s)
+            timeout = _bounded(run, node.timeout_s)
+            answers[node.key] = check_health(run, node.targets,
+                                             node.timeout_s if timeout is None else timeout)
         elif isinstance(node, Sql):
             got = node.run(run, answers)
             if node.key is not None:
@@ -388,6 +392,17 @@ def _lines(node: Node, run: Run, preview: Preview | None) -> list[str]:  # noqa:
     if isinstance(node, Background):
         return _block(f"{node.note}:", script_lines(node.body, run, preview))
     return []
+
+
+def _bounded(run: Run, timeout_s: float | None) -> float | None:
+    """The watchdog: inside the window and before COMMIT, no wait outlives what is left of
+    ``[window] budget_s`` (a drain or a stop that overran it kept users out for longer);
+    ``timeout_s`` (None: the command default) shortened to it. None outside the window."""
+    if (run.window_deadline is None or run.window_opened is None
+            or run.window_closed is not None or run.committed):
+        return timeout_s
+    left = max(0.05, run.window_deadline - run.clock())
+    return left if timeout_s is None else min(timeout_s, left)
 
 
 __all__ = ["Answers", "Background", "Drained", "Effect", "Fail", "Finally", "Health",

@@ -82,13 +82,13 @@ def _servers(run: Run, index: int) -> list[str]:
 
 def _window_open(run: Run, answers: Answers) -> None:
     budget = run.config.window.budget_s
-    run.window_opened = run.wall()
+    run.window_opened, run.window_opened_at = run.wall(), run.clock()
     run.window_deadline = run.clock() + budget
     run.journal.event("window.open", at=run.window_opened, budget_s=budget)
 
 
 def _window_restored(run: Run, answers: Answers) -> None:
-    run.window_closed = run.wall()
+    run.window_closed, run.window_closed_at = run.wall(), run.clock()
     run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
                       restored=True)
 
@@ -316,7 +316,7 @@ class CloseWindow(Action):
 
 
 def _window_closed(run: Run, answers: Answers) -> None:
-    run.window_closed = run.wall()
+    run.window_closed, run.window_closed_at = run.wall(), run.clock()
     run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
                       budget_s=run.config.window.budget_s)
 
