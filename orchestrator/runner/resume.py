@@ -1,9 +1,12 @@
 """``resume RUN``: after the orchestrator died mid-run, finish or restore from the journal.
 
-The journal says whether COMMIT happened and which instance slot of each
-host was old and new; the live state (haproxy, pgbouncer) says what is left
-to do. Before the commit point: connections back, the old instances ready
-again, the new ones stopped, the scripts started (exit 1: nothing changed).
+The journal says whether COMMIT happened, which steps of the window playbook
+started, and which instance slot of each host was old and new; the live
+state (haproxy, pgbouncer) says what is left to do. Before the commit point:
+connections back, then every step that started is undone, newest first, by
+the playbook's own actions (each undo tolerates a partial ``do``): the old
+instances ready again, the new ones stopped, the scripts started (exit 1:
+nothing changed).
 After it: connections back, the new instances ready, the old ones stopped,
 ``current`` on the cut, the scripts started (exit 0; the nodowntime tail is
 left for the next ``deploy``). After the restart playbook's COMMIT there is no
@@ -73,6 +76,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                 control.prepare()
                 control.restore()
                 journal.event("resume.connections_restored")
+                restarted = False
                 if slots:
                     new = [run.server(h, slots[h.name][1]) for h in run.app_hosts]
                     old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
@@ -82,13 +86,14 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         elif committed:
                             _finish(run, new, old)
                         else:
-                            _restore(run, new, old)
+                            restarted = _undo_window(run, events, control)
                     except FastdowntimeError as exc:
                         if not committed:
                             raise
                         # the schema is new: roll forward, the scripts still start
                         problem = _rolled_forward(journal, problem, exc)
-                if config.scripts is not None and config.role("scripts"):
+                if (config.scripts is not None and config.role("scripts")
+                        and (committed or not restarted)):
                     try:
                         if committed:
                             ops.switch(remote, config, run.release,
@@ -163,22 +168,27 @@ def _committed(settings: Any, run_id: str, cold_patches: list[str],
         conn.close()
 
 
-def _restore(run: Run, new: list[str], old: list[str]) -> None:
-    """Before COMMIT: the old instances (restarted if the window had stopped them, and
-    healthy) take traffic again; the new ones stop."""
-    app = run.config.need("app")
-    for host in run.app_hosts:
-        port = run.slots[host.name][0]
-        if not ops.wait_healthy(run.config, host, port, run.previous, 1.0).ok:
-            ops.start_instance(run.remote, run.config, host, run.previous, port)
-            health = ops.wait_healthy(run.config, host, port, run.previous,
-                                      app.health_timeout_s)
-            if not health.ok:
-                raise FailedBeforeCommit(f"cannot bring {host.name} back: {health.describe()}")
-    run.haproxy.set_state(old, "ready")
-    run.haproxy.set_state(new, "maint")
-    for host in run.app_hosts:
-        ops.stop_instance(run.remote, run.config, host, run.slots[host.name][1])
+def _undo_window(run: Run, events: list[dict[str, Any]], control: Any) -> bool:
+    """Before COMMIT: undo, newest first, every step of the run's window playbook that
+    started, with the actions' own undo (as the engine would have, had it lived). Returns
+    whether the scripts were started again (their stop was undone)."""
+    from orchestrator.runner.engine import undo
+    from orchestrator.runner.playbook import load_playbook
+
+    start = next((e for e in events if e.get("event") == "run.start"), {})
+    playbook = load_playbook(start.get("playbook") or run.config.runs.playbook)
+    started = {e.get("step") for e in events
+               if e.get("event") == "step.start" and e.get("stage") == "fastdowntime"}
+    steps = [step for step in playbook.steps if step.name in started]
+    run.control = control
+    # the window was open if the journal says so: its undo then journals it closing
+    opened = [e for e in events if e.get("event") == "window.open"]
+    if opened:
+        run.window_opened = float(opened[-1].get("at") or 0.0) or None
+    problems = undo(steps, run)
+    if problems:
+        raise FailedBeforeCommit("resumed; could not undo: " + "; ".join(problems))
+    return any(step.name == "stop_scripts" for step in steps)
 
 
 def _finish(run: Run, new: list[str], old: list[str]) -> None:
