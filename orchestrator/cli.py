@@ -11,8 +11,10 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +50,40 @@ def configure_logging(verbose: bool = False) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO),
-        # Looked up at each call, so a replaced sys.stderr (tests, rich) is honoured.
-        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
+        logger_factory=lambda *args: _STDERR_LOGGER,
         cache_logger_on_first_use=False,
     )
+
+
+class _StderrLogger:
+    """structlog's PrintLogger on ``sys.stderr`` (looked up at each line, so a replaced
+    stderr, in tests or by rich, is honoured) whose failed writes are dropped: a log line
+    that cannot be written (stderr redirected to a full disk, a closed pipe) never fails
+    the step that logged it."""
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            try:
+                print(message, file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                return
+
+    log = debug = info = warn = warning = err = error = critical = exception = msg
+    fatal = failure = msg
+
+
+_STDERR_LOGGER = _StderrLogger()
+
+
+def _print(text: str) -> None:
+    """``print`` to stdout, best effort: once a deploy has run, output that cannot be
+    written (stdout redirected to a full disk) must not turn its exit code into 70."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):
+        return
 
 
 def load(args: argparse.Namespace, *, required: bool = True) -> Config:
@@ -208,12 +240,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     options = Options(stage=args.stage, dry_run=args.dry_run, yes=args.yes,
                       approve=args.approve, rehearse=args.command == "rehearse")
     with Progress(console, config.window.budget_s) as progress:
-        summary = deploy(config, options, show=print, progress=progress,
+        summary = deploy(config, options, show=_print, progress=progress,
                          show_plan=lambda plan: print_plan(plan, console))
     if summary.get("id"):
-        print(f"run {summary['id']}: {summary['outcome']}, outage {summary['outage_s']} s "
-              f"(budget {summary['window_budget_s']} s), seen by the probe "
-              f"{(summary.get('probe') or {}).get('longest_s')} s")
+        _print(f"run {summary['id']}: {summary['outcome']}, outage {summary['outage_s']} s "
+               f"(budget {summary['window_budget_s']} s), seen by the probe "
+               f"{(summary.get('probe') or {}).get('longest_s')} s")
     return ExitCode.OK
 
 
@@ -258,8 +290,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     """``resume RUN``: finish or restore a run whose orchestrator died."""
     from orchestrator.runner.resume import resume
 
-    summary = resume(load(args), args.run, show=print)
-    print(f"run {summary['id']}: {summary['outcome']}")
+    summary = resume(load(args), args.run, show=_print)
+    _print(f"run {summary['id']}: {summary['outcome']}")
     return ExitCode.OK
 
 
@@ -445,8 +477,21 @@ def main(argv: Sequence[str] | None = None) -> int:
              "`fastdowntime resume RUN`")
         return ExitCode.INTERNAL
     finally:
+        _drop_unwritable_stdout()
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _drop_unwritable_stdout() -> None:
+    """Flush stdout; if it cannot be written, drop what it holds, so the interpreter's own
+    flush at exit does not replace the command's exit code with 120."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the exit
+        except OSError:
+            return
 
 
 def _interrupt(number: int, _frame: Any) -> None:
@@ -454,11 +499,12 @@ def _interrupt(number: int, _frame: Any) -> None:
 
 
 def _route_signals() -> dict[int, Any]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt like SIGINT; SIGPIPE is ignored (a closed
-    pipe is an error on the write, which never stops a run). Returns the old handlers."""
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt naming the signal (Python's own
+    SIGINT handler names none); SIGPIPE is ignored (a closed pipe is an error on the write,
+    which never stops a run). Returns the old handlers."""
     previous: dict[int, Any] = {}
-    wanted: dict[int, Any] = {signal.SIGTERM: _interrupt, signal.SIGHUP: _interrupt,
-                              signal.SIGPIPE: signal.SIG_IGN}
+    wanted: dict[int, Any] = {signal.SIGINT: _interrupt, signal.SIGTERM: _interrupt,
+                              signal.SIGHUP: _interrupt, signal.SIGPIPE: signal.SIG_IGN}
     for number, handler in wanted.items():
         try:
             previous[number] = signal.signal(number, handler)

@@ -125,30 +125,49 @@ class DeployLock:
     def finish(self, outcome: str, detail: str | None = None, *,
                  settles: str | None = None) -> bool:
         """Record the outcome (on this run, and on the run it ``settles`` for ``resume``) and
-        release the lock. Best effort: a lock session that is gone cannot record anything,
-        and the lock died with it; that is said on stderr, never raised. True when
-        recorded."""
+        release the lock. Best effort: when the lock's session is gone (the lock died with
+        it) the outcome is recorded on a new session, so the record never stays
+        ``running`` (which preflight would take for a crash to resume); when that fails
+        too it is said on stderr, never raised. True when recorded."""
         if self.conn is None:
             return False
         try:
             with self.conn.cursor() as cur:
-                for run_id in (self.run_id, settles):
-                    if run_id is not None:
-                        cur.execute("UPDATE fastdowntime.run SET outcome = %s, detail = %s, "
-                                    "finished = clock_timestamp() WHERE id = %s",
-                                    (outcome, detail, run_id))
+                self._record(cur, outcome, detail, settles)
                 cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
             return True
         except (psycopg2.Error, OSError) as exc:
-            _warn(f"could not record run {self.run_id}'s outcome ({outcome}) in the database: "
-                  f"{' '.join(str(exc).split())}; its lock ended with its session")
-            return False
+            lost = " ".join(str(exc).split())
         finally:
             try:
                 self.conn.close()
             except (psycopg2.Error, OSError) as exc:
                 _warn(f"closing the deploy lock's session: {exc}")
             self.conn = None
+        try:
+            conn = connect(self.settings, what="deploy lock", autocommit=True,
+                           application_name=f"fastdowntime finish {self.run_id}",
+                           statement_timeout_s=CHECK_STATEMENT_TIMEOUT_S)
+            try:
+                with conn.cursor() as cur:
+                    self._record(cur, outcome, detail, settles)
+            finally:
+                conn.close()
+        except (Refused, psycopg2.Error, OSError) as exc:
+            _warn(f"could not record run {self.run_id}'s outcome ({outcome}) in the database: "
+                  f"{lost}, then {' '.join(str(exc).split())}; its lock ended with its "
+                  "session")
+            return False
+        _warn(f"the deploy lock's session was gone ({lost}); run {self.run_id}'s outcome "
+              f"({outcome}) is recorded on a new session")
+        return True
+
+    def _record(self, cur: Any, outcome: str, detail: str | None, settles: str | None) -> None:
+        for run_id in (self.run_id, settles):
+            if run_id is not None:
+                cur.execute("UPDATE fastdowntime.run SET outcome = %s, detail = %s, "
+                            "finished = clock_timestamp() WHERE id = %s",
+                            (outcome, detail, run_id))
 
     def alive(self) -> bool:
         """True while the lock's session still answers (so the lock is still ours)."""

@@ -260,7 +260,12 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
 
 
 def _states(run: Run) -> str:
-    return ", ".join(f"{h}: {s}" for h, s in run.host_states.items()) or "unchanged"
+    if run.host_states:
+        return ", ".join(f"{h}: {s}" for h, s in run.host_states.items())
+    if run.committed and run.window_opened is not None and run.window_closed is None:
+        return ("not confirmed: the window did not close (haproxy may not have put the new "
+                "instances in service)")
+    return "unchanged"
 
 
 def _interrupted(exc: KeyboardInterrupt, runs: list[Run], run_id: str) -> FastdowntimeError:

@@ -7,9 +7,21 @@ the completed steps, in reverse, and raises :class:`FailedBeforeCommit`
 (exit 1): old state back; :class:`UndoFailed` when an undo failed. After it, the
 run rolls forward: a failing step is recorded in ``run.problems`` and the
 next steps still run; the caller reports exit 4 with each host's state.
+
+From the commit point until the window has closed, SIGINT, SIGTERM and SIGHUP
+are held (:func:`held_until_the_window_closes`): an interrupt there would
+skip giving the connections back or the traffic, and leave users out with
+the schema already new. Each held signal is recorded as a problem once the
+window has closed (exit 4).
 """
 
 from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from orchestrator.errors import CommitUnknown, FailedBeforeCommit, UndoFailed
 from orchestrator.runner.actions.script import Preview, script_lines
@@ -22,6 +34,14 @@ ROLL_FORWARD_HINT = ("the schema is new and code works on both schemas; finish w
 
 def run_steps(playbook: Playbook, run: Run) -> None:
     """Run ``playbook``'s steps on ``run``; undo or roll forward on failure."""
+    with held_until_the_window_closes(run) as held:
+        try:
+            _run_steps(playbook, run, held)
+        finally:
+            _report_held(playbook, run, held)
+
+
+def _run_steps(playbook: Playbook, run: Run, held: list[str]) -> None:
     done: list[Step] = []
     for step in playbook.steps:
         journal = run.journal.bind(stage=run.stage, step=step.name)
@@ -33,9 +53,10 @@ def run_steps(playbook: Playbook, run: Run) -> None:
             if step.action.commit_point:
                 journal.checkpoint()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure restores
+            why = str(exc) or type(exc).__name__  # Python's own Ctrl-C names nothing
             if run.committed:
-                run.problems.append(f"{playbook.name} step {step.name}: {exc}")
-                journal.event("rollforward", error=str(exc))
+                run.problems.append(f"{playbook.name} step {step.name}: {why}")
+                journal.event("rollforward", error=why)
                 continue
             # the failing step is undone too: its ``do`` may have changed part of the state
             problems = undo([*done, step], run)
@@ -44,16 +65,65 @@ def run_steps(playbook: Playbook, run: Run) -> None:
                             "the hosts serve the previous release again (it works on "
                             "either schema)")
                 raise CommitUnknown(f"{playbook.name} step {step.name} (line {step.line}): "
-                                    f"{exc}; {restored}; once the database answers, "
+                                    f"{why}; {restored}; once the database answers, "
                                     f"`fastdowntime resume {run.run_id}` finds out whether "
                                     "COMMIT happened and finishes or restores") from exc
             if problems:
                 raise UndoFailed(f"{playbook.name} step {step.name} (line {step.line}) "
-                                 f"failed: {exc}; undo failed: {'; '.join(problems)}; run "
-                                 "`fastdowntime resume RUN` once the cause is fixed") from exc
+                                 f"failed: {why}; undo failed: {'; '.join(problems)}; run "
+                                 f"`fastdowntime resume {run.run_id}` once the cause is "
+                                 "fixed") from exc
             raise FailedBeforeCommit(f"{playbook.name} step {step.name} (line {step.line}) "
-                                     f"failed: {exc}; the old state is restored") from exc
+                                     f"failed: {why}; the old state is restored") from exc
         done.append(step)
+        if run.window_closed is not None:
+            _report_held(playbook, run, held)
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def held_until_the_window_closes(run: Run) -> Iterator[list[str]]:
+    """While the body runs, an interrupt (SIGINT, SIGTERM, SIGHUP) that comes after
+    ``run`` committed and before its window closed is held: its name is appended to the
+    list yielded, and the steps go on. Before COMMIT and after the window it takes its
+    usual path (the handler in place before, raising KeyboardInterrupt). Signals can only
+    be handled in the main thread; elsewhere the body just runs."""
+    held: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if run.committed and run.window_closed is None:
+            held.append(name)
+            return
+        before = previous[number]
+        if callable(before):
+            before(number, frame)
+        elif before != signal.SIG_IGN:
+            raise KeyboardInterrupt(f"{name} received")
+    for interrupt in _INTERRUPTS:
+        previous[interrupt] = signal.signal(interrupt, handler)
+    try:
+        yield held
+    finally:
+        for number, before in previous.items():
+            signal.signal(number, before)
+
+
+def _report_held(playbook: Playbook, run: Run, held: list[str]) -> None:
+    """Record the interrupts held after COMMIT as a problem of the run (exit 4)."""
+    if not held:
+        return
+    why = (f"{', '.join(dict.fromkeys(held))} received after COMMIT: held until the window "
+           "closed, then the run rolled forward")
+    held.clear()
+    run.problems.append(f"{playbook.name}: {why}")
+    run.journal.bind(stage=run.stage).event("rollforward", error=why)
 
 
 class LockLost(FailedBeforeCommit):
@@ -64,8 +134,10 @@ def _check_lock(run: Run, step: Step) -> None:
     """Before COMMIT, a run that lost its deploy lock (its session died: another run may
     start) stops and undoes; after COMMIT it rolls forward regardless."""
     if run.lock is not None and not run.committed and not run.lock.alive():
-        raise LockLost(f"the deploy lock's session is gone before {step.name}: another run "
-                       "could start beside this one")
+        lost = LockLost(f"the deploy lock's session is gone before {step.name}: another run "
+                        "could start beside this one")
+        run.journal.bind(stage=run.stage, step=step.name).event("lock.lost", error=str(lost))
+        raise lost
 
 
 def undo(done: list[Step], run: Run) -> list[str]:

@@ -4,6 +4,9 @@ Every event is one line ``{"ts", "t", "run_id", **context, "event", **fields}``:
 ``ts`` is the UTC instant to the millisecond (``2026-11-25T16:40:26.123Z``), ``t``
 the same instant as epoch seconds. Each line is flushed as it is written, so a
 crash loses nothing already written; :meth:`Journal.checkpoint` also fsyncs.
+A journal opened again (``resume``) whose last line was cut mid-write (a
+crash, a full disk) has that torn line cut and a ``journal.truncated`` event
+written in its place, so appending never glues two events into one line.
 
 The journal is a structlog bound logger underneath: :meth:`Journal.bind` returns
 a view that adds context (``stage``, ``step``, ``host``) to its events and
@@ -167,10 +170,17 @@ class _Sink:
         self._warned: set[str] = set()
         self._created = not path.exists()
         self._file: Any = None
+        self.torn: tuple[int, int] | None = None
+        """``(line, bytes)`` of a last line cut mid-write that opening removed, if any."""
         try:
             self._file = open_private(path, "a")
         except OSError as exc:
             self._warn("journal", f"cannot open {path} ({exc}); events are kept in memory")
+            return
+        try:
+            self.torn = _mend(path, self._file.fileno())
+        except OSError as exc:
+            self._warn("journal", f"cannot mend the last line of {path} ({exc})")
 
     def write(self, record: dict[str, Any]) -> None:
         line = _ENCODER.encode(record) + "\n"
@@ -233,6 +243,26 @@ class _Sink:
             sys.stderr.flush()
         except (OSError, ValueError):
             return  # stderr is gone too: nothing more can be said
+
+
+def _mend(path: Path, descriptor: int) -> tuple[int, int] | None:
+    """Cut a last line that a crash or a full disk stopped mid-write from the journal open on
+    ``descriptor`` (for appending), so what is appended next starts a line of its own and
+    the file stays one JSON object per line. Returns ``(line number, bytes cut)``, or None
+    when the file ends with a whole line."""
+    size = os.fstat(descriptor).st_size
+    if size == 0:
+        return None
+    reader = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.pread(reader, 1, size - 1) == b"\n":
+            return None
+        data = os.pread(reader, size, 0)
+    finally:
+        os.close(reader)
+    keep = data.rfind(b"\n") + 1
+    os.ftruncate(descriptor, keep)
+    return data.count(b"\n") + 1, size - keep
 
 
 def open_private(path: Path, mode: str) -> Any:
@@ -303,6 +333,9 @@ class Journal:
             time.monotonic if clock is time.time else clock)
         self._sink = _Sink(self.path, echo)
         self._log = _Logger(self._sink, [self._stamp], {"run_id": run_id})
+        if self._sink.torn is not None:
+            line, cut = self._sink.torn
+            self.event(TRUNCATED, line=line, bytes=cut, path=str(self.path), mended=True)
 
     def _stamp(self, _logger: Any, _method: str, event_dict: Any) -> dict[str, Any]:
         t = self._clock()

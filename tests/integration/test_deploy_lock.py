@@ -14,6 +14,7 @@ from orchestrator.config import DatabaseSettings
 from orchestrator.db.connect import connect
 from orchestrator.db.lock import DeployLock, force_unlock, holder, new_run_id
 from orchestrator.errors import ExitCode, Locked, Refused
+from orchestrator.sandbox.layout import PRIMARY_PORT
 
 pytestmark = pytest.mark.integration
 
@@ -121,19 +122,47 @@ def test_unlock_force_ends_a_dead_orchestrators_session(scratch_db: DatabaseSett
         proc.wait()
 
 
-def test_finish_on_a_lost_session_is_best_effort(scratch_db: DatabaseSettings,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """finish() on a lock whose session was terminated says so on stderr and returns False:
-    it never turns a run's exit code into a traceback."""
-    lock = DeployLock(scratch_db, new_run_id(), "alice@laptop")
-    lock.acquire()
-    assert lock.alive()
+def _lose_session(settings: DatabaseSettings, lock: DeployLock) -> None:
     assert lock.conn is not None
     backend = lock.conn.get_backend_pid()
-    admin = connect(scratch_db, autocommit=True)
+    admin = connect(settings, autocommit=True)
     with admin.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (backend,))
     admin.close()
+
+
+def test_finish_on_a_lost_session_records_on_a_new_one(scratch_db: DatabaseSettings,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """finish() on a lock whose session was terminated records the outcome on a new session
+    (a record left ``running`` would read as a crash that preflight refuses to deploy over,
+    with nothing for ``resume`` to settle), and says so on stderr."""
+    lock = DeployLock(scratch_db, new_run_id(), "alice@laptop")
+    lock.acquire()
+    assert lock.alive()
+    _lose_session(scratch_db, lock)
     assert not lock.alive()
+    assert lock.finish("rolled-back", "x") is True
+    assert outcome(scratch_db, lock.run_id) == "rolled-back"
+    assert "recorded on a new session" in capsys.readouterr().err
+    conn = connect(scratch_db, autocommit=True)
+    try:
+        assert holder(conn) is None
+    finally:
+        conn.close()
+
+
+def test_finish_without_any_session_is_best_effort(scratch_db: DatabaseSettings,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """When no new session can be had either, finish() says so on stderr and returns False:
+    it never turns a run's exit code into a traceback."""
+    import dataclasses
+
+    lock = DeployLock(scratch_db, new_run_id(), "alice@laptop")
+    lock.acquire()
+    _lose_session(scratch_db, lock)
+    unreachable = scratch_db.dsn.replace(f"port={PRIMARY_PORT}", "port=1")
+    assert unreachable != scratch_db.dsn
+    lock.settings = dataclasses.replace(scratch_db, dsn=unreachable)
     assert lock.finish("failed-after-commit", "x") is False
     assert "could not record" in capsys.readouterr().err

@@ -44,3 +44,20 @@ def test_sigterm_and_sighup_take_the_ctrl_c_path(name: str) -> None:
                           timeout=30, check=False)
     assert done.returncode == ExitCode.FAILED_BEFORE_COMMIT, done.stderr
     assert f"{name} received" in done.stderr
+
+
+def test_output_on_a_full_disk_never_changes_the_exit_code() -> None:
+    """Log lines and the closing report that cannot be written (stdout and stderr on a full
+    disk: /dev/full) are dropped: a step that logs never fails for it, and a run that is done
+    exits 0, not 70 (internal error) nor 120 (Python's failed flush at exit)."""
+    code = ("import structlog; from orchestrator import cli\n"
+            "def command(args):\n"
+            "    structlog.get_logger('x').info('step.logged', n=1)\n"
+            "    cli._print('run x: done')\n"
+            "    return 0\n"
+            "cli.cmd_runs = command\n"
+            "raise SystemExit(cli.main(['runs']))\n")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", code], stdout=full, stderr=full,
+                              timeout=30, check=False)
+    assert done.returncode == 0

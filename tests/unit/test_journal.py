@@ -245,6 +245,23 @@ def test_reopening_a_journal_appends(tmp_path: Path) -> None:
         "first", "resumed"]
 
 
+def test_reopening_after_a_torn_line_cuts_it_and_says_so(tmp_path: Path) -> None:
+    """A journal whose last line a crash or a full disk cut mid-write, opened again (resume),
+    has the torn line cut and a journal.truncated event in its place: what is appended
+    never glues onto it, and the whole file reads back."""
+    journal = Journal(tmp_path, "r1")
+    journal.event("one")
+    journal.close()
+    with journal.path.open("a") as handle:
+        handle.write('{"ts":"2026-11-25T16:40:26.123Z","event":"tw')
+    with Journal(tmp_path, "r1") as again:
+        again.event("resume.start")
+        again.event("resume.end")
+    events = read_journal(journal.path)
+    assert [e["event"] for e in events] == ["one", TRUNCATED, "resume.start", "resume.end"]
+    assert events[1]["line"] == 2 and events[1]["bytes"] == 44 and events[1]["mended"]
+
+
 def test_run_id_must_be_a_plain_name(tmp_path: Path) -> None:
     """A run id with a path separator is refused (it names a directory)."""
     with pytest.raises(BadInput, match="run id"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -188,6 +190,8 @@ def test_a_lost_lock_stops_the_run_before_commit() -> None:
     with pytest.raises(FailedBeforeCommit, match="deploy lock's session is gone before"):
         run_steps(book(Recorder("a"), LoseLock("b"), Recorder("c")), run)
     assert log(run) == ["do a", "do b", "undo c", "undo b", "undo a"]
+    [lost] = run.journal.named("lock.lost")
+    assert "gone before recorder" in lost["error"]
 
 
 def test_after_commit_a_lost_lock_does_not_stop_the_roll_forward() -> None:
@@ -202,3 +206,50 @@ def test_after_commit_a_lost_lock_does_not_stop_the_roll_forward() -> None:
 
     run_steps(book(Recorder("a"), CommitAndLose("cold", commits=True), Recorder("b")), run)
     assert log(run) == ["do a", "do cold", "do b"]
+
+
+class Interrupted(Recorder):
+    """Sends its own process SIGINT while it works (as a Ctrl-C would land there)."""
+
+    def do(self, run: Any) -> dict[str, Any]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return super().do(run)
+
+
+class Closes(Recorder):
+    """Closes the window (as close_window does)."""
+
+    def do(self, run: Any) -> dict[str, Any]:
+        run.window_closed = 1.0
+        return super().do(run)
+
+
+def test_an_interrupt_before_commit_stops_and_undoes() -> None:
+    """Ctrl-C before COMMIT fails the step it lands in; everything done is undone."""
+    run = new_run()
+    with pytest.raises(FailedBeforeCommit, match="SIGINT|KeyboardInterrupt"):
+        run_steps(book(Recorder("a"), Interrupted("b"), Recorder("cold", commits=True)), run)
+    assert log(run) == ["do a", "undo b", "undo a"]
+
+
+def test_an_interrupt_after_commit_is_held_until_the_window_closes() -> None:
+    """Ctrl-C after COMMIT, before the window closed, skips nothing: the connections and the
+    traffic come back, and only then is it reported (exit 4)."""
+    run = new_run()
+    run_steps(book(Recorder("cold", commits=True), Interrupted("restore"), Closes("close"),
+                   Recorder("after")), run)
+    assert log(run) == ["do cold", "do restore", "do close", "do after"]
+    assert len(run.problems) == 1 and "SIGINT received after COMMIT" in run.problems[0]
+    assert [f["error"] for e, f in run.journal.events if e == "rollforward"] == [
+        "SIGINT received after COMMIT: held until the window closed, then the run rolled "
+        "forward"]
+
+
+def test_after_the_window_an_interrupt_takes_its_usual_path() -> None:
+    """Once the window closed, Ctrl-C fails the step it lands in; the run rolls forward."""
+    run = new_run()
+    run_steps(book(Recorder("cold", commits=True), Closes("close"), Interrupted("stop"),
+                   Recorder("after")), run)
+    assert log(run) == ["do cold", "do close", "do after"]
+    assert len(run.problems) == 1 and "step recorder" in run.problems[0]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
