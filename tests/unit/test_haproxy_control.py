@@ -39,6 +39,7 @@ from orchestrator.remote.haproxy_wire import (
     take_answer,
 )
 from orchestrator.remote.ssh import Remote
+from tests.fakes import FakeClock
 
 SOCKET = "/srv/lb1/haproxy/haproxy.sock"
 SHOW_STAT = """\
@@ -224,24 +225,6 @@ class FakeRemote:
         self.opened.append((host.name, tuple(argv)))
         self.channels.append(channel)
         return cast(paramiko.Channel, channel)
-
-
-class FakeClock:
-    """A monotonic clock that moves only when slept on; ``on_sleep`` runs at each sleep."""
-
-    def __init__(self, on_sleep: Any = None) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.on_sleep = on_sleep
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        if self.on_sleep:
-            self.on_sleep()
 
 
 def make_config(*, lb_hosts: int = 1, backend: str = "app", socket: str = SOCKET,

@@ -21,6 +21,7 @@ from orchestrator.remote import operations as ops
 from orchestrator.remote.commands import Command
 from orchestrator.remote.results import GroupResult, HostResult, RemoteFailed
 from orchestrator.sandbox.layout import PROJECT_ROOT
+from tests.fakes import FakeClock
 from tests.gitrepo import GitRepo
 
 SHA_A, SHA_B, SHA_C = "a" * 40, "b" * 40, "c" * 40
@@ -325,26 +326,9 @@ def test_free_disk_defaults_to_the_configured_minimum() -> None:
 # --- health -------------------------------------------------------------------------------
 
 
-class FakeClock:
-    """A clock that moves only when slept on (or by ``step`` per reading)."""
-
-    def __init__(self, step: float = 0.0) -> None:
-        self.now = 100.0
-        self.step = step
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def test_health_deadline_names_host_port_and_last_answer() -> None:
     """An instance that never reports the revision fails at the deadline, quoting its answer."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     answers = iter([(None, "no answer: [Errno 111] Connection refused")]
                    + [(200, json.dumps({"ok": True, "revision": SHA_B}))] * 1000)
     result = ops.wait_healthy(SANDBOX, APPS[0], 8002, SHA_A, 1.0, clock=clock,
@@ -360,7 +344,7 @@ def test_health_deadline_names_host_port_and_last_answer() -> None:
 
 def test_health_passes_once_the_revision_answers_200() -> None:
     """Refused, then 503, then 200 with the expected revision: healthy on the third check."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     asked: list[tuple[str, float]] = []
     answers = iter([(None, "no answer: refused"),
                     (503, json.dumps({"ok": False, "revision": SHA_A})),
@@ -379,7 +363,7 @@ def test_health_passes_once_the_revision_answers_200() -> None:
 
 def test_health_asks_at_least_once_even_past_the_deadline() -> None:
     """A zero timeout still asks once, with a short request timeout."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     asked: list[float] = []
 
     def ask(url: str, timeout: float) -> tuple[int | None, str]:
@@ -393,7 +377,7 @@ def test_health_asks_at_least_once_even_past_the_deadline() -> None:
 
 def test_wait_all_healthy_shares_one_deadline() -> None:
     """Every host is checked against one deadline: a slow first host leaves the rest less time."""
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     results = ops.wait_all_healthy(SANDBOX, APPS[:2], 8002, SHA_A, 0.5, clock=clock,
                                    sleep=clock.sleep)
     assert [r.host for r in results] == ["app1", "app2"] and not any(r.ok for r in results)
