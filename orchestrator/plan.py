@@ -83,6 +83,10 @@ class Finding:
     detail: str
     commit: str = ""
 
+    def describe(self) -> str:
+        """One line: the revision's short sha, the rule and the detail."""
+        return f"{self.revision[:12]} {self.rule}: {self.detail}"
+
     def to_json(self) -> dict[str, str]:
         return {"revision": self.revision, "commit": self.commit or self.revision,
                 "rule": self.rule, "detail": self.detail}

@@ -102,7 +102,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
             show_plan(plan)
         if plan.violations:
             raise Refused("the plan has violations: " + "; ".join(
-                f"{v.revision[:12]} {v.rule}: {v.detail}" for v in plan.violations))
+                v.describe() for v in plan.violations))
         if options.stage == "nodowntime" and plan.cut is not None:
             raise Refused(f"the range holds cold patches up to {plan.cut[:12]}: run the "
                           "fastdowntime stage first")

@@ -156,8 +156,7 @@ def preflight(config: Config, remote: Remote | None, planned: Planned,
     plan = planned.plan
     approvals = approvals or {}
     results = [CheckResult("plan", not plan.violations,
-                           "; ".join(f"{v.revision[:12]} {v.rule}: {v.detail}"
-                                     for v in plan.violations) or "no violations")]
+                           "; ".join(v.describe() for v in plan.violations) or "no violations")]
     results += database_checks(config, patch_facts(plan, planned.timings, policy.need_timings),
                                approvals, scripts_stopped=scripts_stopped)
     if policy.hosts and remote is not None and config.ssh is not None and config.hosts:
