@@ -160,19 +160,81 @@ def committed_by(conn: Connection, run_id: str, filenames: Sequence[str], *,
         return bool(_one(cur))
 
 
+BEGIN_SQL = ("SELECT clock_timestamp(), pg_backend_pid(), backend_start "
+             "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+"""The transaction's first statement: when it began, and which server process runs it."""
+
+
+@dataclass(frozen=True)
+class ColdStep:
+    """One round trip of the cold-patch transaction, as :func:`apply_cold` sends it and a
+    dry run shows it. ``kind``: ``begin``, ``statement`` (of ``patch``), ``check`` (the
+    revision row of ``patch``, which closes its timing), ``record`` (the rows and
+    checksums), ``permissions`` or ``commit``."""
+
+    kind: str
+    sql: str
+    patch: ColdPatch | None = None
+    line: int | None = None
+    note: str = ""
+    """What a dry run says of a step whose SQL it does not print (``check``, ``record``)."""
+
+    @property
+    def what(self) -> str:
+        """What a failure names: the patch, or the part of the transaction."""
+        if self.patch is not None:
+            return self.patch.filename
+        return "permissions" if self.kind == "permissions" else ""
+
+    @property
+    def shown(self) -> list[str]:
+        """The lines a dry run prints for this step."""
+        if self.kind == "statement":
+            assert self.patch is not None
+            head = ([f"-- {self.patch.filename} ({self.patch.checksum[:12]})"]
+                    if self.line == self.patch.report.statements[0].line else [])
+            return [*head, f"{self.sql};"]
+        if self.kind == "permissions":
+            return ["-- permissions", self.sql.strip()]
+        if self.kind in ("begin", "commit"):
+            return [self.kind.upper()]
+        return [f"-- {self.note}"]
+
+    @property
+    def failed(self) -> str:
+        """What a failure names as the statement that failed."""
+        if self.kind in ("statement", "commit"):
+            return self.sql
+        if self.kind == "permissions":
+            return "the permissions step"
+        return "BEGIN" if self.kind == "begin" else self.note
+
+
+def cold_transaction(patches: Sequence[ColdPatch], permissions: str | None,
+                     revision_table: str) -> tuple[ColdStep, ...]:
+    """The cold-patch transaction, step by step: the one description :func:`apply_cold`
+    executes and :func:`render_cold` shows. Each statement runs with ``statement_timeout``
+    set from what is left of the deadline."""
+    table = identifier(revision_table)
+    steps = [ColdStep("begin", BEGIN_SQL)]
+    for patch in _ordered(patches):
+        steps += [ColdStep("statement", s.sql, patch, s.line) for s in patch.report.statements]
+        steps.append(ColdStep("check", f"SELECT clock_timestamp(), EXISTS (SELECT 1 FROM {table} "
+                              "WHERE major = %s AND minor = %s AND patch = %s)", patch,
+                              note=f"check or insert the {table} row of {patch.filename}"))
+    steps.append(ColdStep("record", "", note=f"set the {table} rows' times and record the "
+                          "checksums in fastdowntime.applied_patch"))
+    if permissions:
+        steps.append(ColdStep("permissions", permissions))
+    steps.append(ColdStep("commit", "COMMIT"))
+    return tuple(steps)
+
+
 def render_cold(patches: Sequence[ColdPatch], permissions: str | None,
                 revision_table: str) -> list[str]:
-    """The SQL :func:`apply_cold` would send, in order, for ``--dry-run``."""
-    table = identifier(revision_table)
-    out = ["BEGIN"]
-    for patch in _ordered(patches):
-        out.append(f"-- {patch.filename} ({patch.checksum[:12]})")
-        out += [f"{s.sql};" for s in patch.report.statements]
-        out.append(f"-- check or insert the {table} row of {patch.filename}")
-    if permissions:
-        out += ["-- permissions", permissions.strip()]
-    out.append("COMMIT")
-    return out
+    """What :func:`apply_cold` sends, in order, for ``--dry-run``."""
+    return [line for step in cold_transaction(patches, permissions, revision_table)
+            for line in step.shown]
 
 
 def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
@@ -194,48 +256,44 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     """
     log = log or structlog.get_logger("cold")
     table = identifier(revision_table)
+    steps = cold_transaction(patches, permissions, revision_table)
     ordered = _ordered(patches)
     conn.autocommit = False
     backend: Backend | None = None
     started = clock()
     timings: list[PatchTiming] = []
-    current: tuple[str, int | None, str] = ("", None, "BEGIN")
+    current = steps[0]
+    begin: datetime = datetime.min  # each patch's start, by the database's clock
     try:
         with conn.cursor() as cur:
-            cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
-                        "SELECT clock_timestamp(), pg_backend_pid(), backend_start "
-                        "FROM pg_stat_activity WHERE pid = pg_backend_pid()")
-            begin, pid, backend_start = cur.fetchone()
-            backend = Backend(pid, backend_start)
-            if on_begin is not None:
-                on_begin(backend)
-            rows = []
-            for patch in ordered:
-                for statement in patch.report.statements:
-                    current = (patch.filename, statement.line, statement.sql)
-                    cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
-                                + statement.sql)
-                current = (patch.filename, None, f"check the {table} row")
-                name = patch.report.name
-                assert name is not None
-                cur.execute(f"SELECT clock_timestamp(), EXISTS (SELECT 1 FROM {table} "
-                            "WHERE major = %s AND minor = %s AND patch = %s)",
-                            (name.major, name.minor, name.point))
-                end, present = cur.fetchone()
-                rows.append((name.major, name.minor, name.point, begin, end, present))
-                duration = (end - begin).total_seconds()
-                timings.append(PatchTiming(patch.filename, duration,
-                                           len(patch.report.statements)))
-                log.info("cold.patch", file=patch.filename, duration_s=round(duration, 6))
-                begin = end
-            current = ("", None, "record the revision rows and checksums")
-            _record(cur, table, rows, ordered, timings, run_id)
-            if permissions:
-                current = ("permissions", None, "the permissions step")
+            rows: list[tuple[Any, ...]] = []
+            for current in steps:
+                if current.kind == "commit":
+                    _ms(deadline, clock)
+                    break
+                if current.kind == "record":
+                    _record(cur, table, rows, ordered, timings, run_id)
+                    continue
+                if current.kind == "check":
+                    patch = current.patch
+                    assert patch is not None and patch.report.name is not None
+                    name = patch.report.name
+                    cur.execute(current.sql, (name.major, name.minor, name.point))
+                    end, present = cur.fetchone()
+                    rows.append((name.major, name.minor, name.point, begin, end, present))
+                    duration = (end - begin).total_seconds()
+                    timings.append(PatchTiming(patch.filename, duration,
+                                               len(patch.report.statements)))
+                    log.info("cold.patch", file=patch.filename, duration_s=round(duration, 6))
+                    begin = end
+                    continue
                 cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
-                            + permissions)
-            current = ("", None, "COMMIT")
-            _ms(deadline, clock)
+                            + current.sql)
+                if current.kind == "begin":
+                    begin, pid, backend_start = cur.fetchone()
+                    backend = Backend(pid, backend_start)
+                    if on_begin is not None:
+                        on_begin(backend)
         with interrupts_held("COMMIT"):
             conn.commit()
             commit_at = clock()
@@ -248,13 +306,13 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     except (psycopg2.Error, _DeadlinePassed) as exc:
         _rollback(conn)
         elapsed = clock() - started
-        filename, line, sql = current
+        filename, line, sql = current.what, current.line, current.failed
         if isinstance(exc, _DeadlinePassed):
             raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
                                   "deadline", deadline=True) from None
         sqlstate = getattr(exc, "pgcode", None)
         reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
-        if sql == "COMMIT" and conn.closed and backend is not None:
+        if current.kind == "commit" and conn.closed and backend is not None:
             # the server may have committed before the connection broke: say so, never
             # "rolled back"
             raise CommitLost(backend, ColdResult(tuple(timings), elapsed, clock()),
