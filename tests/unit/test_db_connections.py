@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -117,7 +118,7 @@ class FakeBouncer:
         verb = sql.split()[0]
         if verb == "RESUME" and not self.paused:
             raise psycopg2.OperationalError("database app is not paused")
-        self.paused = {"KILL": True, "RESUME": False}.get(verb, self.paused)
+        self.paused = {"KILL": True, "PAUSE": True, "RESUME": False}.get(verb, self.paused)
         self.disabled = {"DISABLE": True, "ENABLE": False}.get(verb, self.disabled)
         return [], [], verb
 
@@ -328,3 +329,29 @@ def test_primary_outside_autocommit_polls_in_transactions_of_its_own() -> None:
     primary.autocommit = False
     control(primary, clock).cut(clock() + 5)
     assert primary.rollbacks == 3
+
+
+@pytest.mark.parametrize("method", ["kill", "pause"])
+def test_render_is_what_cut_and_restore_send(bouncer: FakeBouncer, method: str) -> None:
+    """The dry run's lines and the commands a cut then a restore send to pgbouncer's console
+    are the same, in the same order (each poll once), for either cut method: the rendering
+    cannot drift from what runs."""
+    primary = primary_listing([])
+    ctl = ConnectionControl(dataclasses.replace(settings(True), cut_method=method), primary,
+                            clock=(clock := FakeClock()), sleep=clock.sleep)
+    ctl.prepare()
+    bouncer.commands.clear()
+    primary.executed.clear()
+    ctl.cut(clock() + 5)
+    ctl.restore()
+    shown = [(line.split(" --")[0].split(": ", 1), " -- if " in line)
+             for line in ctl.render() if line.split(":")[0].endswith("pgbouncer")]
+    sent = list(dict.fromkeys(bouncer.commands))
+    # in the order shown; a command shown "-- if ..." may be left out, no other
+    rest = iter(sent)
+    for (_target, sql), conditional in dict.fromkeys((tuple(t), c) for t, c in shown):
+        if sql in sent:
+            assert next(rest) == sql
+        else:
+            assert conditional, f"{sql} is shown but was not sent"
+    assert next(rest, None) is None, "a command was sent that the dry run does not show"
