@@ -139,6 +139,12 @@ class Plan:
     tree: Mapping[str, str] = field(repr=False, default_factory=dict)
     """Every file of the target tree: path -> git blob id."""
 
+    @classmethod
+    def empty(cls, from_sha: str, to_sha: str) -> Plan:
+        """A plan of no revision from ``from_sha`` to ``to_sha``: what a run resumed from its
+        journal holds (it applies no patch; its journal says what the first run did)."""
+        return cls("", from_sha, to_sha, None, (), (), (), (), None, (), (), {})
+
     def with_timings(self, timings: Mapping[tuple[str, str], float],
                      overhead_s: float = WINDOW_OVERHEAD_S) -> Plan:
         """This plan with its outage estimate from rehearsal timings (None if one is missing)."""

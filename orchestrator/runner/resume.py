@@ -7,15 +7,16 @@ connections back, then every step that started is undone, newest first, by
 the playbook's own actions (each undo tolerates a partial ``do``): the old
 instances ready again, the new ones stopped, the scripts started (exit 1:
 nothing changed).
-After it: connections back, the new instances ready, the old ones stopped,
-``current`` on the cut, the scripts started (exit 0; the nodowntime tail is
-left for the next ``deploy``). After the restart playbook's COMMIT there is no
-second instance: the serving slot runs the cut (started if the crash left it
-stopped), or the previous release where the cut does not come up (exit 4).
+After it: connections back, then the playbook's steps past the commit point
+that did not finish, by the actions themselves (the new instances ready, the
+old ones stopped, ``current`` on the cut, the scripts started; or, for the
+restart playbook, each serving slot restarted on the cut): exit 0, or 4 with
+what did not finish. The nodowntime tail is left for the next ``deploy``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,14 @@ from orchestrator.errors import (
     FailedBeforeCommit,
     FastdowntimeError,
 )
+from orchestrator.plan import Plan
 from orchestrator.remote import operations as ops
 from orchestrator.runner.context import Run
 from orchestrator.runner.outcome import Outcome
 
 if TYPE_CHECKING:
     from orchestrator.db.cold import Backend
+    from orchestrator.runner.playbook import Step
 
 
 def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> dict[str, Any]:
@@ -63,48 +66,32 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                      or _committed(settings, summary["id"], _cold_patches(events),
                                    _cold_backend(events)))
         slots = _slots(events)
-        serves = _window_serves(events)
-        journal.event("resume.start", committed=committed, slots=slots, window_serves=serves)
+        journal.event("resume.start", committed=committed, slots=slots)
         if not slots:
             show("the window was never prepared: nothing on the hosts to restore")
         with Remote(config) as remote, Haproxy(remote, config) as haproxy:
             release = summary.get("cut") or summary["from"]
-            run = Run(config, None, summary["id"], journal, "fastdowntime",  # type: ignore[arg-type]
-                      release, summary["from"], {}, remote=remote, haproxy=haproxy, slots=slots)
+            run = Run(config, Plan.empty(summary["from"], release), summary["id"], journal,
+                      "fastdowntime", release, summary["from"], {}, remote=remote,
+                      haproxy=haproxy, slots=slots)
             control = ConnectionControl(settings, connect(settings, autocommit=True))
+            run.control = control
             try:
                 control.prepare()
                 control.restore()
                 journal.event("resume.connections_restored")
                 restarted = False
-                if slots:
-                    new = [run.server(h, slots[h.name][1]) for h in run.app_hosts]
-                    old = [run.server(h, slots[h.name][0]) for h in run.app_hosts]
+                if committed:
                     try:
-                        if committed and serves == "old":
-                            _finish_in_place(run)
-                        elif committed:
-                            _finish(run, new, old)
-                        else:
-                            restarted = _undo_window(run, events, control)
+                        _finish_window(run, events)
                     except FastdowntimeError as exc:
-                        if not committed:
-                            raise
-                        # the schema is new: roll forward, the scripts still start
                         problem = _rolled_forward(journal, problem, exc)
-                if (config.scripts is not None and config.role("scripts")
-                        and (committed or not restarted)):
-                    try:
-                        if committed:
-                            ops.switch(remote, config, run.release,
-                                       config.role("scripts")).raise_for_failures(
-                                "switching the scripts' current")
+                else:
+                    if slots:
+                        restarted = _undo_window(run, events)
+                    if config.scripts is not None and config.role("scripts") and not restarted:
                         ops.start_scripts(remote, config).raise_for_failures(
                             "starting the scripts")
-                    except FastdowntimeError as exc:
-                        if not committed:
-                            raise
-                        problem = _rolled_forward(journal, problem, exc)
             finally:
                 control.close()
                 control.primary.close()
@@ -141,9 +128,8 @@ def _rolled_forward(journal: Any, problem: FailedAfterCommit | None,
 
 def _cold_patches(events: list[dict[str, Any]]) -> list[str]:
     """The cold patches of the run's plan, from its ``run.start`` event."""
-    start = next((e for e in events if e.get("event") == "run.start"), {})
-    return list(((start.get("plan") or {}).get("fastdowntime") or {}).get("cold_patches")
-                or [])
+    plan = _run_start(events).get("plan") or {}
+    return list((plan.get("fastdowntime") or {}).get("cold_patches") or [])
 
 
 def _cold_backend(events: list[dict[str, Any]]) -> Backend | None:
@@ -168,19 +154,17 @@ def _committed(settings: Any, run_id: str, cold_patches: list[str],
         conn.close()
 
 
-def _undo_window(run: Run, events: list[dict[str, Any]], control: Any) -> bool:
+def _undo_window(run: Run, events: list[dict[str, Any]]) -> bool:
     """Before COMMIT: undo, newest first, every step of the run's window playbook that
     started, with the actions' own undo (as the engine would have, had it lived). Returns
     whether the scripts were started again (their stop was undone)."""
     from orchestrator.runner.engine import undo
     from orchestrator.runner.playbook import load_playbook
 
-    start = next((e for e in events if e.get("event") == "run.start"), {})
-    playbook = load_playbook(start.get("playbook") or run.config.runs.playbook)
+    playbook = load_playbook(_run_start(events).get("playbook") or run.config.runs.playbook)
     started = {e.get("step") for e in events
                if e.get("event") == "step.start" and e.get("stage") == "fastdowntime"}
     steps = [step for step in playbook.steps if step.name in started]
-    run.control = control
     # the window was open if the journal says so: its undo then journals it closing
     opened = [e for e in events if e.get("event") == "window.open"]
     if opened:
@@ -191,90 +175,59 @@ def _undo_window(run: Run, events: list[dict[str, Any]], control: Any) -> bool:
     return any(step.name == "stop_scripts" for step in steps)
 
 
-def _finish(run: Run, new: list[str], old: list[str]) -> None:
-    """After COMMIT: the new instances (healthy) take traffic, old ones stop, current moves.
+def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
+    """After COMMIT: the playbook's steps from the first past the commit point that did not
+    finish, run by the actions themselves in roll-forward mode (a failing step is a problem of the run,
+    the next ones still run). Each tolerates the state a crash left: connections already
+    back, servers already ready, instances already stopped, ``current`` already switched.
 
-    A host whose new instance cannot be made healthy keeps its old one serving (old code
-    works on the new schema by policy) and is reported.
+    When the run undid its window after a COMMIT it could not confirm (``commit-unknown``),
+    the hosts serve the previous release, in rotation: the steps before the window that
+    the undo reverted run again first (the scripts stop, the new instances start beside the
+    old ones), and
+    a restart in place goes host by host behind haproxy instead of all at once.
     """
-    app = run.config.need("app")
-    keep: list[Any] = []
-    for host in run.app_hosts:
-        port = run.slots[host.name][1]
-        health = ops.wait_healthy(run.config, host, port, run.release, 1.0)
-        if not health.ok:
-            ops.start_instance(run.remote, run.config, host, run.release, port)
-            health = ops.wait_healthy(run.config, host, port, run.release,
-                                      app.health_timeout_s)
-        if not health.ok:
-            keep.append(host)
-    moving = [h for h in run.app_hosts if h not in keep]
-    run.host_states.update({h.name: f"serving {run.release[:12]}" for h in moving})
-    run.host_states.update({h.name: f"serving {run.previous[:12]} on its old instance; the "
-                            "new one failed" for h in keep})
-    run.haproxy.set_state([run.server(h, run.slots[h.name][1]) for h in moving], "ready")
-    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in keep], "ready")
-    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in moving], "maint")
-    for host in moving:
-        ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
-    if moving:
-        ops.switch(run.remote, run.config, run.release, moving).raise_for_failures(
-            "switching current")
-    if keep:
-        raise FailedAfterCommit("resumed; the new release is not healthy on "
-                                f"{', '.join(h.name for h in keep)}: their old instances "
-                                "keep serving (old code works on the new schema)")
+    from orchestrator.runner.engine import run_steps
+    from orchestrator.runner.playbook import Playbook, load_playbook
 
-
-def _finish_in_place(run: Run) -> None:
-    """After the restart playbook's COMMIT: each host's one slot serves the cut.
-
-    Hosts serving nothing (stopped by the window, half-started) restart on it all at
-    once; hosts serving the previous release (back after a failure or an undo; it works
-    on the new schema) restart ``[nodowntime] max_out_of_rotation`` at a time, drained
-    first, so the others keep serving. A host where the cut does not come up goes back
-    to the previous release (exit 4).
-    """
-    from orchestrator.runner.actions import instance_health
-
-    down, behind = [], []
-    for host, health in zip(run.app_hosts, instance_health(run, 0, 1.0), strict=True):
-        if health.ok:
-            run.host_states[host.name] = f"serving {run.release[:12]}"
-        elif health.revision == run.previous and health.last_answer.startswith("HTTP 200"):
-            behind.append(host)
-        else:
-            down.append(host)
-    size = max(1, run.config.nodowntime.max_out_of_rotation)
-    for group in [down, *(behind[i:i + size] for i in range(0, len(behind), size))]:
-        if group:
-            _restart_group(run, group)
+    playbook = load_playbook(_run_start(events).get("playbook") or run.config.runs.playbook)
+    steps = playbook.steps
+    commit = next(i for i, s in enumerate(steps) if s.action.commit_point)
+    opens = next((i for i, s in enumerate(steps) if s.action.opens_window), commit)
+    window = [e for e in events if e.get("stage") == "fastdowntime"]
+    done = {e.get("step") for e in window if e.get("event") == "step.done"}
+    undone = {str(e.get("step"))[len("undo "):] for e in window
+              if e.get("event") == "step.done" and str(e.get("step")).startswith("undo ")}
+    redo = [s for s in steps[:opens] if s.name in undone and s.action.can_undo]
+    # from the first step that did not finish on, all of them again: a later step that
+    # did finish may have been undone by an earlier one run again (close_window drains
+    # what stop_old_instances stopped) and each is safe to repeat
+    first = next((i for i in range(commit + 1, len(steps)) if steps[i].name not in done),
+                 len(steps))
+    after = [_rolling(s) if undone else s for s in steps[first:]]
+    opened = [e for e in window if e.get("event") == "window.open"]
+    if opened and not any(e.get("event") == "window.close" for e in window):
+        run.window_opened = float(opened[-1].get("at") or 0.0) or None
+    run.committed = True
+    run_steps(Playbook(playbook.name, playbook.description, (*redo, *after), playbook.path),
+              run)
     if run.problems:
-        raise FailedAfterCommit("resumed; not every host serves "
-                                f"{run.release[:12]}: {'; '.join(run.problems)}")
+        raise FailedAfterCommit("resumed; not every step finished: " + "; ".join(run.problems))
 
 
-def _restart_group(run: Run, hosts: list[Any]) -> None:
-    """Out of rotation (drained), stopped, restarted on the cut (or back on the previous
-    release), and in rotation again unless neither starts."""
-    from orchestrator.runner.actions import restart_in_place
+def _rolling(step: Step) -> Step:
+    """``step``, restarting hosts behind haproxy a batch at a time if it restarts them."""
+    from orchestrator.runner.actions.instances import RestartOnRelease
 
-    servers = [run.server(h, run.slots[h.name][0]) for h in hosts]
-    run.haproxy.set_state(servers, "drain")
-    run.haproxy.wait_drained(servers, run.config.need("lb").drain_timeout_s)
-    run.haproxy.set_state(servers, "maint")
-    for host in hosts:  # start refuses a port another release holds
-        ops.stop_instance(run.remote, run.config, host, run.slots[host.name][0])
-    restart_in_place(run, hosts, run.config.need("app").health_timeout_s)
-    run.haproxy.set_state([run.server(h, run.slots[h.name][0]) for h in hosts
-                           if not run.host_states[h.name].startswith("DOWN")], "ready")
+    if not isinstance(step.action, RestartOnRelease):
+        return step
+    rolling = RestartOnRelease(dataclasses.replace(step.action.params, rolling=True))
+    return dataclasses.replace(step, action=rolling)
 
 
-def _window_serves(events: list[dict[str, Any]]) -> str:
-    """``new`` or ``old``: the slot the run's window hands traffic to (its ``run.start``);
-    runs journaled before this was recorded used the default playbook."""
-    start = next((e for e in events if e.get("event") == "run.start"), {})
-    return "old" if start.get("window_serves") == "old" else "new"
+def _run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's ``run.start`` event (empty if the journal lost it)."""
+    return next((e for e in events if e.get("event") == "run.start"), {})
 
 
 def _slots(events: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:

@@ -1,4 +1,5 @@
-"""resume after the restart playbook's COMMIT, on fake hosts: every slot ends on the cut."""
+"""resume after COMMIT, on fake hosts: which steps it runs, and the restart that goes
+host by host behind haproxy when the hosts are in rotation."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 import pytest
 
 from orchestrator.config import HostSettings, load_config
-from orchestrator.errors import FailedAfterCommit
 from orchestrator.remote import operations as ops
 from orchestrator.remote.commands import Command
 from orchestrator.remote.operations import HealthResult
 from orchestrator.remote.results import OK, GroupResult, HostResult
+from orchestrator.runner import engine
+from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams
 from orchestrator.runner.context import Run
-from orchestrator.runner.resume import _finish_in_place
+from orchestrator.runner.resume import _finish_window
 from orchestrator.sandbox.layout import PROJECT_ROOT
 from tests.fakes import make_run
 
@@ -105,17 +107,21 @@ def server(run: Run, name: str) -> str:
     return run.server(host, SERVING)
 
 
+def rolling() -> RestartOnRelease:
+    return RestartOnRelease(RestartParams(rolling=True))
+
+
 def test_hosts_left_stopped_or_on_the_previous_release_end_on_the_cut(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host already on the cut is left alone. The ones serving nothing restart together;
-    the ones serving the previous release go one at a time ([nodowntime]
+    """A rolling restart (what resume runs once an undone window put the hosts back): a
+    host already on the cut is left alone; the others go one at a time ([nodowntime]
     max_out_of_rotation), each drained and out of rotation before it stops."""
     names = [h.name for h in SANDBOX.role("app")]
     assert len(names) >= 4 and SANDBOX.nodowntime.max_out_of_rotation == 1
     hosts = Hosts({names[0]: CUT, names[1]: None, **{n: PREVIOUS for n in names[2:]}})
     hosts.install(monkeypatch)
     run = new_run(hosts)
-    _finish_in_place(run)
+    rolling().do(run)
     assert hosts.running == dict.fromkeys(names, CUT)
     assert not any(line.startswith(f"{names[0]} ") for line in hosts.log)
     for name in names[1:]:
@@ -123,21 +129,106 @@ def test_hosts_left_stopped_or_on_the_previous_release_end_on_the_cut(
         assert mine == ["drain", "drained", "maint", "stop", f"switch {CUT[0]}",
                         f"start {CUT[0]}", "ready"], name
     out = [set(servers) for servers, state in run.haproxy.calls if state == "maint"]
-    assert out == [{server(run, names[1])}, *({server(run, n)} for n in names[2:])]
+    assert out == [{server(run, n)} for n in names[1:]]
     assert run.host_states == {n: f"serving {CUT[:12]}" for n in names}
+    assert run.problems == []
 
 
-def test_a_host_where_the_cut_fails_goes_back_and_resume_says_so(
+def test_a_host_where_the_cut_fails_goes_back_and_the_run_says_so(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The cut never gets healthy on one host: it serves the previous release again, in
-    rotation, and resume exits 4 naming it."""
+    rotation, and the run records it (resume then exits 4 naming it)."""
     names = [h.name for h in SANDBOX.role("app")]
     hosts = Hosts(dict.fromkeys(names, PREVIOUS), broken=[names[1]])
     hosts.install(monkeypatch)
     run = new_run(hosts)
-    with pytest.raises(FailedAfterCommit, match=rf"{names[1]}: {CUT[:12]} failed"):
-        _finish_in_place(run)
+    rolling().do(run)
+    assert len(run.problems) == 1 and run.problems[0].startswith(
+        f"{names[1]}: {CUT[:12]} failed")
     assert hosts.running == {**dict.fromkeys(names, CUT), names[1]: PREVIOUS}
     assert run.host_states[names[1]] == f"back on {PREVIOUS[:12]} and serving"
     assert {s for servers, state in run.haproxy.calls if state == "ready" for s in servers} \
         == {server(run, n) for n in names}
+
+
+def test_the_window_restart_goes_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a drained window (the hosts out of rotation) the restart does not batch."""
+    names = [h.name for h in SANDBOX.role("app")]
+    hosts = Hosts(dict.fromkeys(names))
+    hosts.install(monkeypatch)
+    run = new_run(hosts)
+    RestartOnRelease().do(run)
+    assert hosts.running == dict.fromkeys(names, CUT)
+    assert run.haproxy.calls == []
+
+
+# --- which steps resume runs after COMMIT ---------------------------------------------------
+
+
+def events(playbook: str, done: Sequence[str], undone: Sequence[str] = ()) -> list[dict[str, Any]]:
+    return [{"event": "run.start", "playbook": playbook},
+            *({"event": "step.done", "stage": "fastdowntime", "step": s} for s in done),
+            *({"event": "step.done", "stage": "fastdowntime", "step": f"undo {s}"}
+              for s in undone),
+            {"event": "step.done", "stage": "nodowntime", "step": "start_scripts"}]
+
+
+def resumed_steps(monkeypatch: pytest.MonkeyPatch, journal: list[dict[str, Any]]
+                  ) -> list[Any]:
+    ran: list[Any] = []
+    monkeypatch.setattr(engine, "run_steps", lambda playbook, run: ran.extend(playbook.steps))
+    run = new_run(Hosts({}))
+    _finish_window(run, journal)
+    assert run.committed
+    return ran
+
+
+WINDOW = ["stage_code", "apply_live_patches", "stop_scripts", "check_fragile",
+          "start_new_instances", "prepare_window", "open_window", "cut_connections",
+          "apply_cold_patches"]
+
+
+def test_resume_runs_the_steps_past_commit_that_did_not_finish(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = resumed_steps(monkeypatch, events("fastdowntime",
+                                            [*WINDOW, "restore_connections", "close_window"]))
+    assert [s.name for s in ran] == ["wait_standbys", "stop_old_instances", "switch_current",
+                                     "start_scripts"]
+    ran = resumed_steps(monkeypatch, events("fastdowntime", WINDOW))
+    assert [s.name for s in ran][:2] == ["restore_connections", "close_window"]
+
+
+def test_an_undone_window_starts_its_new_instances_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """commit-unknown undid the window: the new instances start again before traffic
+    moves, the scripts stop again before they start on the cut."""
+    undone = ["open_window", "prepare_window", "start_new_instances", "stop_scripts"]
+    ran = resumed_steps(monkeypatch, events("fastdowntime", WINDOW[:-1], undone))
+    assert [s.name for s in ran] == ["stop_scripts", "start_new_instances",
+                                     "restore_connections", "close_window", "wait_standbys",
+                                     "stop_old_instances", "switch_current", "start_scripts"]
+
+
+def test_an_undone_restart_window_restarts_host_by_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restart playbook's undo put the previous release back in rotation: resume
+    restarts the hosts behind haproxy, a batch at a time, not all at once."""
+    restart = [n for n in WINDOW if n != "start_new_instances"]
+    ran = resumed_steps(monkeypatch, events("fastdowntime-restart", restart[:-1],
+                                            ["open_window", "stop_scripts"]))
+    step = next(s for s in ran if s.name == "restart_on_release")
+    assert step.action.params.rolling
+    ran = resumed_steps(monkeypatch, events("fastdowntime-restart", restart))
+    step = next(s for s in ran if s.name == "restart_on_release")
+    assert not step.action.params.rolling
+
+
+def test_steps_after_one_that_failed_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close_window failed and the run rolled forward past it: resume runs it again and
+    every step after it, finished or not (close_window drains the old instances that
+    stop_old_instances then stops)."""
+    ran = resumed_steps(monkeypatch, events("fastdowntime", [
+        *WINDOW, "restore_connections", "wait_standbys", "stop_old_instances",
+        "switch_current", "start_scripts"]))
+    assert [s.name for s in ran] == ["close_window", "wait_standbys", "stop_old_instances",
+                                     "switch_current", "start_scripts"]

@@ -9,8 +9,8 @@ nodowntime rollout).
 
 from orchestrator.runner.actions import code, instances, online, window
 from orchestrator.runner.actions.base import ACTIONS, Action, NoParams, action
-from orchestrator.runner.actions.instances import instance_health, read_slots, restart_in_place
+from orchestrator.runner.actions.instances import read_slots
 from orchestrator.runner.actions.window import window_serves
 
 __all__ = ["ACTIONS", "Action", "NoParams", "action", "code", "instances", "online",
-           "instance_health", "read_slots", "restart_in_place", "window", "window_serves"]
+           "read_slots", "window", "window_serves"]

@@ -34,6 +34,8 @@ class Action:
     Params: ClassVar[type] = NoParams
     commit_point: ClassVar[bool] = False
     """True for the step whose success is the commit point."""
+    opens_window: ClassVar[bool] = False
+    """True for the step that opens the window (what comes before it prepares it)."""
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -49,6 +51,11 @@ class Action:
     def undo_script(self, run: Run) -> Script:
         """What puts back what the step changed (it tolerates a partial ``do``)."""
         return ()
+
+    @property
+    def can_undo(self) -> bool:
+        """True when the action has an undo (its undo may still be empty for a run)."""
+        return type(self).undo_script is not Action.undo_script
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         """The data the journal keeps for a step that succeeded, from its answers."""

@@ -13,17 +13,18 @@ from orchestrator.remote import operations as ops
 from orchestrator.runner.actions.base import Action, action
 from orchestrator.runner.actions.script import (
     Answers,
+    Drained,
     Effect,
     Fail,
     Health,
     HostSkip,
     If,
+    Pick,
     ReadSlots,
     Script,
+    SetState,
     Ssh,
     When,
-    check_health,
-    execute,
 )
 from orchestrator.runner.context import Run
 
@@ -31,6 +32,16 @@ from orchestrator.runner.context import Run
 @dataclass(frozen=True)
 class HealthParams:
     health_timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RestartParams:
+    health_timeout_s: float | None = None
+    rolling: bool = False
+    """The hosts are in rotation (the window held the database alone, or an undone window
+    put them back): they restart ``[nodowntime] max_out_of_rotation`` at a time, each batch
+    drained and out of rotation first, so the others keep serving. Otherwise (the window
+    drained them) all at once."""
 
 
 def read_slots(run: Run) -> dict[str, tuple[int, int]]:
@@ -105,6 +116,11 @@ class StartNewInstances(Action):
                      for port, hosts in _by_port(run, 1).items())
 
 
+def _kept_old(name: str) -> When:
+    return When(f"{name} kept its old instance serving",
+                lambda run, answers: name in run.fallback)
+
+
 @action
 class StopOldInstances(Action):
     """Stop the instances that served before (after traffic moved to the new ones)."""
@@ -114,20 +130,17 @@ class StopOldInstances(Action):
     def script(self, run: Run) -> Script:
         kept = HostSkip("close_window kept its old instance serving",
                         lambda run, answers, host: host in run.fallback)
-        return tuple(Ssh(ops.stop_commands(run.config, hosts, port), skip=kept,
-                         fails=f"stopping the old instances on port {port}")
-                     for port, hosts in _by_port(run, 0).items())
+        timeout = run.config.need("lb").drain_timeout_s
+        retired = tuple(Pick(run.server(h, run.slots[h.name][0]), None, _kept_old(h.name))
+                        for h in run.app_hosts)
+        # the old instances finish what they hold, then leave rotation before they stop
+        return (Drained(retired, timeout), SetState(retired, "maint"),
+                *(Ssh(ops.stop_commands(run.config, hosts, port), skip=kept,
+                      fails=f"stopping the old instances on port {port}")
+                  for port, hosts in _by_port(run, 0).items()))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"kept": sorted(run.fallback)}
-
-
-def instance_health(run: Run, index: int, timeout_s: float,
-                    hosts: Sequence[Any] | None = None) -> list[ops.HealthResult]:
-    """Health-check the ``index`` slot of every app host (or of ``hosts``) at once, in
-    host order: each must answer with its expected release (the stage's, unless
-    ``run.expected`` says otherwise) within ``timeout_s``."""
-    return list(check_health(run, targets(run, index, hosts), timeout_s).values())
 
 
 @action
@@ -137,67 +150,98 @@ class RestartOnRelease(Action):
     its previous release (old code works on the new schema by policy)."""
 
     name = "restart_on_release"
-    Params = HealthParams
+    Params = RestartParams
 
     def script(self, run: Run) -> Script:
         timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
-        return restart_script(run, run.app_hosts, timeout)
+        if not self.params.rolling:
+            return restart_script(run, run.app_hosts, timeout)
+        size = max(1, run.config.nodowntime.max_out_of_rotation)
+        hosts = run.app_hosts
+        # a host that already serves the release (a resumed run's) is not restarted
+        return (Health(targets(run, 0), 0.0, "before"),
+                *(_restart_batch(run, hosts[i:i + size], timeout, f"#{i // size + 1}")
+                  for i in range(0, len(hosts), size)))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"hosts": dict(run.host_states)}
 
 
-def restart_in_place(run: Run, hosts: Sequence[Any], timeout_s: float) -> None:
-    """``current`` -> the release on ``hosts``, started on their serving slot and healthy
-    within ``timeout_s``; a host where it fails goes back to the previous release (old code
-    works on the new schema by policy). Records each host's state, and a problem per
-    host that went back (or is down). Executes :func:`restart_script`."""
-    execute(restart_script(run, hosts, timeout_s), run)
+def _restart_batch(run: Run, batch: Sequence[HostSettings], timeout_s: float,
+                   tag: str) -> If:
+    """One batch of a rolling restart: out of rotation (drained), stopped, restarted on the
+    release (or back on the previous one), in rotation again unless it is down."""
+    names = [h.name for h in batch]
+    servers = tuple(run.server(h, run.slots[h.name][0]) for h in batch)
+    timeout = run.config.need("lb").drain_timeout_s
+
+    def down(name: str) -> When:
+        return When(f"{name} is down", lambda run, answers:
+                    run.host_states.get(name, "").startswith("DOWN"))
+    return If(
+        When(f"{', '.join(names)} do not all serve {run.release[:12]} yet",
+             lambda run, answers: not all(answers["before"][n].ok for n in names)),
+        (SetState(tuple(Pick(s) for s in servers), "drain"), Drained(servers, timeout),
+         SetState(tuple(Pick(s) for s in servers), "maint"),
+         *(Ssh(ops.stop_commands(run.config, hosts, port), fails="stopping the app")
+           for port, hosts in _by_port(run, 0, batch).items()),
+         *restart_script(run, batch, timeout_s, tag),
+         SetState(tuple(Pick(run.server(h, run.slots[h.name][0]), None, down(h.name))
+                        for h in batch), "ready")),
+        (Effect(lambda run, answers: run.host_states.update(
+            dict.fromkeys(names, f"serving {run.release[:12]}"))),))
 
 
-def _restart_failures(answers: Answers, hosts: Sequence[HostSettings]) -> dict[str, str]:
+def _restart_failures(answers: Answers, hosts: Sequence[HostSettings],
+                      tag: str = "") -> dict[str, str]:
     """Host -> the first thing that failed there: the switch, the start, the health check."""
-    failed = {r.host: r.describe() for r in answers["switched"].failed}
+    failed = {r.host: r.describe() for r in answers[f"switched{tag}"].failed}
     for key, result in answers.items():
-        if key.startswith("started:"):
+        if key.startswith(f"started{tag}:"):
             failed.update({r.host: r.describe() for r in result.failed})
-    failed.update({h: r.describe() for h, r in answers["health"].items()
+    failed.update({h: r.describe() for h, r in answers[f"health{tag}"].items()
                    if not r.ok and h not in failed})
     return failed
 
 
-def restart_script(run: Run, hosts: Sequence[HostSettings], timeout_s: float) -> Script:
-    """What :func:`restart_in_place` does, as a script (see there)."""
+def restart_script(run: Run, hosts: Sequence[HostSettings], timeout_s: float,
+                   tag: str = "") -> Script:
+    """``current`` -> the release on ``hosts``, started on their serving slot and healthy
+    within ``timeout_s``; a host where it fails goes back to the previous release (old code
+    works on the new schema by policy). Records each host's state, and a problem per host
+    that went back (or is down). ``tag`` keeps one batch's answers apart from another's."""
     config, release = run.config, run.release
     nodes: list[Any] = [
-        Ssh(ops.switch_commands(config, release, hosts), key="switched"),
+        Ssh(ops.switch_commands(config, release, hosts), key=f"switched{tag}"),
         Effect(lambda run, answers: answers.update(began=run.clock()))]
     switch_failed = HostSkip("switching current failed",
-                             lambda run, answers, host: not answers["switched"].by_host[host].ok)
-    nodes += [Ssh(ops.start_commands(config, group, release, port), key=f"started:{port}",
-                  skip=switch_failed) for port, group in _by_port(run, 0, hosts).items()]
-    nodes.append(Health(targets(run, 0, hosts), timeout_s, "health"))
+                             lambda run, answers, host:
+                             not answers[f"switched{tag}"].by_host[host].ok)
+    nodes += [Ssh(ops.start_commands(config, group, release, port),
+                  key=f"started{tag}:{port}", skip=switch_failed)
+              for port, group in _by_port(run, 0, hosts).items()]
+    nodes.append(Health(targets(run, 0, hosts), timeout_s, f"health{tag}"))
     for host in hosts:
-        nodes.append(_restart_or_back(run, host, hosts, timeout_s))
+        nodes.append(_restart_or_back(run, host, hosts, timeout_s, tag))
     return tuple(nodes)
 
 
 def _restart_or_back(run: Run, host: HostSettings, hosts: Sequence[HostSettings],
-                     timeout_s: float) -> If:
+                     timeout_s: float, tag: str) -> If:
     """``host`` serves the release, or, where it did not switch, start or get healthy,
     goes back to the previous release on the same slot."""
     config, release, previous, name = run.config, run.release, run.previous, host.name
     port = run.slots[name][0]
     return If(
         When(f"{name} did not switch, start or get healthy on {release[:12]}",
-             lambda run, answers: name in _restart_failures(answers, hosts)),
+             lambda run, answers: name in _restart_failures(answers, hosts, tag)),
         (Ssh(ops.stop_commands(config, [host], port)),
          Ssh(ops.switch_commands(config, previous, [host])),
          Ssh(ops.start_commands(config, [host], previous, port), key=f"back:{name}"),
          If(When(f"{previous[:12]} started again on {name}",
                  lambda run, answers: bool(answers[f"back:{name}"].ok)),
             (Health(((host, port, previous),), timeout_s, f"back-health:{name}"),)),
-         Effect(lambda run, answers: _went_back(run, answers, name, hosts))),
+         Effect(lambda run, answers: _went_back(run, answers, name, hosts, tag))),
         (Effect(lambda run, answers: _serving(run, answers, name)),))
 
 
@@ -207,7 +251,8 @@ def _serving(run: Run, answers: Answers, name: str) -> None:
                       start_to_healthy_s=round(run.clock() - answers["began"], 6))
 
 
-def _went_back(run: Run, answers: Answers, name: str, hosts: Sequence[HostSettings]) -> None:
+def _went_back(run: Run, answers: Answers, name: str, hosts: Sequence[HostSettings],
+               tag: str) -> None:
     back = answers.get(f"back-health:{name}")
     healthy = answers[f"back:{name}"].ok and back is not None and back[name].ok
     run.expected[name] = run.previous
@@ -215,4 +260,4 @@ def _went_back(run: Run, answers: Answers, name: str, hosts: Sequence[HostSettin
              f"DOWN: neither {run.release[:12]} nor {run.previous[:12]} starts")
     run.host_states[name] = state
     run.problems.append(f"{name}: {run.release[:12]} failed "
-                        f"({_restart_failures(answers, hosts)[name]}); {state}")
+                        f"({_restart_failures(answers, hosts, tag)[name]}); {state}")

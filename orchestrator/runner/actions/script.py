@@ -100,9 +100,10 @@ class Swap:
 
 @dataclass(frozen=True)
 class Drained:
-    """Poll haproxy's stats until ``servers`` have no session left; at most ``timeout_s``."""
+    """Poll haproxy's stats until ``servers`` have no session left; at most ``timeout_s``.
+    A :class:`Pick` among them is decided when it runs (None: not waited for)."""
 
-    servers: tuple[str, ...]
+    servers: tuple[str | Pick, ...]
     timeout_s: float
     key: str | None = None
 
@@ -252,8 +253,10 @@ class _Execution:
             run.haproxy.swap(list(node.pairs))
         elif isinstance(node, Drained):
             timeout = _bounded(run, node.timeout_s)
-            waited = run.haproxy.wait_drained(list(node.servers),
-                                              node.timeout_s if timeout is None else timeout)
+            servers = [s for s in (p if isinstance(p, str) else _picked(p, run, answers)
+                                   for p in node.servers) if s]
+            waited = run.haproxy.wait_drained(
+                servers, node.timeout_s if timeout is None else timeout) if servers else 0.0
             if node.key is not None:
                 answers[node.key] = waited
         elif isinstance(node, ReadSlots):
@@ -363,9 +366,12 @@ def _lines(node: Node, run: Run, preview: Preview | None) -> list[str]:  # noqa:
     if isinstance(node, Drained):
         from orchestrator.remote.haproxy import POLL_S
 
+        names = [p if isinstance(p, str) else p.server for p in node.servers]
         return [*(f"lb: {line}" for line in wire.stats_request(backend).lines()),
-                f"-- again every {POLL_S * 1000:g} ms until {', '.join(node.servers)} have no "
-                f"session or queued request (at most {node.timeout_s:g} s, else the step fails)"]
+                f"-- again every {POLL_S * 1000:g} ms until {', '.join(names)} have no "
+                f"session or queued request (at most {node.timeout_s:g} s, else the step fails)",
+                *(f"-- not {p.server} if {p.when.label}" for p in node.servers
+                  if not isinstance(p, str) and p.when is not None)]
     if isinstance(node, ReadSlots):
         if preview is not None:
             run.slots = dict(preview.slots)

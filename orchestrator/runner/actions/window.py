@@ -99,6 +99,7 @@ class OpenWindow(Action):
 
     name = "open_window"
     Params = DrainParams
+    opens_window = True
 
     def script(self, run: Run) -> Script:
         timeout = (self.params.drain_timeout_s if self.params.drain_timeout_s is not None
@@ -283,7 +284,7 @@ class CloseParams:
 
 @action
 class CloseWindow(Action):
-    """The window closes: the new instances go ready in haproxy, the old ones to maintenance."""
+    """The window closes: the new instances go ready in haproxy, the old ones drain."""
 
     name = "close_window"
     Params = CloseParams
@@ -304,9 +305,11 @@ class CloseWindow(Action):
                       for h in run.app_hosts)
         retire = tuple(Pick(run.server(h, run.slots[h.name][0]), None, failed(h))
                        for h in run.app_hosts)
+        # the old instances drain (a drained window left them none to finish; an undone
+        # one's are serving): stop_old_instances waits for them before they stop
         return (Health(targets(run, index), CLOSE_HEALTH_S, "health"),
                 SetState(ready, "ready", key="ready"), Effect(_window_closed),
-                *((SetState(retire, "maint"),) if new else ()),
+                *((SetState(retire, "drain"),) if new else ()),
                 Effect(lambda run, answers: _host_states(run, answers, new)))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
