@@ -48,19 +48,50 @@ def _approval(item: Any) -> str:
     return str(item)
 
 
+def _latency(value: Any) -> str:
+    """A request time to read at a glance: 1.4 ms, 12 ms, 1.043 s; "-" when unknown."""
+    if not isinstance(value, int | float):
+        return "-"
+    if value >= 0.9995:  # 1000 ms
+        return f"{value:.3f} s"
+    return f"{value * 1000:.1f} ms" if value < 0.01 else f"{value * 1000:.0f} ms"
+
+
+def _waits(probe: Mapping[str, Any]) -> str:
+    """Longest wait, p50 and p99 of a probe's JSON; "" for a summary older than them."""
+    if not {"longest_wait_s", "p50_s", "p99_s"} & set(probe):
+        return ""
+    return (f"longest wait {_seconds(probe.get('longest_wait_s'))}, "
+            f"p50 {_latency(probe.get('p50_s'))}, p99 {_latency(probe.get('p99_s'))}")
+
+
 def _probe_line(probe: Mapping[str, Any] | None) -> str:
     if not probe:
         return "no probe"
     outages = probe.get("outages") or []
+    waits = _waits(probe)
     text = (f"{_seconds(probe.get('longest_s'))} seen by the probe (longest of "
-            f"{len(outages)}; {probe.get('requests')} requests, {probe.get('failures')} failed)")
+            f"{len(outages)}; {probe.get('requests')} requests, {probe.get('failures')} failed"
+            + (f"; {waits})" if waits else ")"))
     if probe.get("down_at_end"):
         text += ", still failing when it stopped"
     return text
 
 
+def _probe_window_line(window: Mapping[str, Any]) -> str:
+    """The probe's requests that overlapped the window (the summary's ``probe_window``)."""
+    waits = _waits(window)
+    return (f"window: {window.get('requests')} requests, {window.get('failures')} failed"
+            + (f", {waits}" if waits else ""))
+
+
 def render_text(run: Mapping[str, Any]) -> str:
-    """The ``show`` view: who, outcome, cut, window instants, outage vs probe vs budget, steps."""
+    """The ``show`` view: who, outcome, cut, window instants, outage vs probe vs budget, steps.
+
+    The probe line gives its longest wait and p50/p99 request times when the
+    summary has them, and a ``probe_window`` mapping (the probe's figures for
+    the requests in the window) adds one line; older summaries render as before.
+    """
     outage = run.get("outage_s")
     budget = run.get("window_budget_s")
     window = run.get("window") or {}
@@ -81,6 +112,9 @@ def render_text(run: Mapping[str, Any]) -> str:
         f"{_probe_line(run.get('probe'))}  |  budget {_seconds(budget)}"
         + ("  OVER BUDGET" if over else ""),
     ]
+    probe_window = run.get("probe_window")
+    if isinstance(probe_window, Mapping):
+        lines.append(f"           probe {_probe_window_line(probe_window)}")
     for probe_outage in (run.get("probe") or {}).get("outages") or []:
         lines.append(f"           probe outage {_instant(probe_outage.get('start'))} -> "
                      f"{_instant(probe_outage.get('end'))} "
@@ -186,6 +220,9 @@ def _summary_table(run: Mapping[str, Any]) -> str:
     outage, budget = run.get("outage_s"), run.get("window_budget_s")
     over = (isinstance(outage, int | float) and isinstance(budget, int | float)
             and outage > budget)
+    probe_window = run.get("probe_window")
+    probe_window_row = ([("probe in the window", _probe_window_line(probe_window))]
+                        if isinstance(probe_window, Mapping) else [])
     rows = [("who", run.get("who")), ("from", run.get("from")), ("to", run.get("to")),
             ("cut", run.get("cut") or "none (no window)"),
             ("started", _instant(run.get("started"))),
@@ -194,6 +231,7 @@ def _summary_table(run: Mapping[str, Any]) -> str:
             ("window closed", _instant(window.get("closed"))),
             ("outage (journal)", _seconds(outage) + (" OVER BUDGET" if over else "")),
             ("outage seen by the probe", _probe_line(run.get("probe"))),
+            *probe_window_row,
             ("window budget", _seconds(budget)),
             ("approvals", "; ".join(_approval(a) for a in run.get("approvals") or []) or "-"),
             ("error", run.get("error") or "-")]

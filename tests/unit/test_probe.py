@@ -1,4 +1,4 @@
-"""The probe: outages as users see them, paced on a deadline schedule, against a real server."""
+"""The probe: outages and waits users see, on a concurrent schedule, against a real server."""
 
 from __future__ import annotations
 
@@ -33,11 +33,66 @@ class ScriptedFetch:
         return self.script.pop(0)
 
 
+class HeldFetch:
+    """Answers good; the first ``held`` calls wait for ``release``; ``started(n)``: call n began."""
+
+    def __init__(self, held: int) -> None:
+        self.held = held
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._started: dict[int, threading.Event] = {}
+
+    def started(self, number: int) -> threading.Event:
+        """Set once call ``number`` (from 1) has begun."""
+        with self._lock:
+            return self._started.setdefault(number, threading.Event())
+
+    def __call__(self, url: str, timeout_s: float) -> bool:
+        with self._lock:
+            self._calls += 1
+            number = self._calls
+        self.started(number).set()
+        if number <= self.held:
+            self.release.wait(10)
+        return True
+
+
+class CountingFetch:
+    """Answers good after ``latency`` real seconds; ``reached`` is set at call ``enough``."""
+
+    def __init__(self, enough: int, latency: float = 0.0) -> None:
+        self.enough = enough
+        self.latency = latency
+        self.reached = threading.Event()
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def __call__(self, url: str, timeout_s: float) -> bool:
+        with self._lock:
+            self.calls += 1
+            if self.calls >= self.enough:
+                self.reached.set()
+        if self.latency:
+            time.sleep(self.latency)  # a slow answer, simulated
+        return True
+
+
+def gaps_between(starts: list[float]) -> list[float]:
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+
+
 def test_a_down_period_is_exactly_one_outage_from_first_failure_to_first_good_answer() -> None:
-    """Injected fetch and clock: one outage, first failed start to the next good end."""
+    """Injected fetch and clock: one outage, first failed start to the next good end.
+
+    The fake fetch moves one shared fake clock, so the instants are exact only
+    one request at a time: max_in_flight=1 gives that (requests are concurrent
+    by default).
+    """
     clock = FakeClock(100.0)
     fetch = ScriptedFetch(clock, [True] * 3 + [False] * 5 + [True] * 3, latency=0.25)
-    probe = Probe("http://lb.example/", interval_s=0.001, clock=clock, fetch=fetch)
+    probe = Probe("http://lb.example/", interval_s=0.001, max_in_flight=1, clock=clock,
+                  fetch=fetch)
     probe.start()
     assert fetch.exhausted.wait(5)
     report = probe.stop()
@@ -46,6 +101,8 @@ def test_a_down_period_is_exactly_one_outage_from_first_failure_to_first_good_an
     assert report.longest_s == pytest.approx(1.5) and report.total_s == pytest.approx(1.5)
     samples = probe.samples()
     assert samples[3] == (100.75, 101.0, False) and samples[8] == (102.0, 102.25, True)
+    assert report.longest_wait_s == pytest.approx(0.25)
+    assert report.p50_s == pytest.approx(0.25) and report.p99_s == pytest.approx(0.25)
 
 
 def test_flapping_and_still_down_answers() -> None:
@@ -61,52 +118,169 @@ def test_flapping_and_still_down_answers() -> None:
 
 
 def test_report_json_carries_the_figures() -> None:
-    """to_json() gives requests, failures, longest/total to the ms and each outage's instants."""
+    """to_json(): requests, failures, longest/total to the ms, outages, waits to the µs."""
     report = ProbeReport.from_samples([(10.0, 10.001, False), (10.01, 10.0126, True)], 0.01)
     assert report.to_json() == {
         "requests": 2, "failures": 1, "interval_s": 0.01, "first": 10.0, "last": 10.0126,
         "longest_s": 0.013, "total_s": 0.013, "down_at_end": False,
-        "outages": [{"start": 10.0, "end": 10.0126, "duration_s": 0.013}]}
+        "outages": [{"start": 10.0, "end": 10.0126, "duration_s": 0.013}],
+        "longest_wait_s": 0.0026, "p50_s": 0.001, "p99_s": 0.0026}
 
 
 def test_no_requests_no_outage() -> None:
-    """A probe stopped before any request reports nothing, and longest_s is 0."""
+    """A probe stopped before any request reports nothing: longest_s and wait 0, no p50/p99."""
     report = Probe("http://lb.example/", fetch=lambda url, timeout: True).stop()
     assert (report.requests, report.outages, report.longest_s) == (0, (), 0.0)
+    assert (report.longest_wait_s, report.p50_s, report.p99_s) == (0.0, None, None)
+    figures = report.to_json()
+    assert (figures["longest_wait_s"], figures["p50_s"], figures["p99_s"]) == (0.0, None, None)
+
+
+def test_latency_figures_are_nearest_rank_over_every_request() -> None:
+    """Waits of 1..100 ms: longest 100 ms (a failed request), p50 the 50th, p99 the 99th."""
+    samples = [(float(i), i + (100 - i) / 1000, i % 10 != 0) for i in range(100)]
+    report = ProbeReport.from_samples(samples, interval_s=1.0)
+    assert report.longest_wait_s == pytest.approx(0.100)
+    assert report.p50_s == pytest.approx(0.050) and report.p99_s == pytest.approx(0.099)
+    three = ProbeReport.from_samples([(0.0, 0.003, True), (1.0, 1.001, True),
+                                      (2.0, 2.002, True)], interval_s=1.0)
+    assert (three.p50_s, three.p99_s) == (pytest.approx(0.002), pytest.approx(0.003))
+    one = ProbeReport.from_samples([(5.0, 5.5, True)], interval_s=1.0)
+    assert (one.longest_wait_s, one.p50_s, one.p99_s) == (0.5, 0.5, 0.5)
+
+
+def test_within_keeps_the_requests_overlapping_an_interval() -> None:
+    """within(open, close): requests that started by close and answered at or after open."""
+    samples = [(0.0, 0.001, True), (0.5, 1.0, True), (0.9, 1.2, True), (1.5, 1.6, False),
+               (1.7, 2.5, True), (2.6, 2.601, True), (3.0, 3.001, True)]
+    window = ProbeReport.from_samples(samples, interval_s=0.1).within(1.0, 2.55)
+    assert window.samples == tuple(samples[1:5])
+    assert (window.requests, window.failures, window.first, window.last) == (4, 1, 0.5, 2.5)
+    assert window.outages == (Outage(1.5, 2.5),) and window.interval_s == 0.1
+    assert window.longest_wait_s == pytest.approx(0.8)
+    assert window.p50_s == pytest.approx(0.3) and window.p99_s == pytest.approx(0.8)
+    assert set(window.to_json()) == set(ProbeReport.from_samples(samples, 0.1).to_json())
+    empty = ProbeReport.from_samples(samples, interval_s=0.1).within(10.0, 11.0)
+    assert (empty.requests, empty.longest_wait_s, empty.p50_s) == (0, 0.0, None)
 
 
 def test_slow_answers_do_not_stretch_the_interval() -> None:
     """Requests start on the schedule origin + k*interval, so latency below it is absorbed."""
-    def slow(url: str, timeout_s: float) -> bool:
-        time.sleep(0.012)  # a slow answer, simulated
-        return True
-
+    slow = CountingFetch(enough=25, latency=0.012)
     probe = Probe("http://lb.example/", interval_s=0.02, fetch=slow)
     probe.start()
-    time.sleep(0.5)  # let it make ~25 requests
+    assert slow.reached.wait(5)
     probe.stop()
     starts = [start for start, _, _ in probe.samples()]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert statistics.median(gaps) == pytest.approx(0.02, abs=0.003)
+    assert statistics.median(gaps_between(starts)) == pytest.approx(0.02, abs=0.003)
+
+
+def test_a_waiting_request_does_not_hold_back_the_next_ones() -> None:
+    """While the first request waits, the next ones still start every interval and answer."""
+    fetch = HeldFetch(held=1)
+    probe = Probe("http://held.example/", interval_s=0.01, timeout_s=5.0, fetch=fetch)
+    probe.start()
+    try:
+        assert fetch.started(20).wait(5), "later requests waited for the first answer"
+        assert probe.report().requests >= 18, "later requests did not answer meanwhile"
+    finally:
+        fetch.release.set()
+    report = probe.stop()
+    samples = probe.samples()
+    held_end = samples[0][1]
+    assert all(start < held_end for start, _, _ in samples[1:20])
+    assert statistics.median(gaps_between([s for s, _, _ in samples[:20]])) == pytest.approx(
+        0.01, abs=0.003)
+    assert report.longest_wait_s == pytest.approx(held_end - samples[0][0])
+    assert report.longest_wait_s >= 0.15 and report.p50_s is not None and report.p50_s < 0.1
+
+
+def test_when_every_worker_waits_the_next_request_waits_for_one() -> None:
+    """max_in_flight=2 with both requests waiting: a third starts only once one has answered."""
+    fetch = HeldFetch(held=2)
+    probe = Probe("http://bound.example/", interval_s=0.005, timeout_s=5.0, max_in_flight=2,
+                  fetch=fetch)
+    probe.start()
+    try:
+        assert fetch.started(2).wait(5)
+        assert not fetch.started(3).wait(0.1), "a third request started with no free worker"
+    finally:
+        fetch.release.set()
+    assert fetch.started(3).wait(5)
+    probe.stop()
+    first, second, third = probe.samples()[:3]
+    assert third[0] >= min(first[1], second[1])
+
+
+def test_stop_waits_for_the_requests_in_flight() -> None:
+    """stop() returns once the waiting request has answered, and reports it as a long good one."""
+    fetch = HeldFetch(held=1)
+    probe = Probe("http://inflight.example/", interval_s=0.005, timeout_s=5.0, fetch=fetch)
+    probe.start()
+    assert fetch.started(2).wait(5)
+    reports: list[ProbeReport] = []
+    stopper = threading.Thread(target=lambda: reports.append(probe.stop()))
+    stopper.start()
+    stopper.join(0.1)
+    alive = stopper.is_alive()
+    fetch.release.set()
+    stopper.join(5)
+    assert alive, "stop() returned with a request still in flight"
+    (report,) = reports
+    held = report.samples[0]
+    assert held[2] is True and report.failures == 0 and report.longest_wait_s >= 0.1
+    assert report.longest_wait_s == pytest.approx(held[1] - held[0])
+
+
+def test_stop_gives_up_after_timeout_and_counts_the_user_still_waiting() -> None:
+    """An answer not in timeout_s after stop() is a failure ending then; a late one is dropped."""
+    url = "http://stuck.example/"
+    fetch = HeldFetch(held=1)
+    probe = Probe(url, interval_s=0.005, timeout_s=0.1, fetch=fetch)
+    probe.start()
+    assert fetch.started(2).wait(5)
+    stopped = time.time()
+    report = probe.stop()
+    took = time.time() - stopped
+    try:
+        assert 0.09 <= took < 1.0
+        stuck = report.samples[0]
+        assert stuck[2] is False and stuck[1] >= stopped + 0.09 and report.failures == 1
+        assert report.longest_wait_s == pytest.approx(stuck[1] - stuck[0])
+    finally:
+        fetch.release.set()
+    for thread in threading.enumerate():
+        if thread.name.startswith(f"probe {url}"):
+            thread.join(5)  # the worker gets the late answer, then its stop signal
+    assert probe.samples() == list(report.samples)
+
 
 
 def test_after_a_late_answer_the_schedule_restarts_without_a_burst() -> None:
-    """An answer later than the next slot is followed at once, then the normal spacing resumes."""
+    """Every worker busy past the next slot: the next request starts as soon as one is free,
+    then the normal spacing resumes (no burst of missed slots).
+
+    Requests no longer wait for earlier answers, so max_in_flight=1 keeps the one
+    worker busy: each of the three slow answers holds back the next request.
+    """
     calls = 0
+    enough = threading.Event()
 
     def sometimes_slow(url: str, timeout_s: float) -> bool:
         nonlocal calls
         calls += 1
         if calls <= 3:
             time.sleep(0.05)  # three answers slower than the interval
+        if calls >= 23:
+            enough.set()
         return True
 
-    probe = Probe("http://lb.example/", interval_s=0.01, fetch=sometimes_slow)
+    probe = Probe("http://lb.example/", interval_s=0.01, max_in_flight=1, fetch=sometimes_slow)
     probe.start()
-    time.sleep(0.35)
+    assert enough.wait(5)
     probe.stop()
     starts = [start for start, _, _ in probe.samples()]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = gaps_between(starts)
     assert all(gap >= 0.045 for gap in gaps[:3])
     fast = starts[3:]
     assert len(fast) - 1 <= (fast[-1] - fast[0]) / 0.01 + 1, "missed slots were caught up"
@@ -134,6 +308,14 @@ def test_probe_url_must_be_http() -> None:
         Probe("ftp://x/")
     with pytest.raises(BadInput, match="interval_s"):
         Probe("http://lb/", interval_s=0)
+    with pytest.raises(BadInput, match="max_in_flight"):
+        Probe("http://lb/", max_in_flight=0)
+
+
+def test_defaults_are_200_requests_a_second_and_256_in_flight() -> None:
+    """By default the probe asks every 5 ms with at most 256 requests waiting."""
+    probe = Probe("http://lb/")
+    assert (probe.interval_s, probe.max_in_flight) == (0.005, 256)
 
 
 class Switchable:
@@ -210,6 +392,6 @@ def test_real_server_outage_is_measured_within_30_ms(server: Switchable) -> None
     assert outage.end == pytest.approx(came_back, abs=0.03)
     assert outage.duration_s == pytest.approx(0.2, abs=0.03)
     starts = [start for start, _, _ in probe.samples()]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert statistics.median(gaps) == pytest.approx(0.01, abs=0.002)
+    assert statistics.median(gaps_between(starts)) == pytest.approx(0.01, abs=0.002)
+    assert report.p50_s is not None and report.longest_wait_s < 1.0
     assert report.requests == pytest.approx((starts[-1] - starts[0]) / 0.01 + 1, rel=0.15)

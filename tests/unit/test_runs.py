@@ -189,6 +189,48 @@ def test_render_text_has_the_key_figures(runs_dir: Path) -> None:
                                  "cut_connections"]
 
 
+def test_render_text_gives_the_probes_waits(runs_dir: Path) -> None:
+    """show: the probe line adds the longest wait and p50/p99 the probe journaled."""
+    text = render_text(load_run(runs_dir, "20261125-12"))
+    assert ("2.101 s seen by the probe (longest of 1; 3 requests, 1 failed; "
+            "longest wait 0.001 s, p50 1.0 ms, p99 1.0 ms)") in text
+
+
+PROBE = {"requests": 1361, "failures": 0, "interval_s": 0.005, "first": T0, "last": T0 + 7,
+         "longest_s": 0.0, "total_s": 0.0, "down_at_end": False, "outages": [],
+         "longest_wait_s": 1.043, "p50_s": 0.0014, "p99_s": 0.0123}
+WINDOW = {**PROBE, "requests": 212, "longest_wait_s": 0.061, "p50_s": 0.0021, "p99_s": 0.45}
+
+
+def test_show_prints_the_probe_in_the_window() -> None:
+    """A summary with probe_window: one more line with its requests, failures and waits."""
+    run = {"id": "r", "outcome": "done", "steps": [], "probe": PROBE, "probe_window": WINDOW}
+    lines = render_text(run).splitlines()
+    assert ("0.000 s seen by the probe (longest of 0; 1361 requests, 0 failed; "
+            "longest wait 1.043 s, p50 1.4 ms, p99 12 ms)") in lines[4]
+    assert lines[5].split() == ["probe", "window:", "212", "requests,", "0", "failed,",
+                                "longest", "wait", "0.061", "s,", "p50", "2.1", "ms,", "p99",
+                                "450", "ms"]
+    cells = "".join(parse(render_html(run, [])).text)
+    assert ("probe in the window" + "window: 212 requests, 0 failed, longest wait 0.061 s, "
+            "p50 2.1 ms, p99 450 ms") in cells
+
+
+def test_older_summaries_without_waits_still_render() -> None:
+    """A probe without the wait keys and no probe_window: the probe line as before, no window."""
+    old = {key: PROBE[key] for key in ("requests", "failures", "longest_s", "total_s",
+                                       "down_at_end", "outages")}
+    run = {"id": "r", "outcome": "done", "steps": [], "probe": old}
+    text = render_text(run)
+    assert "0.000 s seen by the probe (longest of 0; 1361 requests, 0 failed)  |" in text
+    assert "wait" not in text and "probe window" not in text
+    document = render_html(run, [])
+    parse(document)
+    assert "probe in the window" not in document and "wait" not in document
+    no_requests = {**old, "requests": 0, "longest_wait_s": 0.0, "p50_s": None, "p99_s": None}
+    assert "longest wait 0.000 s, p50 -, p99 -)" in render_text({**run, "probe": no_requests})
+
+
 def test_steps_closed_without_a_start_event_keep_their_start() -> None:
     """A done event whose start was not journaled still gives the step its start instant."""
     steps = steps_from_journal([{"event": "step.done", "step": "s", "stage": "x", "host": None,
