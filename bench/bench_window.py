@@ -1,4 +1,7 @@
-"""The window's overhead and the nodowntime stage, measured on real deploys of the sandbox.
+"""The drained window's overhead and the nodowntime stage, on real deploys of the sandbox.
+
+(``[window] mode = "drain"``: users get no answer during the window. The default hold mode
+fails no request; ``bench_hold`` measures how long they wait.)
 
 Outage overhead = the outage users saw (the run's probe through haproxy)
 minus the cold patches' own time (the database's clock, per patch). Each
@@ -28,12 +31,14 @@ WINDOW_STEPS = ("open_window", "cut_connections", "apply_cold_patches", "restore
                 "close_window")
 
 
-def fresh(hosts: int, playbook: str = "fastdowntime") -> Path:
-    """A fresh sandbox with ``hosts`` app hosts; returns a config for it."""
+def fresh(hosts: int, playbook: str = "fastdowntime", mode: str = "drain") -> Path:
+    """A fresh sandbox with ``hosts`` app hosts; returns a config for it (drain mode unless
+    told: the outage this file measures is the one a drained window shows users)."""
     manager.down()
     layout = manager.up(hosts)
     text = render_config(layout).replace('playbook = "fastdowntime"',
                                          f'playbook = "{playbook}"')
+    text = text.replace('mode = "hold"', f'mode = "{mode}"')
     path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "sandbox.toml"
     path.write_text(text)
     return path

@@ -23,7 +23,7 @@ import tomllib
 import types
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints, overload
 
 import psycopg2.extensions
 
@@ -91,6 +91,18 @@ class WindowSettings:
 
     budget_s: float = 30.0
     patch_budget_s: float = 15.0
+    mode: str = "hold"
+    """``hold``: haproxy keeps routing and pgbouncer PAUSE holds the users' queries while
+    the cold patches run, so requests wait and none fails. ``drain``: the old instances
+    drain in haproxy and users get no answer from the app during the window."""
+
+    HOLD_MARGIN_S: ClassVar[float] = 2.0
+    """Beyond the budget, what a held request needs for its own work."""
+
+    @property
+    def hold_needs_s(self) -> float:
+        """How long a request must be allowed to wait in hold mode: budget plus margin."""
+        return self.budget_s + self.HOLD_MARGIN_S
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,13 @@ class LbSettings:
     backend: str = "app"
     server_name: str = "{host}_{port}"
     drain_timeout_s: float = 10.0
+    haproxy_config: str | None = field(default=None, metadata=_PATH)
+    """haproxy's configuration file on the LB host: hold mode reads its ``timeout server``
+    and ``timeout queue`` from it (over SSH)."""
+    timeout_server_s: float | None = None
+    """haproxy's ``timeout server``, where its configuration cannot be read."""
+    timeout_queue_s: float | None = None
+    """haproxy's ``timeout queue`` (haproxy uses ``timeout connect`` when unset), likewise."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +167,9 @@ class AppSettings:
     stop_timeout_s: float = 10.0
     keep_releases: int = 5
     min_free_mb: int = 100
+    pool_wait_s: float | None = None
+    """How long a request of the app waits for a free database connection of its pool
+    before it fails (hold mode checks it outlasts the window); None: not known."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +403,9 @@ class _Loader:
                 self.check_dsn(f"database.{name}", dsn)
         if config.database and config.database.cut_method not in ("pause", "kill"):
             raise self.error("database.cut_method", "must be pause or kill")
+        if config.window.mode not in ("hold", "drain"):
+            raise self.error("window.mode", "must be hold (requests wait) or drain "
+                             "(requests are turned away)")
         for i, dsn in enumerate(config.database.standby_dsns if config.database else ()):
             self.check_dsn(f"database.standby_dsns[{i}]", dsn)
         if config.app and len(config.app.ports) != 2:

@@ -493,3 +493,41 @@ def pgbouncer_closed(settings: DatabaseSettings, dbname: str) -> dict[str, list[
         if flags:
             closed[row["name"]] = flags
     return closed
+
+
+@dataclass(frozen=True)
+class PgbouncerLimits:
+    """What bounds a client's wait at pgbouncer while the window holds it (its console)."""
+
+    query_wait_timeout_s: float
+    """How long a query may wait for a server; 0: for ever."""
+    max_client_conn: int
+    clients: int
+    """Client connections to the primary's database now (active and waiting)."""
+
+
+def pgbouncer_limits(settings: DatabaseSettings, dbname: str) -> PgbouncerLimits:
+    """``query_wait_timeout`` and ``max_client_conn`` from ``SHOW CONFIG``, and the clients
+    of ``dbname``'s pools from ``SHOW POOLS``, read on pgbouncer's console."""
+    console = admin_console(settings)
+    try:
+        config = {row["key"]: row["value"] for row in _console_rows(console, "SHOW CONFIG")}
+        ours = {row["name"] for row in _console_rows(console, "SHOW DATABASES")
+                if row["database"] == dbname and row["name"] != "pgbouncer"}
+        pools = _console_rows(console, "SHOW POOLS")
+    finally:
+        console.close()
+    clients = sum(int(row.get("cl_active") or 0) + int(row.get("cl_waiting") or 0)
+                  for row in pools if row.get("database") in ours)
+    return PgbouncerLimits(_pgbouncer_seconds(config.get("query_wait_timeout", "0")),
+                           int(config.get("max_client_conn") or 0), clients)
+
+
+def _pgbouncer_seconds(value: str) -> float:
+    """A pgbouncer time setting as ``SHOW CONFIG`` prints it: seconds, perhaps fractional
+    or with a unit (``120``, ``120.0``, ``2min``...); plain numbers are seconds."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*(us|ms|s|min|h|d)?\s*", value)
+    if match is None:
+        raise ValueError(f"not a pgbouncer time: {value!r}")
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+    return float(match.group(1)) * scale[match.group(2) or "s"]

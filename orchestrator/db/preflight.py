@@ -23,6 +23,8 @@ Every check runs on a read-only session and changes nothing. Checks
   ``commit-unknown``: ``resume`` settles it first;
 - ``pgbouncer``: no database of the primary is left paused or disabled in
   pgbouncer (by a run that died, or by hand);
+- ``hold``: in ``[window] mode = "hold"``, a request can wait the whole window at
+  pgbouncer and in the app (the host checks add haproxy's timeouts);
 - ``deploy_lock``: nobody else is deploying.
 
 The checks know the plan only as plain values (:class:`Patches`): which
@@ -327,6 +329,54 @@ def check_pgbouncer(ctx: Context) -> CheckResult:
     return CheckResult("pgbouncer", not closed, detail, {"closed": closed})
 
 
+def check_hold(ctx: Context) -> CheckResult:
+    """In hold mode, the database side can hold a request for the whole window: pgbouncer
+    PAUSEs (not KILL), its ``query_wait_timeout`` and the app's pool wait outlast the
+    budget, and ``max_client_conn`` has room for the new instances' clients too."""
+    config = ctx.config
+    if config.window.mode != "hold":
+        return CheckResult("hold", True, "window mode drain: requests are turned away, not held")
+    settings = config.need("database")
+    need = config.window.hold_needs_s
+    if not settings.pgbouncer_admin_dsn:
+        return CheckResult("hold", False, "[window] mode = \"hold\" holds queries at "
+                           "pgbouncer, and no [database] pgbouncer_admin_dsn is set: set it, "
+                           "or [window] mode = \"drain\"")
+    if settings.cut_method != "pause":
+        return CheckResult("hold", False, f"[database] cut_method = "
+                           f"\"{settings.cut_method}\" drops the clients a hold must keep: "
+                           "set it to \"pause\", or [window] mode = \"drain\"")
+    from orchestrator.db.connections import pgbouncer_limits
+
+    limits = pgbouncer_limits(settings, str(ctx.conn.info.dbname))
+    problems, notes = [], []
+    wait = limits.query_wait_timeout_s
+    if 0 < wait < need:
+        problems.append(f"pgbouncer query_wait_timeout = {wait:g} s would fail a held query "
+                        f"before the window could end ({need:g} s: [window] budget_s "
+                        f"{config.window.budget_s:g} plus a margin); raise it or set it to 0")
+    if 2 * limits.clients > limits.max_client_conn:
+        problems.append(f"pgbouncer max_client_conn = {limits.max_client_conn} leaves no room: "
+                        f"{limits.clients} clients now, up to {2 * limits.clients} with the "
+                        "new instances beside the old ones in the window")
+    pool_wait = config.app.pool_wait_s if config.app is not None else None
+    if pool_wait is None:
+        notes.append("[app] pool_wait_s not set: the app's own wait for a connection is "
+                     "not checked")
+    elif pool_wait < need:
+        problems.append(f"[app] pool_wait_s = {pool_wait:g} s: the app would fail a request "
+                        f"waiting for a connection before the window could end ({need:g} s)")
+    shown = "for ever" if wait == 0 else f"{wait:g} s"
+    detail = "; ".join(problems + notes) or (
+        f"a request can wait {need:g} s: pgbouncer query_wait_timeout {shown}, "
+        f"max_client_conn {limits.max_client_conn} for {limits.clients} clients, "
+        f"app pool wait {pool_wait:g} s")
+    return CheckResult("hold", not problems, detail,
+                       {"need_s": need, "query_wait_timeout_s": wait,
+                        "max_client_conn": limits.max_client_conn, "clients": limits.clients,
+                        "pool_wait_s": pool_wait})
+
+
 def check_deploy_lock(ctx: Context) -> CheckResult:
     current = holder(ctx.conn)
     return CheckResult("deploy_lock", current is None,
@@ -337,5 +387,5 @@ CHECKS: tuple[Check, ...] = (
     check_role, check_standbys, check_replication_lag, check_long_transactions,
     check_fragile_connections, check_revision_table, check_pending_patches,
     check_applied_unchanged, check_patch_timings, check_window_budget, check_unresolved_runs,
-    check_pgbouncer, check_deploy_lock,
+    check_pgbouncer, check_hold, check_deploy_lock,
 )

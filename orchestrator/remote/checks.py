@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.errors import FastdowntimeError
+from orchestrator.remote import commands as C
 from orchestrator.remote import operations
 from orchestrator.remote.results import HostKeyRejected, HostResult
 from orchestrator.remote.ssh import Remote, Unreachable
@@ -36,6 +37,8 @@ def run_checks(remote: Remote, config: Config, from_sha: str | None,
     results.append(check_deployed_revision(remote, config, from_sha, revisions))
     if config.lb is not None and config.role("lb") and config.app is not None:
         results.append(check_haproxy(remote, config))
+        if config.window.mode == "hold":
+            results.append(check_haproxy_waits(remote, config))
     results.append(check_free_disk(remote, config))
     return results
 
@@ -112,3 +115,47 @@ def check_haproxy(remote: Remote, config: Config) -> CheckResult:
               "left them so") if problems else f"{len(names)} app hosts, one slot in service each"
     return CheckResult("haproxy", not problems, detail,
                        {"servers": {s: stats[s].admin_state for s in stats}})
+
+
+def check_haproxy_waits(remote: Remote, config: Config) -> CheckResult:
+    """Hold mode: haproxy's ``timeout server`` and ``timeout queue`` outlast the window, as
+    its configuration on the LB host says (``[lb] haproxy_config``, read over SSH), or else
+    ``[lb] timeout_server_s`` / ``timeout_queue_s``."""
+    from orchestrator.remote.haproxy_config import Timeouts, backend_timeouts
+
+    lb = config.need("lb")
+    need = config.window.hold_needs_s
+    where = "[lb] timeout_server_s / timeout_queue_s"
+    timeouts: Timeouts | None = None
+    unread = ""
+    if lb.haproxy_config:
+        host = config.role("lb")[0]
+        read = remote.run(host, C.sh('cat -- "$1"', lb.haproxy_config,
+                                     description="read haproxy's configuration"))
+        if read.ok:
+            try:
+                timeouts = backend_timeouts(read.stdout, lb.backend)
+                where = f"{lb.haproxy_config} on {host.name}"
+            except FastdowntimeError as exc:
+                unread = f"{lb.haproxy_config}: {exc}"
+        else:
+            unread = f"{lb.haproxy_config} on {host.name}: {read.describe()}"
+    if timeouts is None:
+        if lb.timeout_server_s is None:
+            why = f"could not read {unread}; " if unread else ""
+            return CheckResult("haproxy_waits", False, f"{why}haproxy's timeout server is not "
+                               "known: set [lb] haproxy_config (its path on the LB host) or "
+                               "[lb] timeout_server_s")
+        timeouts = Timeouts(lb.timeout_server_s, lb.timeout_queue_s)
+    problems = [f"timeout {name} {value:g} s ({where}) would fail a held request before the "
+                f"window could end ({need:g} s: [window] budget_s {config.window.budget_s:g} "
+                "plus a margin)"
+                for name, value in (("server", timeouts.server_s), ("queue", timeouts.queue_s))
+                if value is not None and value < need]
+    shown = ", ".join(f"timeout {name} " + ("unbounded" if value is None else f"{value:g} s")
+                      for name, value in (("server", timeouts.server_s),
+                                          ("queue", timeouts.queue_s)))
+    return CheckResult("haproxy_waits", not problems,
+                       "; ".join(problems) or f"{shown} ({where}): a request can wait "
+                       f"{need:g} s", {"server_s": timeouts.server_s,
+                                       "queue_s": timeouts.queue_s, "need_s": need})

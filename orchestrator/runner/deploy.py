@@ -150,11 +150,13 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
 
     runs_dir = Path(config.runs.dir)
     journal = Journal(runs_dir, run_id, echo=progress)
-    probe = Probe(config.need("lb").public_url)
+    # a user waits the window out: the probe's requests wait as long as a held one may
+    probe = Probe(config.need("lb").public_url, timeout_s=config.window.hold_needs_s)
     summary: dict[str, Any] = {
         "id": run_id, "who": lock.who, "started": _now(), "finished": None,
         "outcome": Outcome.RUNNING, "from": plan.from_sha, "to": plan.to_sha, "cut": plan.cut,
-        "window_budget_s": config.window.budget_s, "outage_s": None, "window": None,
+        "window_budget_s": config.window.budget_s, "window_mode": config.window.mode,
+        "outage_s": None, "window": None,
         "probe": None, "steps": [], "approvals": [{"patch": p, "who": w}
                                                  for p, w in approvals.items()],
         "error": None, "rehearse": options.rehearse, "hosts": {}}
@@ -163,7 +165,8 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     # that may have changed since
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
                   playbook=playbook.name if playbook else None,
-                  window_serves=window_serves(playbook.steps) if playbook else None)
+                  window_serves=window_serves(playbook.steps) if playbook else None,
+                  window_mode=config.window.mode)
     probe.start()
     haproxy: Any = None
     error: FastdowntimeError | None = None
@@ -217,8 +220,14 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                                   f"; hosts: {'; '.join(_states(r) for r in runs)}; "
                                   + ROLL_FORWARD_HINT.replace("RUN", run_id))
     window_run = next((r for r in runs if r.window_opened is not None), None)
+    held = None
+    if window_run is not None:
+        opened, closed = window_run.window_opened, window_run.window_closed
+        if opened is not None and closed is not None:
+            held = report.within(opened, closed).to_json()
     summary.update({
-        "finished": _now(), "probe": report.to_json(),
+        "finished": _now(), "probe": report.to_json(), "probe_window": held,
+        "failed_requests": report.failures, "longest_wait_s": round(report.longest_wait_s, 3),
         "outage_s": window_run.outage_s if window_run else None,
         "window": None if window_run is None else {
             "opened": _iso(window_run.window_opened), "closed": _iso(window_run.window_closed),

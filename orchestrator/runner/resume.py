@@ -54,6 +54,11 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         raise BadInput(f"run {summary['id']} ended ({summary.get('outcome')}): "
                        "nothing to resume")
     events = read_journal(runs_dir / summary["id"] / "journal.jsonl")
+    mode = _run_start(events).get("window_mode")
+    if mode in ("hold", "drain") and mode != config.window.mode:
+        # the window is finished or undone as it was opened, whatever the config says now
+        config = dataclasses.replace(config, window=dataclasses.replace(config.window,
+                                                                          mode=mode))
     settings = config.need("database")
     lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
     lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)
@@ -177,8 +182,8 @@ def _undo_window(run: Run, events: list[dict[str, Any]]) -> bool:
 
 def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
     """After COMMIT: the playbook's steps from the first past the commit point that did not
-    finish, run by the actions themselves in roll-forward mode (a failing step is a problem of the run,
-    the next ones still run). Each tolerates the state a crash left: connections already
+    finish, run by the actions themselves in roll-forward mode (a failing step is a problem
+    of the run, the next ones still run). Each tolerates the state a crash left: connections already
     back, servers already ready, instances already stopped, ``current`` already switched.
 
     When the run undid its window after a COMMIT it could not confirm (``commit-unknown``),

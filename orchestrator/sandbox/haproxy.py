@@ -29,7 +29,8 @@ defaults
     mode http
     timeout connect 2s
     timeout client 30s
-    timeout server 30s
+    timeout server 60s
+    timeout queue 60s
     timeout http-request 10s
     retries 3
     option redispatch 1
@@ -83,7 +84,7 @@ class Haproxy(Component):
         self.dir = ctx.layout.haproxy_socket.parent
         self.socket = ctx.layout.haproxy_socket
         self.pidfile = self.dir / "haproxy.pid"
-        self.config = self.dir / "haproxy.cfg"
+        self.config = self.dir / "haproxy.cfg"  # [lb] haproxy_config names it too
         self.log = ctx.layout.logs / "haproxy.log"
 
     def ports(self) -> list[tuple[str, int]]:

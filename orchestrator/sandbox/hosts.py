@@ -166,6 +166,7 @@ class SandboxHost(Component):
         else:
             role, port = "fragile", L.PRIMARY_PORT
         settings = {"bind": self.host.address, "passfile": str(app / "etc" / "pgpass"),
+                    "pool_wait_s": L.APP_POOL_WAIT_S,
                     "dsn": f"host=127.0.0.1 port={port} dbname={L.DB_NAME} user={role} "
                            f"application_name={role}-{self.host.name}"}
         (app / "etc" / "app.json").write_text(json.dumps(settings, indent=2) + "\n")

@@ -25,6 +25,9 @@ STANDBY_PORT = 15433
 PGBOUNCER_PORT = 16432
 PUBLIC_PORT = 18080
 APP_PORTS = (8001, 8002)
+APP_POOL_WAIT_S = 60.0
+"""How long the sample app waits for a free database connection: longer than the window's
+budget (30 s) plus a margin, so a request held in the window waits instead of failing."""
 """The two instance slots of every app host: old and new run side by side."""
 
 DB_NAME = "app"

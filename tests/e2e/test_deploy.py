@@ -151,10 +151,12 @@ def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
             } <= recorded
 
 
-def test_client_sees_the_outage_the_journal_records(fresh: Sandbox) -> None:
-    """A client probing every 10 ms sees one outage, within 100 ms of the journal's outage_s."""
+def test_client_sees_the_outage_the_journal_records(fresh: Sandbox, tmp_path: Path) -> None:
+    """In drain mode a client probing every 10 ms sees one outage, within 100 ms of the
+    journal's outage_s (hold mode fails no request: tests/e2e/test_hold.py)."""
+    config = fresh.write_config(tmp_path, mode='"drain"')
     with Client() as client:
-        done = fresh.cli("deploy", "--yes", *approvals())
+        done = fresh.cli("deploy", "--yes", *approvals(), config=config)
     assert done.returncode == 0, done.stderr[-2000:]
     run = fresh.show()
     opened, closed = window_events(fresh, run["id"])
@@ -182,11 +184,13 @@ def test_nodowntime_stage_fails_no_request(fresh: Sandbox) -> None:
     assert [s["outcome"] for s in rolling] == ["ok"]
 
 
-def test_failing_cold_patch_restores_everything(fresh: Sandbox) -> None:
-    """A cold patch that fails: exit 1, no cold patch applied, old code and instances serve."""
+def test_failing_cold_patch_restores_everything(fresh: Sandbox, tmp_path: Path) -> None:
+    """A cold patch that fails in a drained window: exit 1, no cold patch applied, old code
+    and instances serve; the client saw the one outage."""
     fresh.commit("Add a patch that fails (cold)", {PATCH_07: FAILING_PATCH})
+    config = fresh.write_config(tmp_path, mode='"drain"')
     with Client() as client:
-        done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"))
+        done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"), config=config)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "nosuchtable" in done.stderr
     assert_old_state(fresh)

@@ -3,6 +3,7 @@ host by host behind haproxy when the hosts are in rotation."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,9 +97,10 @@ class FakeHaproxy:
         return 0.0
 
 
-def new_run(hosts: Hosts) -> Run:
+def new_run(hosts: Hosts, mode: str = "hold") -> Run:
     slots = {h.name: (SERVING, SANDBOX.need("app").ports[1]) for h in SANDBOX.role("app")}
-    return make_run(SANDBOX, release=CUT, previous=PREVIOUS, remote=hosts,
+    config = dataclasses.replace(SANDBOX, window=dataclasses.replace(SANDBOX.window, mode=mode))
+    return make_run(config, release=CUT, previous=PREVIOUS, remote=hosts,
                     haproxy=FakeHaproxy(hosts.log), slots=slots)
 
 
@@ -151,15 +153,23 @@ def test_a_host_where_the_cut_fails_goes_back_and_the_run_says_so(
         == {server(run, n) for n in names}
 
 
-def test_the_window_restart_goes_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Inside a drained window (the hosts out of rotation) the restart does not batch."""
+def test_the_drained_window_restart_goes_all_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a drained window (the hosts out of rotation) the restart does not batch; in
+    hold mode (the hosts in rotation) it does, without being told."""
     names = [h.name for h in SANDBOX.role("app")]
     hosts = Hosts(dict.fromkeys(names))
     hosts.install(monkeypatch)
-    run = new_run(hosts)
+    run = new_run(hosts, mode="drain")
     RestartOnRelease().do(run)
     assert hosts.running == dict.fromkeys(names, CUT)
     assert run.haproxy.calls == []
+    hosts = Hosts(dict.fromkeys(names, PREVIOUS))
+    hosts.install(monkeypatch)
+    run = new_run(hosts, mode="hold")
+    RestartOnRelease().do(run)
+    assert hosts.running == dict.fromkeys(names, CUT)
+    assert [state for _, state in run.haproxy.calls] == ["drain", "maint", "ready"] * len(names)
 
 
 # --- which steps resume runs after COMMIT ---------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from orchestrator.sandbox.layout import PROJECT_ROOT
 from tests.fakes import make_run
 
 SANDBOX = load_config(PROJECT_ROOT / "config" / "sandbox.toml")
+DRAIN = dataclasses.replace(SANDBOX, window=dataclasses.replace(SANDBOX.window, mode="drain"))
 APPS = SANDBOX.role("app")
 RELEASE, PREVIOUS = "c" * 40, "e" * 40
 
@@ -205,6 +207,7 @@ def test_a_drain_whose_answer_is_lost_is_undone() -> None:
     from orchestrator.runner.playbook import Playbook, Step
 
     run = new_run()
+    run.config = DRAIN
     haproxy = LostAnswer()
     run.haproxy = haproxy
     opener = ACTIONS["open_window"]()

@@ -38,10 +38,10 @@ class HealthParams:
 class RestartParams:
     health_timeout_s: float | None = None
     rolling: bool = False
-    """The hosts are in rotation (the window held the database alone, or an undone window
-    put them back): they restart ``[nodowntime] max_out_of_rotation`` at a time, each batch
-    drained and out of rotation first, so the others keep serving. Otherwise (the window
-    drained them) all at once."""
+    """The hosts are in rotation (an undone window put them back; always so in ``[window]
+    mode = "hold"``, where the window held the database alone): they restart
+    ``[nodowntime] max_out_of_rotation`` at a time, each batch drained and out of rotation
+    first, so the others keep serving. Otherwise (the window drained them) all at once."""
 
 
 def read_slots(run: Run) -> dict[str, tuple[int, int]]:
@@ -154,7 +154,7 @@ class RestartOnRelease(Action):
 
     def script(self, run: Run) -> Script:
         timeout = self.params.health_timeout_s or run.config.need("app").health_timeout_s
-        if not self.params.rolling:
+        if not (self.params.rolling or run.config.window.mode == "hold"):
             return restart_script(run, run.app_hosts, timeout)
         size = max(1, run.config.nodowntime.max_out_of_rotation)
         hosts = run.app_hosts

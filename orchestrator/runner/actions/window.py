@@ -73,7 +73,7 @@ class PrepareWindow(Action):
 class DrainParams:
     drain_timeout_s: float | None = None
     stop_after_drain: bool = False
-    """The restart playbook: stop the old instances inside the window."""
+    """The restart playbook in drain mode: stop the old instances inside the window."""
 
 
 def _servers(run: Run, index: int) -> list[str]:
@@ -87,6 +87,12 @@ def _window_open(run: Run, answers: Answers) -> None:
     run.journal.event("window.open", at=run.window_opened, budget_s=budget)
 
 
+def holds(run: Run) -> bool:
+    """True in ``[window] mode = "hold"``: users' requests wait at pgbouncer in the window,
+    haproxy keeps routing them."""
+    return run.config.window.mode == "hold"
+
+
 def _window_restored(run: Run, answers: Answers) -> None:
     run.window_closed, run.window_closed_at = run.wall(), run.clock()
     run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
@@ -95,13 +101,19 @@ def _window_restored(run: Run, answers: Answers) -> None:
 
 @action
 class OpenWindow(Action):
-    """The window opens: drain the serving instances in haproxy, wait for in-flight requests."""
+    """The window opens: in hold mode haproxy keeps routing (requests will wait at
+    pgbouncer); in drain mode the serving instances drain in haproxy, in-flight requests
+    finish."""
 
     name = "open_window"
     Params = DrainParams
     opens_window = True
 
     def script(self, run: Run) -> Script:
+        if holds(run):
+            return (Effect(_window_open),
+                    Note("hold: haproxy keeps routing to the serving instances; from the "
+                         "next step their queries wait at pgbouncer"))
         timeout = (self.params.drain_timeout_s if self.params.drain_timeout_s is not None
                    else run.config.need("lb").drain_timeout_s)
         old = _servers(run, 0)
@@ -116,9 +128,15 @@ class OpenWindow(Action):
                 Drained(tuple(old), timeout, "waited"), *stop)
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        if holds(run):
+            return {"mode": "hold"}
         return {"drained": _servers(run, 0), "waited_s": round(answers["waited"], 6)}
 
     def undo_script(self, run: Run) -> Script:
+        restored = If(When("the window opened", lambda run, answers: run.window_opened is not None),
+                      (Effect(_window_restored),))
+        if holds(run):
+            return (restored,)
         back: Script = ()
         if self.params.stop_after_drain:
             back = (*(Ssh(ops.start_commands(run.config, hosts, run.previous, port),
@@ -133,9 +151,7 @@ class OpenWindow(Action):
                        (why_unhealthy("back", "the previous release did not come back"),)))
         # ready whatever the drain's answer was: setting a ready server ready is harmless
         return (Finally(back, (SetState(tuple(Pick(s) for s in _servers(run, 0)), "ready"),
-                               If(When("the window opened",
-                                       lambda run, answers: run.window_opened is not None),
-                                  (Effect(_window_restored),)))),)
+                               restored)),)
 
 
 @action
@@ -264,12 +280,16 @@ def _committed(run: Run, result: Any) -> None:
 
 @action
 class RestoreConnections(Action):
-    """Let database connections in again (RESUME + ENABLE)."""
+    """Let database connections in again (RESUME + ENABLE); in hold mode the window closes
+    here: the held queries run, on the new schema once COMMIT happened."""
 
     name = "restore_connections"
 
     def script(self, run: Run) -> Script:
-        return (Sql(_control_lines("restore"), lambda run, answers: run.control.restore()),)
+        restore = Sql(_control_lines("restore"), lambda run, answers: run.control.restore())
+        if holds(run):
+            return (restore, Effect(_window_closed))
+        return (restore,)
 
 
 CLOSE_HEALTH_S = 2.0
@@ -319,6 +339,8 @@ class CloseWindow(Action):
 
 
 def _window_closed(run: Run, answers: Answers) -> None:
+    if run.window_opened is None or run.window_closed is not None:
+        return  # hold mode: it closed as the held queries ran
     run.window_closed, run.window_closed_at = run.wall(), run.clock()
     run.journal.event("window.close", at=run.window_closed, outage_s=run.outage_s,
                       budget_s=run.config.window.budget_s)

@@ -4,7 +4,7 @@
     python3 app/server.py --bind ADDR --port PORT --config ETC_JSON
 
 ETC_JSON is the host's ``{"dsn": "...", "passfile": "..."}`` (optional
-``"pool_size"``). Routes:
+``"pool_size"``, and ``"pool_wait_s"``: how long a request waits for a free connection). Routes:
 
 - ``GET /``: the item list (HTML, built by ``items`` and ``render``);
 - ``GET /+health``: ``{"ok": true, "revision": SHA, "patch": [major, minor, point]}``
@@ -195,7 +195,8 @@ def main(argv=None):
     with open(args.config, encoding="utf-8") as f:
         config = json.load(f)
     stop = stop_signals((signal.SIGTERM, signal.SIGINT))
-    pool = Pool(connector(config), int(config.get("pool_size", 8)))
+    pool = Pool(connector(config), int(config.get("pool_size", 8)),
+                float(config.get("pool_wait_s", 10.0)))
     Handler.pool = pool
     server = Server((args.bind, args.port), Handler)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})

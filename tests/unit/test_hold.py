@@ -1,0 +1,238 @@
+"""Hold mode: the window holds requests at pgbouncer instead of turning them away.
+
+The actions in hold mode (haproxy untouched until the swap, the window closing as the held
+queries run), and the preflight checks that a held request can wait the window out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from orchestrator.config import Config, load_config
+from orchestrator.db import connections
+from orchestrator.db.connections import PgbouncerLimits, _pgbouncer_seconds
+from orchestrator.db.preflight import Context, check_hold
+from orchestrator.errors import BadInput
+from orchestrator.remote.checks import check_haproxy_waits
+from orchestrator.remote.haproxy_config import backend_timeouts, seconds
+from orchestrator.remote.results import FAILED, OK, HostResult
+from orchestrator.runner.actions import ACTIONS
+from orchestrator.runner.actions.script import script_lines
+from orchestrator.sandbox.layout import PROJECT_ROOT
+from tests.fakes import FakeClock, make_run
+
+SANDBOX = load_config(PROJECT_ROOT / "config" / "sandbox.toml")
+
+
+def configured(config: Config = SANDBOX, **sections: dict[str, Any]) -> Config:
+    """``config`` with some settings of some sections replaced."""
+    return dataclasses.replace(config, **{
+        name: dataclasses.replace(getattr(config, name), **values)
+        for name, values in sections.items()})
+
+
+# --- the actions ------------------------------------------------------------------------
+
+
+class Recorder:
+    """haproxy and the connection control, recording what they are asked."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, ...]] = []
+
+    def set_state(self, servers: list[str], state: str) -> None:
+        self.sent.append(("set", state, *servers))
+
+    def wait_drained(self, servers: list[str], timeout_s: float) -> float:
+        self.sent.append(("drained", *servers))
+        return 0.0
+
+    def restore(self) -> None:
+        self.sent.append(("RESUME",))
+
+    def render(self) -> list[str]:
+        return ["restore pgbouncer: RESUME app -- if paused"]
+
+
+def window_run(mode: str) -> Any:
+    recorder = Recorder()
+    clock = FakeClock()
+    slots = {h.name: (8001, 8002) for h in SANDBOX.role("app")}
+    run = make_run(configured(window={"mode": mode}), haproxy=recorder, control=recorder,
+                   slots=slots, clock=clock, wall=clock)
+    return run, recorder, clock
+
+
+def test_hold_opens_the_window_without_touching_haproxy() -> None:
+    run, recorder, _ = window_run("hold")
+    data = ACTIONS["open_window"]().do(run)
+    assert recorder.sent == [] and data == {"mode": "hold"}
+    assert run.window_opened is not None
+    drain, drained, _ = window_run("drain")
+    ACTIONS["open_window"]().do(drain)
+    assert drained.sent[0][:2] == ("set", "drain")
+
+
+def test_hold_closes_the_window_as_the_held_queries_run() -> None:
+    """RESUME ends the window in hold mode; close_window after it does not move its end."""
+    run, recorder, clock = window_run("hold")
+    ACTIONS["open_window"]().do(run)
+    clock.advance(0.25)
+    ACTIONS["restore_connections"]().do(run)
+    assert recorder.sent == [("RESUME",)]
+    assert run.outage_s == 0.25
+    clock.advance(1.0)
+    closed = run.window_closed
+    from orchestrator.runner.actions.window import _window_closed
+
+    _window_closed(run, {})
+    assert run.window_closed == closed and run.outage_s == 0.25
+
+
+def test_a_held_window_undone_never_touches_haproxy() -> None:
+    run, recorder, _ = window_run("hold")
+    ACTIONS["open_window"]().do(run)
+    ACTIONS["open_window"]().undo(run)
+    assert recorder.sent == [] and run.window_closed is not None
+    lines = script_lines(ACTIONS["open_window"]().script(run), run)
+    assert not [line for line in lines if line.startswith("lb:")]
+    assert any("haproxy keeps routing" in line for line in lines)
+
+
+# --- the checks: pgbouncer and the app --------------------------------------------------
+
+
+def hold_check(monkeypatch: pytest.MonkeyPatch, config: Config,
+               limits: PgbouncerLimits | None = None) -> Any:
+    monkeypatch.setattr(connections, "pgbouncer_limits",
+                        lambda settings, dbname: limits or PgbouncerLimits(120.0, 500, 20))
+    conn = SimpleNamespace(info=SimpleNamespace(dbname="app"))
+    return check_hold(Context(config, conn, None, {}))  # type: ignore[arg-type]
+
+
+def test_the_sandbox_can_hold_a_request_for_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = hold_check(monkeypatch, SANDBOX)
+    assert result.ok, result.detail
+    assert "can wait 32 s" in result.detail
+
+
+@pytest.mark.parametrize(("sections", "limits", "named"), [
+    ({"database": {"cut_method": "kill"}}, None, 'cut_method = "kill"'),
+    ({"database": {"pgbouncer_admin_dsn": None}}, None, "pgbouncer_admin_dsn"),
+    ({}, PgbouncerLimits(20.0, 500, 20), "query_wait_timeout = 20 s"),
+    ({}, PgbouncerLimits(120.0, 30, 20), "max_client_conn = 30"),
+    ({"app": {"pool_wait_s": 10.0}}, None, "[app] pool_wait_s = 10 s"),
+    ({"window": {"budget_s": 200.0}}, None, "query_wait_timeout = 120 s"),
+])
+def test_hold_is_refused_where_a_request_would_time_out(
+        monkeypatch: pytest.MonkeyPatch, sections: dict[str, dict[str, Any]],
+        limits: PgbouncerLimits | None, named: str) -> None:
+    """Each setting that would fail a held request is named, with its value."""
+    result = hold_check(monkeypatch, configured(**sections), limits)
+    assert not result.ok and named in result.detail, result.detail
+
+
+def test_no_pgbouncer_wait_limit_and_an_unknown_pool_wait_pass_with_a_note(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    result = hold_check(monkeypatch, configured(app={"pool_wait_s": None}),
+                        PgbouncerLimits(0.0, 500, 20))
+    assert result.ok and "pool_wait_s not set" in result.detail
+
+
+def test_drain_mode_needs_no_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = hold_check(monkeypatch, configured(window={"mode": "drain"},
+                                                database={"cut_method": "kill"}))
+    assert result.ok
+
+
+def test_pgbouncer_times() -> None:
+    assert _pgbouncer_seconds("120") == 120.0
+    assert _pgbouncer_seconds("0") == 0.0
+    assert _pgbouncer_seconds("2min") == 120.0
+    assert _pgbouncer_seconds("1500ms") == 1.5
+    with pytest.raises(ValueError):
+        _pgbouncer_seconds("soon")
+
+
+# --- the checks: haproxy ----------------------------------------------------------------
+
+
+HAPROXY = """\
+global
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 2s
+    timeout server 60s   # long enough
+backend other
+    timeout server 5s
+backend app
+    balance roundrobin
+defaults
+    timeout server 1s
+listen stats
+    timeout queue 3m
+"""
+
+
+def test_haproxy_times_and_sections() -> None:
+    assert seconds("30s") == 30 and seconds("1500") == 1.5 and seconds("2m") == 120
+    with pytest.raises(BadInput):
+        seconds("30 s")
+    app = backend_timeouts(HAPROXY, "app")
+    assert (app.server_s, app.queue_s) == (60.0, 2.0)  # queue: timeout connect, as haproxy
+    assert backend_timeouts(HAPROXY, "other").server_s == 5.0
+    stats = backend_timeouts(HAPROXY, "stats")
+    assert (stats.server_s, stats.queue_s) == (1.0, 180.0)
+    with pytest.raises(BadInput, match="no backend 'nope'"):
+        backend_timeouts(HAPROXY, "nope")
+
+
+class ConfigHost:
+    """The LB host over SSH: ``cat`` answers with ``text`` (None: the file is missing)."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+        self.ran: list[str] = []
+
+    def run(self, host: Any, command: Any, **_: Any) -> HostResult:
+        self.ran.append(command.render())
+        if self.text is None:
+            return HostResult(host.name, FAILED, 1, "", "cat: no such file", 0.0, "cat")
+        return HostResult(host.name, OK, 0, self.text, "", 0.0, "cat")
+
+
+def test_the_haproxy_configuration_is_read_on_the_lb_host() -> None:
+    ok = HAPROXY.replace("timeout connect 2s", "timeout queue 60s")
+    host = ConfigHost(ok)
+    result = check_haproxy_waits(host, SANDBOX)  # type: ignore[arg-type]
+    assert result.ok, result.detail
+    assert host.ran and "haproxy.cfg" in host.ran[0]
+    result = check_haproxy_waits(ConfigHost(HAPROXY), SANDBOX)  # type: ignore[arg-type]
+    assert not result.ok and "timeout queue 2 s" in result.detail
+
+
+def test_haproxy_settings_stand_in_for_an_unreadable_configuration() -> None:
+    unreadable = ConfigHost(None)
+    result = check_haproxy_waits(unreadable, SANDBOX)  # type: ignore[arg-type]
+    assert not result.ok and "could not read" in result.detail
+    assert "[lb] timeout_server_s" in result.detail
+    config = configured(lb={"timeout_server_s": 40.0})
+    result = check_haproxy_waits(unreadable, config)  # type: ignore[arg-type]
+    assert result.ok and "timeout queue unbounded" in result.detail
+    config = configured(lb={"timeout_server_s": 30.0, "haproxy_config": None})
+    result = check_haproxy_waits(unreadable, config)  # type: ignore[arg-type]
+    assert not result.ok and "timeout server 30 s ([lb] timeout_server_s" in result.detail
+
+
+def test_a_config_names_a_mode_it_knows(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text('[window]\nmode = "wait"\n')
+    with pytest.raises(BadInput, match="window.mode"):
+        load_config(tmp_path / "x.toml")
+    (tmp_path / "x.toml").write_text("[window]\nbudget_s = 5\n")
+    assert load_config(tmp_path / "x.toml").window.mode == "hold"
