@@ -266,3 +266,46 @@ def test_a_paused_pgbouncer_is_refused(config: Config, plan: Plan) -> None:
         console.close()
     assert pgbouncer_closed(settings, L.DB_NAME) == {}
     assert by_name(run_checks(config, plan, {}, {}))["pgbouncer"].ok
+
+
+def test_hold_reads_pgbouncer_and_trips_on_a_short_query_wait(config: Config,
+                                                               plan: Plan) -> None:
+    """The sandbox's pgbouncer (query_wait_timeout 120 s, max_client_conn 500) can hold a
+    request for the window; with query_wait_timeout set below the window on its console,
+    preflight names it; set back, it passes."""
+    from orchestrator.db.connect import admin_console
+    from orchestrator.db.connections import pgbouncer_limits
+
+    settings = config.need("database")
+    limits = pgbouncer_limits(settings, L.DB_NAME)
+    assert limits.max_client_conn == 500 and limits.query_wait_timeout_s == 120
+    hold = by_name(run_checks(config, plan, {}, {}))["hold"]
+    assert hold.ok, hold.detail
+    console = admin_console(settings)
+    try:
+        with console.cursor() as cur:
+            cur.execute("SET query_wait_timeout = 5")
+        hold = by_name(run_checks(config, plan, {}, {}))["hold"]
+        assert not hold.ok and "query_wait_timeout = 5 s" in hold.detail, hold.detail
+    finally:
+        with console.cursor() as cur:
+            cur.execute("SET query_wait_timeout = 120")
+        console.close()
+    assert by_name(run_checks(config, plan, {}, {}))["hold"].ok
+
+
+def test_haproxy_timeouts_are_read_on_the_lb_host(config: Config) -> None:
+    """Over SSH, from the LB host's haproxy.cfg: 60 s each, enough for a 30 s window; a
+    budget longer than them is refused naming the file."""
+    from orchestrator.remote.checks import check_haproxy_waits
+    from orchestrator.remote.ssh import Remote
+
+    with Remote(config) as remote:
+        result = check_haproxy_waits(remote, config)
+        assert result.ok, result.detail
+        assert result.data["server_s"] == 60 and result.data["queue_s"] == 60
+        longer = dataclasses.replace(config, window=dataclasses.replace(config.window,
+                                                                        budget_s=90))
+        result = check_haproxy_waits(remote, longer)
+    assert not result.ok and "timeout server 60 s" in result.detail
+    assert "haproxy.cfg on lb1" in result.detail
