@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any, NamedTuple
 
 from orchestrator.errors import BadInput
+from orchestrator.estimate import WINDOW_OVERHEAD_S, Estimate
 from orchestrator.history import Change, Commit, History, Revision
 from orchestrator.history.globs import matches, matches_any
 from orchestrator.patches import (
@@ -31,8 +32,6 @@ from orchestrator.patches import (
 )
 
 CODE, COLD, LIVE, MIXED = "code", "schema-cold", "schema-live", "mixed"
-WINDOW_OVERHEAD_S = 0.1
-"""The window's own cost on top of the cold patches: control work and round trips."""
 _CHANGED = ("A", "M", "T")
 
 
@@ -138,12 +137,18 @@ class Plan:
     what the runner applies, as the planner read it."""
     tree: Mapping[str, str] = field(repr=False, default_factory=dict)
     """Every file of the target tree: path -> git blob id."""
+    estimate: Estimate | None = field(repr=False, default=None)
+    """How ``estimated_outage_s`` was made, patch by patch (None: from timings alone)."""
 
     @classmethod
     def empty(cls, from_sha: str, to_sha: str) -> Plan:
         """A plan of no revision from ``from_sha`` to ``to_sha``: what a run resumed from its
         journal holds (it applies no patch; its journal says what the first run did)."""
         return cls("", from_sha, to_sha, None, (), (), (), (), None, (), (), {})
+
+    def with_estimate(self, estimate: Estimate) -> Plan:
+        """This plan with ``estimate`` as its outage estimate."""
+        return dataclasses.replace(self, estimated_outage_s=estimate.total_s, estimate=estimate)
 
     def with_timings(self, timings: Mapping[tuple[str, str], float],
                      overhead_s: float = WINDOW_OVERHEAD_S) -> Plan:
@@ -174,7 +179,9 @@ class Plan:
             "fastdowntime": {"revisions": [r.sha for r in self.fastdowntime_revisions],
                              "cold_patches": list(self.cold_patches),
                              "live_patches": list(self.fastdowntime_live_patches),
-                             "estimated_outage_s": self.estimated_outage_s},
+                             "estimated_outage_s": self.estimated_outage_s,
+                             **({"estimate": self.estimate.to_json()}
+                                if self.estimate is not None else {})},
             "nodowntime": {"revisions": [r.sha for r in self.nodowntime_revisions],
                            "live_patches": list(self.nodowntime_live_patches)},
             "violations": [v.to_json() for v in self.violations],

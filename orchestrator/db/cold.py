@@ -60,6 +60,8 @@ class PatchTiming:
     filename: str
     duration_s: float
     statements: int
+    statement_s: tuple[float, ...] = ()
+    """Each statement's own seconds, in order (as the orchestrator timed its round trip)."""
 
 
 @dataclass(frozen=True)
@@ -267,6 +269,7 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     try:
         with conn.cursor() as cur:
             rows: list[tuple[Any, ...]] = []
+            spent: list[float] = []
             for current in steps:
                 if current.kind == "commit":
                     _ms(deadline, clock)
@@ -283,12 +286,16 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                     rows.append((name.major, name.minor, name.point, begin, end, present))
                     duration = (end - begin).total_seconds()
                     timings.append(PatchTiming(patch.filename, duration,
-                                               len(patch.report.statements)))
+                                               len(patch.report.statements), tuple(spent)))
+                    spent = []
                     log.info("cold.patch", file=patch.filename, duration_s=round(duration, 6))
                     begin = end
                     continue
+                sent = clock()
                 cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
                             + current.sql)
+                if current.kind == "statement":
+                    spent.append(round(clock() - sent, 6))
                 if current.kind == "begin":
                     begin, pid, backend_start = cur.fetchone()
                     backend = Backend(pid, backend_start)

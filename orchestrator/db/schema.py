@@ -69,9 +69,16 @@ ALTER TABLE fastdowntime.run ADD COLUMN IF NOT EXISTS pid integer;
 """Where the orchestrator of a run runs (host name and process id), so that ``unlock
 --force`` can tell a dead holder from a live one."""
 
+_VERSION_3 = """
+ALTER TABLE fastdowntime.patch_timing ADD COLUMN IF NOT EXISTS statements jsonb;
+"""
+"""Per statement of a rehearsed patch: its seconds, whether its time grows with its
+tables' size, and their sizes on staging (the estimate scales it to production's)."""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _VERSION_1),
     (2, _VERSION_2),
+    (3, _VERSION_3),
 )
 """(version, SQL that brings the schema from the version before to it), oldest first. Version
 1 is the schema before versions existed: its statements are ``IF NOT EXISTS``, so a database

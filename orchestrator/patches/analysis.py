@@ -33,13 +33,15 @@ name the file as the caller gave it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.patches.hazards import Hazards
-from orchestrator.patches.locks import Effect, settle
+from orchestrator.patches.locks import Effect, range_var, settle
 from orchestrator.patches.naming import PatchName, PatchNameError, parse_name
 from orchestrator.patches.problem import Problem
 from orchestrator.patches.rules import RULES
@@ -87,6 +89,10 @@ class Statement:
     tables: tuple[str, ...]
     blocking: bool
     live_safe: bool
+    grows: tuple[str, ...] = ()
+    """Why its time grows with its tables' size: the rules of :data:`GROWING` it trips
+    (acknowledged or not), and ``dml`` for UPDATE or DELETE of an existing table (a WHERE
+    without an index still reads every row). Empty: catalog work, whatever the size."""
 
 
 @dataclass(frozen=True)
@@ -171,14 +177,16 @@ def lint(
         for s in statements
         if header.value == LIVE and s.blocking and not s.live_safe
     ]
-    problems += _advice(file, sql, kind == COLD, pieces, befores, spell, lines)
+    advice, growing = _advice(file, sql, kind == COLD, pieces, befores, spell, lines)
+    problems += advice
     return PatchReport(
         file=file,
         name=_parsed_name(file),
         kind=kind,
         reason=reason,
         header=header.value,
-        statements=tuple(statements),
+        statements=tuple(dataclasses.replace(s, grows=g)
+                         for s, g in zip(statements, growing, strict=True)),
         problems=_ordered(problems + violations),
         violations=tuple(violations),
     )
@@ -211,21 +219,45 @@ def _advice(
     befores: list[frozenset[tuple[str, str]]],
     spell: Speller,
     lines: Lines,
-) -> list[Problem]:
+) -> tuple[list[Problem], list[tuple[str, ...]]]:
     """The advisory problems of :mod:`~orchestrator.patches.hazards` that no
-    ``fastdowntime-ignore`` comment silences, and the ``bad-ignore`` ones."""
+    ``fastdowntime-ignore`` comment silences, and the ``bad-ignore`` ones; and each
+    statement's :attr:`Statement.grows`."""
     ignored, problems = _ignores(file, sql, pieces, lines)
     hazards = Hazards(spell, cold=cold)
     to_char = CharOffsets(sql)
+    growing: list[tuple[str, ...]] = []
     for index, (piece, before) in enumerate(zip(pieces, befores, strict=True)):
-        for found in hazards.check(piece.node, before):
+        found_all = list(hazards.check(piece.node, before))
+        grows = {f.rule for f in found_all if f.rule in GROWING}
+        if _changes_rows(piece.node, before):
+            grows.add("dml")
+        growing.append(tuple(sorted(grows)))
+        for found in found_all:
             if found.rule in ignored[index]:
                 continue
             at = piece.start if found.location < 0 else to_char(found.location)
             problems.append(RULES[found.rule].problem(
                 file, lines.at(at), lines.col(at), found.message, lock=found.lock,
                 hint=found.hint))
-    return problems
+    return problems, growing
+
+
+GROWING = frozenset({
+    "rewrite-column-type", "rewrite-volatile-default", "set-not-null-scan",
+    "constraint-validation-scan", "constraint-index-build", "whole-table-dml",
+    "index-not-concurrently", "rewrite-table",
+})
+"""The advisory rules whose statements read or write every row: their time grows with the
+table's size (a rehearsal on a smaller staging table underestimates them)."""
+
+
+def _changes_rows(node: Mapping[str, Any], created: frozenset[tuple[str, str]]) -> bool:
+    """UPDATE or DELETE of a table that existed before the patch."""
+    for name in ("UpdateStmt", "DeleteStmt"):
+        if name in node:
+            return range_var(node[name]["relation"]).key not in created
+    return False
 
 
 def _undecodable(file: str, data: bytes, error: UnicodeDecodeError) -> PatchReport:

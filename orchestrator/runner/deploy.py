@@ -13,7 +13,7 @@ the exit codes of SPEC section 3.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from orchestrator.errors import (
     InternalError,
     Refused,
 )
+from orchestrator.estimate import Sizes, StatementTiming
 from orchestrator.history import git
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
@@ -96,7 +97,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
     config.need("lb")
     with Remote(config) as remote:
         planned = plan_for(config, remote, to_rev=options.to_rev,
-                           timings=rehearsal_timings(config))
+                           timings=rehearsal_timings(config), read_sizes=True)
         plan = planned.plan
         if show_plan is not None:
             show_plan(plan)
@@ -156,6 +157,7 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
         "id": run_id, "who": lock.who, "started": _now(), "finished": None,
         "outcome": Outcome.RUNNING, "from": plan.from_sha, "to": plan.to_sha, "cut": plan.cut,
         "window_budget_s": config.window.budget_s, "window_mode": config.window.mode,
+        "estimate": plan.estimate.to_json() if plan.estimate is not None else None,
         "outage_s": None, "window": None,
         "probe": None, "steps": [], "approvals": [{"patch": p, "who": w}
                                                  for p, w in approvals.items()],
@@ -178,9 +180,10 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                       texts, remote=remote, rehearse=options.rehearse, haproxy=haproxy,
                       lock=lock)
             runs.append(run)
+            staged = _staged_sizes(config, plan) if options.rehearse else {}
             run_steps(playbook, run)
             try:
-                _after_window(config, plan, run, journal)
+                _after_window(config, plan, run, journal, staged)
             except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
                 run.problems.append(f"after the window: {exc}")
         tail = plan.nodowntime_revisions
@@ -247,7 +250,33 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     return summary
 
 
-def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
+def _staged_sizes(config: Config, plan: Plan) -> Sizes:
+    """A rehearsal's record of the sizes, before its window, of the tables its cold patches'
+    statements touch: production scales the timings by its own (see ``estimate``)."""
+    from orchestrator.db.connect import connect
+    from orchestrator.db.timings import table_sizes
+
+    tables = {t for name in plan.cold_patches for s in plan.reports[name].statements
+              for t in s.tables}
+    conn = connect(config.need("database"), what="primary", readonly=True, autocommit=True)
+    try:
+        return table_sizes(conn, tables)
+    finally:
+        conn.close()
+
+
+def _statement_records(plan: Plan, timing: Mapping[str, Any],
+                       staged: Sizes) -> list[StatementTiming]:
+    """One rehearsed patch's statements: seconds, whether they grow with size, table sizes."""
+    statements = plan.reports[timing["filename"]].statements
+    seconds = timing.get("statement_s") or []
+    if len(seconds) != len(statements):
+        return []
+    return [StatementTiming(spent, bool(s.grows), {t: staged.get(t) for t in s.tables})
+            for s, spent in zip(statements, seconds, strict=True)]
+
+
+def _after_window(config: Config, plan: Plan, run: Run, journal: Any, staged: Sizes) -> None:
     """Record rehearsal timings and tag the cut, once the window committed."""
     if not run.committed:
         return
@@ -258,7 +287,8 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any) -> None:
         conn = connect(config.need("database"))
         try:
             record_timings(conn, [(t["filename"], plan.tree_patches[t["filename"]],
-                                   t["duration_s"]) for t in run.cold_timings], run.run_id)
+                                   float(t["duration_s"]), _statement_records(plan, t, staged))
+                                  for t in run.cold_timings], run.run_id)
         finally:
             conn.close()
         journal.event("rehearsal.timings", patches=run.cold_timings)

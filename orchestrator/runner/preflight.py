@@ -19,8 +19,9 @@ from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.db.preflight import Patches
 from orchestrator.db.preflight import run_checks as database_checks
-from orchestrator.db.timings import Timings, load_export, read_timings
+from orchestrator.db.timings import Statements, Timings, load_rehearsals, read_rehearsals
 from orchestrator.errors import BadInput, Locked, Refused
+from orchestrator.estimate import Estimate, Overhead, estimate, learned_overhead, tables_of
 from orchestrator.plan import PathRules, Plan, estimate_outage, timings_for
 from orchestrator.remote import checks as host_checks
 from orchestrator.remote.operations import RevisionsDisagree, Runner, deployed_revisions
@@ -43,6 +44,18 @@ class Policy:
 
 DEPLOY = Policy()
 REHEARSE = Policy(need_timings=False)
+
+
+@dataclass(frozen=True)
+class Rehearsed:
+    """What staging's rehearsals say: each patch version's seconds and statement records."""
+
+    seconds: Timings = field(default_factory=dict)
+    statements: Statements = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: Mapping[tuple[str, str], tuple[float, Any]]) -> Rehearsed:
+        return cls({k: s for k, (s, _) in rows.items()}, {k: r for k, (_, r) in rows.items()})
 
 
 @dataclass(frozen=True)
@@ -92,11 +105,13 @@ class Preflight:
 def plan_for(config: Config, remote: Runner | None, *, from_rev: str | None = None,
              to_rev: str | None = None, rules: PathRules | None = None,
              repo: str | None = None, branch: str | None = None,
-             timings: Timings | None = None) -> Planned:
+             timings: Rehearsed | None = None, read_sizes: bool = False) -> Planned:
     """Plan ``[source]`` (or ``repo``/``branch``) from ``from_rev`` (default: what every app
     host runs, read over ``remote`` once) to ``to_rev`` (default: the branch tip).
 
-    The outage estimate uses ``timings`` (none: no estimate).
+    The outage estimate uses ``timings`` (none: no estimate), the overhead learned from
+    ``[runs] dir`` and, with ``read_sizes``, this database's table sizes (see
+    :mod:`orchestrator.estimate`).
     """
     deployed: dict[str, str] = {}
     if from_rev is None:
@@ -111,7 +126,36 @@ def plan_for(config: Config, remote: Runner | None, *, from_rev: str | None = No
                       to_rev, rules or rules_for(config))
     if timings is None:
         return Planned(plan, deployed, {})
-    return Planned(plan.with_timings(timings), deployed, timings)
+    found = estimate_for(config, plan, timings, read_sizes)
+    return Planned(plan.with_estimate(found), deployed, timings.seconds)
+
+
+def estimate_for(config: Config, plan: Plan, timings: Rehearsed, read_sizes: bool) -> Estimate:
+    """The outage estimate of ``plan``'s window: rehearsals of its cold patches' versions,
+    scaled to this database's table sizes (with ``read_sizes`` and a database), plus the
+    overhead this environment's runs measured."""
+    versions = {name: (name, plan.tree_patches.get(name, "")) for name in plan.cold_patches}
+    statements = {name: timings.statements.get(key, ()) for name, key in versions.items()}
+    here = None
+    if read_sizes and config.database is not None and plan.cold_patches:
+        from orchestrator.db.connect import connect
+        from orchestrator.db.timings import table_sizes
+
+        conn = connect(config.database, what="primary", readonly=True, autocommit=True)
+        try:
+            here = table_sizes(conn, tables_of(statements.values()))
+        finally:
+            conn.close()
+    return estimate(plan.cold_patches, timings_for(plan.tree_patches, timings.seconds),
+                    statements, here, _overhead(config))
+
+
+def _overhead(config: Config) -> Overhead:
+    """The window overhead learned from this config's run history (``[runs] dir``)."""
+    from orchestrator.runner.runs import list_runs
+
+    runs_dir = Path(config.runs.dir)
+    return learned_overhead(list_runs(runs_dir)) if runs_dir.is_dir() else Overhead.assumed()
 
 
 def connect_hosts(config: Config) -> Remote:
@@ -119,23 +163,26 @@ def connect_hosts(config: Config) -> Remote:
     return Remote(config)
 
 
-def rehearsal_timings(config: Config) -> Timings:
+def rehearsal_timings(config: Config) -> Rehearsed:
     """The rehearsal timings this environment reads (file, timings database or its own)."""
-    return read_timings(config.need("database"))
+    return Rehearsed.of(read_rehearsals(config.need("database")))
 
 
-def offline_timings(config: Config) -> Timings | None:
+def offline_timings(config: Config) -> Rehearsed | None:
     """``[database] timings_file`` when set (read without connecting anywhere), else None."""
     settings = config.database
     if settings is None or not settings.timings_file:
         return None
-    return load_export(Path(settings.timings_file))
+    return Rehearsed.of(load_rehearsals(Path(settings.timings_file)))
 
 
 def patch_facts(plan: Plan, timings: Timings, need_timings: bool = True) -> Patches:
-    """The plain values the database checks need of ``plan``."""
+    """The plain values the database checks need of ``plan`` (its estimate when it has
+    one, else the rehearsed seconds and the assumed overhead)."""
     seconds = timings_for(plan.tree_patches, timings)
     total, unknown = estimate_outage(plan.cold_patches, seconds)
+    if plan.estimate is not None:
+        total, unknown = plan.estimate.total_s or 0.0, list(plan.estimate.unknown)
     return Patches(tree=dict(plan.tree_patches),
                    planned=plan.cold_patches + plan.fastdowntime_live_patches +
                    plan.nodowntime_live_patches,
@@ -165,6 +212,7 @@ def preflight(config: Config, remote: Remote | None, planned: Planned,
     return Preflight(planned, approvals, tuple(results))
 
 
-__all__ = ["DEPLOY", "REHEARSE", "Planned", "Policy", "Preflight", "connect_hosts",
+__all__ = ["DEPLOY", "REHEARSE", "Planned", "Policy", "Preflight", "Rehearsed", "connect_hosts",
+           "estimate_for",
            "offline_timings",
            "patch_facts", "plan_for", "preflight", "rehearsal_timings"]

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.check_result import CheckResult
+from orchestrator.estimate import PatchEstimate
 from orchestrator.patches import PatchReport
 from orchestrator.patchfiles import summary
 from orchestrator.plan import COLD, LIVE, MIXED, Plan
@@ -41,7 +42,11 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print(f"  live patches (online, before): {_names(plan.fastdowntime_live_patches)}")
         estimate = ("unknown (no rehearsal timings)" if plan.estimated_outage_s is None
                     else f"{plan.estimated_outage_s:.3f} s")
-        console.print(f"  estimated outage: {estimate}")
+        if plan.estimate is not None:
+            estimate = plan.estimate.describe()
+        console.print(f"  estimated outage: {escape(estimate)}")
+        for patch in plan.estimate.patches if plan.estimate is not None else ():
+            console.print(f"    {patch.name}: {_estimated(patch)}")
     console.print(f"[bold]nodowntime[/] {len(plan.nodowntime_revisions)} revisions, "
                   f"live patches: {_names(plan.nodowntime_live_patches)}")
     for revision in plan.revisions:
@@ -124,3 +129,13 @@ def print_sandbox_status(state: Mapping[str, Any], console: Console) -> None:
         colour = "green" if info["state"] == "up" else "red"
         table.add_row(name, f"[{colour}]{info['state']}[/]", where, detail)
     console.print(table)
+
+
+def _estimated(patch: PatchEstimate) -> str:
+    """A cold patch's line of the estimate: rehearsed seconds, scale, estimate."""
+    if patch.rehearsed_s is None:
+        return "never rehearsed: unknown"
+    if patch.estimated_s is None:
+        return f"rehearsed {patch.rehearsed_s:.3f} s; unknown here: {escape(patch.why)}"
+    scale = "" if patch.scale in (None, 1.0) else f" x {patch.scale:g} (table sizes here)"
+    return f"rehearsed {patch.rehearsed_s:.3f} s{scale} -> {patch.estimated_s:.3f} s"

@@ -1,0 +1,124 @@
+"""The outage estimate: rehearsed seconds scaled to this database's table sizes, plus the
+overhead this environment's runs measured."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.estimate import (
+    WINDOW_OVERHEAD_S,
+    Overhead,
+    StatementTiming,
+    TableSize,
+    estimate,
+    learned_overhead,
+    tables_of,
+)
+
+MB = 1 << 20
+OVERHEAD = Overhead(0.04, "median of 3 runs")
+
+
+def size(mb: float, rows: float = 0.0) -> TableSize:
+    return TableSize(int(mb * MB), rows)
+
+
+def scan(seconds: float, table: str = "item", staged: TableSize | None = None) -> StatementTiming:
+    return StatementTiming(seconds, True, {table: staged if staged is not None else size(10)})
+
+
+def catalog(seconds: float) -> StatementTiming:
+    return StatementTiming(seconds, False, {"item": size(10)})
+
+
+def test_a_growing_statement_scales_with_its_table_the_others_do_not() -> None:
+    """Production's item is 4x staging's: the scan takes 4x, the catalog change does not,
+    nor does the time between statements."""
+    statements = {"p1.sql": [catalog(0.01), scan(1.0)]}
+    got = estimate(["p1.sql"], {"p1.sql": 1.05}, statements, {"item": size(40)}, OVERHEAD)
+    [patch] = got.patches
+    assert patch.estimated_s == pytest.approx(0.01 + 4.0 + 0.04)
+    assert patch.scale == pytest.approx(4.05 / 1.05, abs=1e-3)
+    assert got.total_s == pytest.approx(4.05 + 0.04, abs=1e-3)
+    assert "1 patch(es) scaled" in got.describe() and "median of 3 runs" in got.describe()
+
+
+def test_the_same_sizes_change_nothing() -> None:
+    statements = {"p1.sql": [scan(1.0)]}
+    got = estimate(["p1.sql"], {"p1.sql": 1.0}, statements, {"item": size(10)}, OVERHEAD)
+    assert got.patches[0].scale == 1.0 and got.total_s == pytest.approx(1.04)
+
+
+def test_the_largest_of_a_statements_tables_sets_its_factor() -> None:
+    both = StatementTiming(1.0, True, {"a": size(10), "b": size(10)})
+    got = estimate(["p.sql"], {"p.sql": 1.0}, {"p.sql": [both]},
+                   {"a": size(20), "b": size(30)}, OVERHEAD)
+    assert got.patches[0].estimated_s == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(("staged", "here", "why"), [
+    (None, size(10), "does not exist on staging"),
+    (size(10), None, "does not exist on this database"),
+    (size(0), size(10), "was empty on staging"),
+])
+def test_a_table_on_one_side_only_makes_the_patch_unknown(
+        staged: TableSize | None, here: TableSize | None, why: str) -> None:
+    statement = StatementTiming(1.0, True, {"item": staged})
+    got = estimate(["p.sql"], {"p.sql": 1.0}, {"p.sql": [statement]}, {"item": here},
+                   OVERHEAD)
+    assert got.total_s is None and got.unknown == ("p.sql",)
+    assert why in got.patches[0].why and "statement 1" in got.patches[0].why
+
+
+def test_a_table_the_patch_creates_is_not_scaled() -> None:
+    statement = StatementTiming(0.5, True, {"tag": None})
+    got = estimate(["p.sql"], {"p.sql": 0.5}, {"p.sql": [statement]}, {"tag": None}, OVERHEAD)
+    assert got.patches[0].estimated_s == pytest.approx(0.5)
+
+
+def test_without_sizes_or_records_the_rehearsal_is_taken_as_it_is() -> None:
+    got = estimate(["p.sql", "q.sql"], {"p.sql": 2.0, "q.sql": 1.0}, {"p.sql": [scan(2.0)]},
+                   None, OVERHEAD)
+    assert [p.estimated_s for p in got.patches] == [2.0, 1.0]
+    assert not got.sizes_read and "not scaled" in got.describe()
+    got = estimate(["q.sql"], {"q.sql": 1.0}, {}, {"item": size(40)}, OVERHEAD)
+    assert got.patches[0].estimated_s == 1.0
+    assert "without statement records" in got.patches[0].why
+
+
+def test_a_patch_never_rehearsed_is_unknown_and_no_window_costs_nothing() -> None:
+    got = estimate(["p.sql"], {}, {}, None, OVERHEAD)
+    assert got.total_s is None and got.patches[0].why == "never rehearsed"
+    assert estimate([], {}, {}, None, OVERHEAD).total_s == 0.0
+
+
+def test_only_the_growing_statements_tables_are_read() -> None:
+    statements = [[catalog(0.1), scan(1.0, "big")], [scan(1.0, "other")]]
+    assert tables_of(statements) == ["big", "other"]
+
+
+def test_records_survive_json() -> None:
+    record = StatementTiming(1.5, True, {"item": size(3, 1000.0), "tag": None})
+    assert StatementTiming.from_json(record.to_json()) == record
+
+
+def summary(outcome: str, outage: float | None, *cold: float) -> dict[str, object]:
+    return {"outcome": outcome, "outage_s": outage,
+            "cold_patches": [{"filename": f"p{i}.sql", "duration_s": c}
+                             for i, c in enumerate(cold)]}
+
+
+def test_the_overhead_is_the_median_of_the_latest_successful_runs() -> None:
+    runs = [summary("done", 0.150, 0.100),          # 50 ms
+            summary("rolled-back", 9.0, 0.1),       # not a successful window
+            summary("done", 0.080, 0.020, 0.020),   # 40 ms
+            summary("done", None),                  # no window
+            summary("done", 0.500, 0.430),          # 70 ms
+            summary("done", 1.0, 0.0)]              # beyond the latest 3
+    got = learned_overhead(runs, runs=3)
+    assert got.seconds == pytest.approx(0.05) and got.source == "median of 3 runs"
+
+
+def test_no_history_assumes_the_constant() -> None:
+    got = learned_overhead([summary("failed", 1.0, 0.1)])
+    assert got.seconds == WINDOW_OVERHEAD_S and "no history" in got.source
