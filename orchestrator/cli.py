@@ -188,7 +188,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     timings = rehearsal_timings(config)
     with _hosts(config) as remote:
         planned = plan_for(config, remote, from_rev=args.from_rev, to_rev=args.to_rev,
-                           timings=timings)
+                           timings=timings, read_sizes=True)
         checked = preflight(config, remote, planned, parse_approvals(args.approve,
                                                                      planned.plan))
     if args.json:
@@ -250,10 +250,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """``runs``: the history of runs, newest first."""
-    from orchestrator.runner.runs import list_runs
+    """``runs [--json]``: the history of runs, newest first (``--json``: each run's summary)."""
+    from orchestrator.runner.runs import list_runs, load_run
 
-    for run in list_runs(Path(load(args).runs.dir)):
+    runs_dir = Path(load(args).runs.dir)
+    if args.json:
+        print(json.dumps([load_run(runs_dir, run["id"]) for run in list_runs(runs_dir)],
+                         indent=2, default=str))
+        return ExitCode.OK
+    for run in list_runs(runs_dir):
         print(f"{run['id']}  {run.get('outcome', '?'):20}  cut {str(run.get('cut'))[:12]:12}  "
               f"outage {run.get('outage_s')} s  {run.get('who', '')}")
     return ExitCode.OK
@@ -270,20 +275,49 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """``report RUN [--html FILE]``: the run's timeline."""
-    from orchestrator.runner.journal import read_journal
-    from orchestrator.runner.runs import load_run
-    from orchestrator.views.runs import render_html, render_text
+    """``report [RUN] [--html FILE] [--json] [--trend FILE]``: the retrospective of a run.
 
+    ``--html`` writes the run's page, ``--json`` prints the data it is drawn
+    from (the trend's data without RUN), ``--trend`` writes a page of every
+    run's outage and estimate against the budget (marking RUN when given).
+    Without any of them, the run as ``show`` prints it. A file that cannot be
+    written is bad input (exit 2) naming it.
+    """
+    from orchestrator.runner.journal import JOURNAL_NAME, read_journal
+    from orchestrator.runner.runs import list_runs, load_run
+    from orchestrator.views.report import render_report, render_trend, report_data, trend_data
+    from orchestrator.views.runs import render_text
+
+    if args.run is None and not args.trend:
+        raise BadInput("report: give RUN (a run id, a prefix of one, or last), or --trend FILE")
     runs_dir = Path(load(args).runs.dir)
-    run = load_run(runs_dir, args.run)
-    if args.html:
-        journal = read_journal(runs_dir / run["id"] / "journal.jsonl")
-        Path(args.html).write_text(render_html(run, journal))
-        print(f"wrote {args.html}")
-    else:
+    run = None if args.run is None else load_run(runs_dir, args.run)
+    said = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON alone
+    data: dict[str, Any] | None = None
+    if run is not None and (args.html or args.json):
+        data = report_data(run, read_journal(runs_dir / str(run["id"]) / JOURNAL_NAME))
+        if args.html:
+            _write_page(args.html, render_report(data), "--html")
+            print(f"wrote {args.html}", file=said)
+    if args.trend:
+        trend = trend_data([load_run(runs_dir, line["id"]) for line in list_runs(runs_dir)],
+                           current=None if run is None else str(run["id"]))
+        _write_page(args.trend, render_trend(trend), "--trend")
+        print(f"wrote {args.trend}", file=said)
+        data = trend if data is None else data
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    elif run is not None and not args.html and not args.trend:
         print(render_text(run))
     return ExitCode.OK
+
+
+def _write_page(path: str, page: str, flag: str) -> None:
+    """Write a report page; a file that cannot be written is BadInput naming it."""
+    try:
+        Path(path).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"report {flag} {path}: cannot write it ({exc.strerror or exc})") from exc
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -299,14 +333,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    """``sandbox up [--hosts N] | down | status [--json]``."""
+    """``sandbox up [--hosts N] [--rows N] | down | status [--json]``."""
     from orchestrator.sandbox import manager
-    from orchestrator.sandbox.layout import MAX_APP_HOSTS
+    from orchestrator.sandbox.layout import MAX_APP_HOSTS, MAX_ROWS
 
     if args.hosts is not None and not 1 <= args.hosts <= MAX_APP_HOSTS:
         raise BadInput(f"sandbox up --hosts: must be between 1 and {MAX_APP_HOSTS}")
+    if args.rows is not None and not 0 <= args.rows <= MAX_ROWS:
+        raise BadInput(f"sandbox up --rows: must be between 0 and {MAX_ROWS:,}")
     if args.action == "up":
-        layout = manager.up(args.hosts)
+        layout = manager.up(args.hosts, args.rows)
         print(f"sandbox up: {layout.app_hosts} app hosts under {layout.base}")
         config = DEFAULT_CONFIG if layout.app_hosts == 4 else layout.base / "sandbox.toml"
         print(f"config: {config}")
@@ -424,14 +460,27 @@ def build_parser() -> argparse.ArgumentParser:
         deploy.set_defaults(func=cmd_deploy)
 
     runs = sub.add_parser("runs", parents=[common], help="the history of runs")
+    runs.add_argument("--json", action="store_true",
+                      help="a JSON list of every run's summary, newest first")
     runs.set_defaults(func=cmd_runs)
     show = sub.add_parser("show", parents=[common], help="one run")
     show.add_argument("run", metavar="RUN", help="a run id, a prefix of one, or last")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
-    report = sub.add_parser("report", parents=[common], help="a run's timeline")
-    report.add_argument("run", metavar="RUN")
-    report.add_argument("--html", metavar="FILE", help="write a self-contained HTML timeline")
+    report = sub.add_parser(
+        "report", parents=[common], help="a run's retrospective; the trend of every run",
+        description="A run's retrospective: the window to scale against its deadline, each "
+                    "cold patch estimated vs rehearsed vs actual, every host's end state, what "
+                    "the probe saw, the timelines. Pages are one self-contained HTML file.")
+    report.add_argument("run", metavar="RUN", nargs="?",
+                        help="a run id, a prefix of one, or last (optional with --trend)")
+    report.add_argument("--html", metavar="FILE", help="write the run's page")
+    report.add_argument("--json", action="store_true",
+                        help="print the data the run's page is drawn from (without RUN: "
+                             "the trend's)")
+    report.add_argument("--trend", metavar="FILE",
+                        help="write a page of every run's outage and estimate against the "
+                             "budget (RUN, if given, is marked)")
     report.set_defaults(func=cmd_report)
     resume = sub.add_parser("resume", parents=[common],
                             help="finish or restore a run whose orchestrator died")
@@ -443,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("action", choices=("up", "down", "status"))
     sandbox.add_argument("--hosts", type=int, default=None, metavar="N",
                          help="number of app hosts for `up` (default 4)")
+    sandbox.add_argument("--rows", type=int, default=None, metavar="N",
+                         help="`up`: the sample app's item table holds at least N rows "
+                              "(generated in the database), so cold patches take seconds")
     sandbox.add_argument("--json", action="store_true", help="status as JSON")
     sandbox.set_defaults(func=cmd_sandbox)
     return parser
