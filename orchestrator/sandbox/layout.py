@@ -37,6 +37,8 @@ LB_ADDRESS = "127.0.0.2"
 SCRIPTS_ADDRESS = "127.0.0.3"
 FIRST_APP_OCTET = 11
 MAX_APP_HOSTS = 200
+MAX_ROWS = 100_000_000
+"""``sandbox up --rows``: at most this many seeded items (about 8 GB)."""
 
 
 def sandbox_dir() -> Path:

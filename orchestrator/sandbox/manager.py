@@ -84,17 +84,19 @@ def current_layout(app_hosts: int | None = None) -> L.Layout:
 
 
 def components(ctx: Context, first: str = "", baseline: list[str] | None = None,
-               ) -> list[Component]:
-    """Every component in start order (stop order is the reverse)."""
-    primary = Primary(ctx, baseline or [])
+               rows: int | None = None) -> list[Component]:
+    """Every component in start order (stop order is the reverse); ``rows``: the sample's
+    ``item`` table is topped up to that many rows."""
+    primary = Primary(ctx, baseline or [], rows)
     parts: list[Component] = [primary, Standby(ctx, primary), Pgbouncer(ctx)]
     parts += [SandboxHost(ctx, host, first) for host in ctx.layout.hosts]
     parts.append(Haproxy(ctx))
     return parts
 
 
-def up(app_hosts: int | None = None) -> L.Layout:
-    """Bring every component up (idempotent); on failure stop what this call started."""
+def up(app_hosts: int | None = None, rows: int | None = None) -> L.Layout:
+    """Bring every component up (idempotent); on failure stop what this call started.
+    ``rows``: the sample's ``item`` table holds at least that many rows."""
     check_tools()
     layout = current_layout(app_hosts)
     created = not layout.base.exists()
@@ -109,7 +111,7 @@ def up(app_hosts: int | None = None) -> L.Layout:
         (layout.base / "layout.json").write_text(
             json.dumps({"app_hosts": layout.app_hosts, "first": repo.first}))
         ensure_client_key(layout)
-        parts = components(ctx, repo.first, _baseline(layout.repo, repo.first))
+        parts = components(ctx, repo.first, _baseline(layout.repo, repo.first), rows)
         _check_ports([part for part in parts if not part.is_up()])
         for part in parts:
             if not part.is_up():

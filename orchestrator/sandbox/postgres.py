@@ -88,22 +88,24 @@ class Primary(_Server):
 
     name = "primary"
 
-    def __init__(self, ctx: Context, baseline: list[str]) -> None:
+    def __init__(self, ctx: Context, baseline: list[str], rows: int | None = None) -> None:
         self.port = L.PRIMARY_PORT
         self.datadir = ctx.layout.primary_dir
         self.baseline = baseline
+        self.rows = rows
         super().__init__(ctx)
 
     def up(self) -> None:
-        if self.is_up():
-            return
-        if not (self.datadir / "PG_VERSION").exists():
-            self._initdb()
-        self.start()
-        marker = self.datadir / "fastdowntime-sandbox-initialised"
-        if not marker.exists():
-            self._initialise()
-            marker.write_text("roles, database and baseline created\n")
+        if not self.is_up():
+            if not (self.datadir / "PG_VERSION").exists():
+                self._initdb()
+            self.start()
+            marker = self.datadir / "fastdowntime-sandbox-initialised"
+            if not marker.exists():
+                self._initialise()
+                marker.write_text("roles, database and baseline created\n")
+        if self.rows:
+            seed_items(self.connect("fdt_admin", L.DB_NAME), self.rows)
 
     def _initdb(self) -> None:
         self.datadir.mkdir(parents=True, exist_ok=True)
@@ -211,3 +213,23 @@ class Standby(_Server):
     def status(self) -> dict[str, Any]:
         up = self.is_up()
         return {**super().status(), "streaming": up and self.streaming()}
+
+
+def seed_items(conn: Any, rows: int) -> int:
+    """Top the sample application's ``item`` table up to ``rows`` rows, generated in the
+    database (one INSERT ... SELECT over generate_series, then ANALYZE), so a cold patch
+    that reads every row takes seconds. Never deletes; returns how many rows it added."""
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM item")
+            (have,) = cur.fetchone()
+            missing = max(0, rows - int(have))
+            if missing:
+                cur.execute("INSERT INTO item (name, created) "
+                            "SELECT 'seeded item ' || g, now() - g * interval '1 second' "
+                            "FROM generate_series(1, %s) AS g", (missing,))
+                cur.execute("ANALYZE item")
+        return missing
+    finally:
+        conn.close()

@@ -1,0 +1,105 @@
+"""How long users will wait: the estimate shown before a deploy against what it measured.
+
+Real deploys of the sandbox, seeded (``sandbox up --rows``) so the cold patches take
+seconds. Printed, with the error of each (target in brackets):
+
+- scaled: rehearse on a quarter of the rows, export the timings, bring the sandbox up
+  again with all of them, deploy with the exported timings (within 20%);
+- unscaled: the same rows on both sides (within 10%);
+- learned overhead: after three deploys on the same ``[runs] dir``, the overhead the
+  estimate uses against the one a fourth deploy measures (within 10 ms).
+
+"Measured" is the window the journal recorded; the probe's longest wait (hold mode: what
+users waited) is printed beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sandbox import manager
+from orchestrator.sandbox.configfile import render_config
+
+ROWS = int(os.environ.get("FASTDOWNTIME_BENCH_ROWS", "600000"))
+
+
+def fresh(rows: int, runs: Path | None = None, timings: Path | None = None) -> Path:
+    """A fresh 4-host sandbox whose item table holds ``rows``; a config for it."""
+    manager.down()
+    layout = manager.up(4, rows)
+    text = render_config(layout)
+    if runs is not None:
+        text = text.replace(f'dir = "{layout.base / "runs"}"', f'dir = "{runs}"')
+    if timings is not None:
+        text = text.replace("[database]\n", f'[database]\ntimings_file = "{timings}"\n', 1)
+    path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "sandbox.toml"
+    path.write_text(text)
+    return path
+
+
+def fdt(config: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "-c", str(config), *args],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"fastdowntime {' '.join(args)}: exit {done.returncode}: "
+                           f"{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def rehearsed(rows: int) -> Path:
+    """Rehearse on a sandbox of ``rows``; the exported timings' file."""
+    config = fresh(rows)
+    fdt(config, "rehearse", "--yes", "--stage", "fastdowntime")
+    path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "timings.json"
+    path.write_text(fdt(config, "timings", "--json"))
+    return path
+
+
+def deployed(config: Path) -> dict[str, Any]:
+    plan = json.loads(fdt(config, "plan", "--json"))
+    approvals = [f"--approve={p}:bench" for p in plan["fastdowntime"]["cold_patches"]]
+    fdt(config, "deploy", "--yes", "--stage", "fastdowntime", *approvals)
+    return dict(json.loads(fdt(config, "show", "last", "--json")))
+
+
+def judged(label: str, run: dict[str, Any], target: float) -> None:
+    estimate = run["estimate"]["total_s"]
+    measured = run["outage_s"]
+    cold = sum(p["duration_s"] for p in run["cold_patches"])
+    error = (estimate - measured) / measured
+    print(f"{label}: estimated {estimate:.3f} s, measured {measured:.3f} s (the journal's "
+          f"window; cold patches {cold:.3f} s; the probe's longest wait "
+          f"{run['probe']['longest_wait_s']:.3f} s): error {error * 100:+.1f}% "
+          f"(target within {target * 100:.0f}%) "
+          f"{'ok' if abs(error) <= target else 'OVER TARGET'}", flush=True)
+    for patch in run["estimate"]["patches"]:
+        print(f"    {patch['name']}: rehearsed {patch['rehearsed_s']} s x {patch['scale']} -> "
+              f"{patch['estimated_s']} s", flush=True)
+
+
+def main() -> None:
+    quarter = rehearsed(ROWS // 4)
+    judged(f"scaled ({ROWS // 4:,} rows rehearsed, {ROWS:,} here)",
+           deployed(fresh(ROWS, timings=quarter)), 0.20)
+    same = rehearsed(ROWS)
+    judged(f"unscaled ({ROWS:,} rows on both sides)", deployed(fresh(ROWS, timings=same)),
+           0.10)
+    runs = Path(tempfile.mkdtemp(prefix="fdt-bench-runs-"))
+    for _ in range(3):
+        deployed(fresh(1000, runs=runs, timings=same))
+    fourth = deployed(fresh(1000, runs=runs, timings=same))
+    learned = fourth["estimate"]["overhead_s"]
+    measured = fourth["outage_s"] - sum(p["duration_s"] for p in fourth["cold_patches"])
+    gap = abs(learned - measured)
+    print(f"learned overhead after 3 deploys: {learned * 1000:.1f} ms "
+          f"({fourth['estimate']['overhead_source']}); the 4th deploy measured "
+          f"{measured * 1000:.1f} ms: {gap * 1000:.1f} ms apart (target <= 10 ms) "
+          f"{'ok' if gap <= 0.010 else 'OVER TARGET'}", flush=True)
+    manager.down()
+    manager.up()
