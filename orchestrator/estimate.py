@@ -129,15 +129,19 @@ class Estimate:
                 "overhead_source": self.overhead.source, "sizes_read": self.sizes_read,
                 "patches": [p.to_json() for p in self.patches]}
 
-    def describe(self) -> str:
-        """One line: the total and where its parts come from."""
-        total = "unknown" if self.total_s is None else f"{self.total_s:.3f} s"
+    @property
+    def source(self) -> str:
+        """Where the figure comes from, in words: the overhead's source, the scaling."""
         scaled = [p for p in self.patches if p.scale not in (None, 1.0)]
         sizes = (f"{len(scaled)} patch(es) scaled to this database's table sizes"
                  if scaled else "sizes here read, nothing to scale" if self.sizes_read
                  else "not scaled: this database's table sizes were not read")
-        return (f"{total} (overhead {self.overhead.seconds * 1000:.0f} ms, "
-                f"{self.overhead.source}; {sizes})")
+        return f"overhead {self.overhead.seconds * 1000:.0f} ms, {self.overhead.source}; {sizes}"
+
+    def describe(self) -> str:
+        """One line: the total and where its parts come from."""
+        total = "unknown" if self.total_s is None else f"{self.total_s:.3f} s"
+        return f"{total} ({self.source})"
 
 
 def estimate(cold_patches: Sequence[str], seconds: Mapping[str, float],

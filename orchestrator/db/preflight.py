@@ -68,6 +68,8 @@ class Patches:
     cold: tuple[str, ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
     estimate_s: float | None = 0.0
+    estimate_note: str = ""
+    """Where the estimate comes from, in words (the overhead's source, the scaling)."""
     need_timings: bool = True
 
     @property
@@ -288,8 +290,9 @@ def check_window_budget(ctx: Context) -> CheckResult:
         return CheckResult("window_budget", ok,
                            f"estimate at least {known:.3f} s of {budget:g} s; unknown for "
                            f"{', '.join(unknown)}", {"estimate_s": None, "budget_s": budget})
+    note = f" ({ctx.patches.estimate_note})" if ctx.patches.estimate_note else ""
     return CheckResult("window_budget", estimate <= budget,
-                       f"estimated outage {estimate:.3f} s, budget {budget:g} s",
+                       f"estimated outage {estimate:.3f} s{note}, budget {budget:g} s",
                        {"estimate_s": estimate, "budget_s": budget})
 
 

@@ -181,13 +181,16 @@ def patch_facts(plan: Plan, timings: Timings, need_timings: bool = True) -> Patc
     one, else the rehearsed seconds and the assumed overhead)."""
     seconds = timings_for(plan.tree_patches, timings)
     total, unknown = estimate_outage(plan.cold_patches, seconds)
+    note = ""
     if plan.estimate is not None:
         total, unknown = plan.estimate.total_s or 0.0, list(plan.estimate.unknown)
+        note = plan.estimate.source
     return Patches(tree=dict(plan.tree_patches),
                    planned=plan.cold_patches + plan.fastdowntime_live_patches +
                    plan.nodowntime_live_patches,
                    cold=plan.cold_patches, seconds=seconds,
-                   estimate_s=None if unknown else total, need_timings=need_timings)
+                   estimate_s=None if unknown else total, estimate_note=note,
+                   need_timings=need_timings)
 
 
 def preflight(config: Config, remote: Remote | None, planned: Planned,
