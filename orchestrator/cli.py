@@ -37,7 +37,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises BadInput (exit 2 with our message) instead of exiting itself."""
 
     def error(self, message: str) -> Any:  # noqa: D102 - argparse hook
-        raise BadInput(f"{self.prog}: {message}")
+        # main() says "fastdowntime: " before every message: name only the command here
+        command = self.prog.removeprefix("fastdowntime").strip()
+        raise BadInput(f"{command}: {message}" if command else message)
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -238,7 +240,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     config = load(args)
     console = Console()
     options = Options(stage=args.stage, dry_run=args.dry_run, yes=args.yes,
-                      approve=args.approve, rehearse=args.command == "rehearse")
+                      approve=args.approve, rehearse=args.command == "rehearse",
+                      to_rev=args.to_rev)
     with Progress(console, config.window.budget_s) as progress:
         summary = deploy(config, options, show=_print, progress=progress,
                          show_plan=lambda plan: print_plan(plan, console))
@@ -379,6 +382,16 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
                              "(default [database] revision_table, LaunchpadDatabaseRevision)")
 
 
+def _version() -> str:
+    """The installed package's version, from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fastdowntime")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand sets ``func``."""
     common = _Parser(add_help=False)
@@ -391,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastdowntime", parents=[common],
                      description="Deploy db-stable with a fastdowntime window and a "
                                  "nodowntime rollout.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     plan = sub.add_parser("plan", parents=[common], help="print the plan; changes nothing")
@@ -453,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         deploy.add_argument("--dry-run", action="store_true",
                             help="read-only: preflight, then every step's commands and SQL")
         deploy.add_argument("--yes", action="store_true", help="do not ask")
+        deploy.add_argument("--to", dest="to_rev", metavar="REV",
+                            help="the target revision (default: the branch tip)")
         deploy.add_argument("--stage", choices=("all", "fastdowntime", "nodowntime"),
                             default="all")
         deploy.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",

@@ -26,7 +26,9 @@ import yaml
 from orchestrator.errors import BadInput
 from orchestrator.runner.actions import ACTIONS, Action
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+PLAYBOOKS = Path(__file__).resolve().parents[1] / "playbooks"
+"""The built-in playbooks: in a checkout ``orchestrator/playbooks`` links to the top-level
+``playbooks/`` (their source, which users read and change); a wheel carries copies."""
 
 
 @dataclass(frozen=True)
