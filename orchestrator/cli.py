@@ -252,6 +252,19 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """``rollback [--to RELEASE]``: code only, host by host, to a release the hosts keep."""
+    from orchestrator.runner.rollback import rollback
+    from orchestrator.views.progress import Progress
+
+    config = load(args)
+    with Progress(Console(), config.window.budget_s) as progress:
+        summary = rollback(config, args.to, yes=args.yes, show=_print, progress=progress)
+    _print(f"run {summary['id']}: {summary['outcome']}: every app host serves "
+           f"{str(summary['to'])[:12]}; failed requests {summary.get('failed_requests')}")
+    return ExitCode.OK
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     """``runs [--json]``: the history of runs, newest first (``--json``: each run's summary)."""
     from orchestrator.runner.runs import list_runs, load_run
@@ -474,6 +487,18 @@ def build_parser() -> argparse.ArgumentParser:
         deploy.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",
                             help="sign off a slow or unrehearsed cold patch")
         deploy.set_defaults(func=cmd_deploy)
+
+    rollback = sub.add_parser(
+        "rollback", parents=[common],
+        help="code only, host by host behind haproxy, back to a release the hosts keep",
+        description="Roll the code back host by host behind haproxy, as nodowntime rolls "
+                    "forward; the database is never touched. Refused (exit 3) for a release "
+                    "that is not an ancestor of the deployed one, older than the one that "
+                    "served before the last window, or not kept on every host.")
+    rollback.add_argument("--to", metavar="RELEASE",
+                          help="the release (default: the newest other one every host keeps)")
+    rollback.add_argument("--yes", action="store_true", help="do not ask")
+    rollback.set_defaults(func=cmd_rollback)
 
     runs = sub.add_parser("runs", parents=[common], help="the history of runs")
     runs.add_argument("--json", action="store_true",

@@ -189,6 +189,21 @@ class DeployLock:
         self.finish("done" if error is None else "failed", None if error is None else str(error))
 
 
+def last_window_from(conn: Connection) -> tuple[str, str] | None:
+    """(run id, the release that served before its window) of the newest run whose window
+    committed; None when no run committed a window (or none was recorded)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('fastdowntime.run') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return None
+        cur.execute("SELECT id, plan->>'from' FROM fastdowntime.run "
+                    "WHERE outcome IN ('done', 'failed-after-commit') "
+                    "AND jsonb_array_length(coalesce(plan->'fastdowntime'->'cold_patches', "
+                    "'[]'::jsonb)) > 0 ORDER BY started DESC LIMIT 1")
+        row = cur.fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
 def force_unlock(settings: DatabaseSettings,
                  is_running: Callable[[int], bool] | None = None) -> Holder | None:
     """End the backend holding the deploy lock and mark its run; None when it was free.

@@ -305,6 +305,16 @@ def prune_releases(app_root: str, keep: int, protect: Sequence[str] = ()) -> Com
               description=f"prune releases to the newest {keep}")
 
 
+_LIST_RELEASES = ('cd "$1/releases" 2>/dev/null || exit 0; '
+                  "ls -1t | grep -E '^[0-9a-f]{40}$' || true")
+
+
+def list_releases(app_root: str) -> Command:
+    """Print the releases kept under ``<app_root>/releases``, newest (by mtime) first; only
+    directories named by a 40-hex sha; nothing when there is no releases directory."""
+    return sh(_LIST_RELEASES, _path("app root", app_root), description="list the releases")
+
+
 def free_disk_mb(path: str) -> Command:
     """Print the MB available to unprivileged users on ``path``'s file system (``df -Pk``)."""
     return sh(_FREE_DISK, _path("path", path), description="measure free disk")

@@ -44,7 +44,7 @@ __all__ = [
     "ANSWER_CHARS", "POLL_S", "REQUEST_TIMEOUT_S", "RUNNING", "Archive", "DiskResult", "Exec",
     "Fanout", "HealthResult", "RevisionsDisagree", "Runner", "ServiceState", "StatusResult",
     "Staging", "agreed_revision", "archive", "deployed_revisions", "free_disk",
-    "free_disk_commands", "health_url", "instance_status", "instances_status",
+    "free_disk_commands", "health_url", "instance_status", "instances_status", "kept_releases",
     "parse_status", "revision_commands", "running_releases", "scripts_start_commands",
     "scripts_status", "scripts_status_commands", "scripts_stop_commands", "stage",
     "staging", "start_commands", "start_instance", "start_instances", "start_scripts",
@@ -478,6 +478,15 @@ class DiskResult:
 
     def raise_for_failures(self, what: str) -> None:
         self.group.raise_for_failures(what)
+
+
+def kept_releases(remote: Runner, config: Config,
+                  hosts: Sequence[HostSettings]) -> dict[str, list[str]]:
+    """Host name -> the releases it keeps, newest first; :class:`RemoteFailed` naming a host
+    that cannot be read."""
+    result = Fanout.each(hosts, lambda host: C.list_releases(config.app_root(host))).run(remote)
+    result.raise_for_failures("listing the releases")
+    return {r.host: r.stdout.split() for r in result.results}
 
 
 def free_disk_commands(config: Config, hosts: Sequence[HostSettings]) -> Fanout:

@@ -134,16 +134,19 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                           [{"patch": p, "who": w} for p, w in approvals.items()])
         lock.acquire()
         try:
-            return _execute(config, plan, texts, remote, options, run_id, lock, approvals,
-                            progress, playbook)
+            return execute(config, plan, texts, remote, options, run_id, lock, approvals,
+                           progress, playbook)
         finally:
             lock.finish(Outcome.FAILED, "the orchestrator stopped before recording an outcome")
 
 
-def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
-             run_id: str, lock: Any, approvals: dict[str, str],
-             progress: Callable[[dict[str, Any]], None] | None,
-             playbook: Playbook | None) -> dict[str, Any]:
+def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, options: Options,
+            run_id: str, lock: Any, approvals: dict[str, str],
+            progress: Callable[[dict[str, Any]], None] | None,
+            playbook: Playbook | None) -> dict[str, Any]:
+    """Run ``plan``'s stages under the held ``lock``: journal, probe, summary, outcome (the
+    window with ``playbook``, the nodowntime tail, or for ``stage == "rollback"`` the
+    rollback playbook back to ``plan.to_sha``). Raises the outcome's error."""
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.runner.journal import Journal
     from orchestrator.runner.probe import Probe
@@ -186,6 +189,11 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                 _after_window(config, plan, run, journal, staged)
             except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
                 run.problems.append(f"after the window: {exc}")
+        if options.stage == "rollback":  # code only, back to plan.to_sha (runner/rollback.py)
+            run = Run(config, plan, run_id, journal, "rollback", plan.to_sha, plan.from_sha,
+                      texts, remote=remote, haproxy=haproxy, lock=lock)
+            runs.append(run)
+            run_steps(load_playbook("rollback"), run)
         tail = plan.nodowntime_revisions
         if any(r.problems for r in runs):
             tail = ()  # the window left problems: no rollout on top of them (exit 4)
