@@ -164,6 +164,9 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() waits for the requests in flight
     block_on_close = True
+    # socketserver's default backlog is 5: a burst (held requests let go, the load
+    # balancer's traffic moving here) overflows it, and a dropped SYN costs the client 1 s
+    request_queue_size = 128
 
 
 def parse_args(argv):
