@@ -110,13 +110,15 @@ class DatabaseStatus:
     """The primary's patch level and the standbys. ``errors``: ``patch_level`` or
     ``standbys`` -> why it could not be read."""
 
+    connected: bool = False
+    """Whether a session on the primary opened (the plan's estimate reads sizes on it)."""
     patch_level: PatchLevel | None = None
     standbys: tuple[StandbyState, ...] = ()
     errors: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         level = self.patch_level
-        return {"patch_level": None if level is None else {
+        return {"connected": self.connected, "patch_level": None if level is None else {
                     "version": str(level), "major": level.major, "minor": level.minor,
                     "patch": level.patch, "start_time": utc_instant(level.start_time),
                     "end_time": utc_instant(level.end_time), "applied": level.applied},
@@ -344,7 +346,7 @@ def gather(config: Config, sources: Sources) -> Status:
     """Read each part from ``sources``; a part that cannot be read says why in its place."""
     hosts = _hosts(config, sources)
     database, lock, recorded = _database(sources)
-    pending = _pending(config, sources, hosts, read_sizes=not database.errors)
+    pending = _pending(config, sources, hosts, read_sizes=database.connected)
     return Status(hosts, database, pending, _runs(config, lock, recorded), lock)
 
 
@@ -456,20 +458,23 @@ def _database(sources: Sources) -> tuple[DatabaseStatus, LockStatus, RunsStatus]
         "runs": lambda db: db.unresolved_runs(_RECORDED)}
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
+    connected = False
     try:
         with sources.database() as db:
+            connected = True
             for part, read in reads.items():
                 try:
                     values[part] = read(db)
                 except READ_ERRORS as exc:
                     errors[part] = _why(exc)
     except READ_ERRORS as exc:
-        errors.update((part, _why(exc)) for part in reads if part not in values)
+        errors.update((part, _why(exc)) for part in reads
+                      if part not in values and part not in errors)
     found: tuple[StandbyState, ...] = values.get("standbys", ())
     away = [f"{s.name}: {s.detail or s.state}" for s in found if s.state == "unreachable"]
     if away and "standbys" not in errors:
         errors["standbys"] = "; ".join(away)
-    database = DatabaseStatus(values.get("patch_level"), found,
+    database = DatabaseStatus(connected, values.get("patch_level"), found,
                               {k: v for k, v in errors.items() if k in ("patch_level", "standbys")})
     lock = LockStatus(values.get("holder"),
                       {"holder": errors["holder"]} if "holder" in errors else {})

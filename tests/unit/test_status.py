@@ -282,7 +282,7 @@ def test_the_database_down_is_reported_in_every_part_it_holds(config: Config) ->
 def test_one_failing_query_leaves_the_others(config: Config) -> None:
     """A query that fails (the revision table missing, say) is that part's error only."""
     status = gather(config, FakeSources(database=FakeDatabase(broken=["patch_level"])))
-    assert list(status.database.errors) == ["patch_level"]
+    assert list(status.database.errors) == ["patch_level"] and status.database.connected
     assert status.database.standbys and status.lock.errors == {}
     assert status.unread == ["database patch_level: primary (db:5432 database ? as ?): "
                              "patch_level query failed"]
@@ -380,6 +380,7 @@ def test_the_json_shape(config: Config) -> None:
     assert data["hosts"][-1] == {"name": SCRIPTS[0], "role": "scripts", "revision": DEPLOYED,
                                  "slots": {}, "serving": None, "health": None, "errors": {}}
     assert data["database"] == {
+        "connected": True,
         "patch_level": {"version": "2200-00-0", "major": 2200, "minor": 0, "patch": 0,
                         "start_time": "2026-12-01T10:00:00.000Z", "end_time": None,
                         "applied": 1},
@@ -413,7 +414,7 @@ def test_the_json_shape_when_nothing_can_be_read(config: Config) -> None:
                                "fastdowntime": None, "nodowntime": None, "violations": None,
                                "errors": data["pending"]["errors"]}
     assert all(h["revision"] is None and h["errors"]["revision"] for h in data["hosts"])
-    assert data["database"]["patch_level"] is None
+    assert data["database"]["patch_level"] is None and data["database"]["connected"] is False
     assert len(data["unread"]) == len(everyone) + len(APPS) + 5
 
 
