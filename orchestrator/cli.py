@@ -203,6 +203,28 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status [--json]``: what is deployed where, what is pending, the last run, the lock.
+
+    Changes nothing. A part that cannot be read says why in its place and the rest is
+    shown all the same; exit 0 when every part was read, 3 when one could not be.
+    """
+    from orchestrator.runner.status import status
+
+    found = status(load(args))
+    if args.json:
+        print(json.dumps(found.to_json(), indent=2, default=str))
+    else:
+        from orchestrator.views.status import print_status
+
+        print_status(found, Console())
+    if found.complete:
+        return ExitCode.OK
+    _say(f"fastdowntime: status: {len(found.unread)} part(s) could not be read (each says why "
+         "in its place)")
+    return ExitCode.REFUSED
+
+
 def cmd_unlock(args: argparse.Namespace) -> int:
     """``unlock --force``: end the session holding the deploy lock and mark its run."""
     from orchestrator.runner.admin import unlock
@@ -464,6 +486,21 @@ def build_parser() -> argparse.ArgumentParser:
                            help="sign off a slow or unrehearsed cold patch")
     preflight.add_argument("--json", action="store_true", help="the results as JSON")
     preflight.set_defaults(func=cmd_preflight)
+
+    status = sub.add_parser(
+        "status", parents=[common],
+        help="what is deployed where, what is pending, the last run, the lock",
+        description="What is deployed where, at a glance: each app and scripts host's "
+                    "revision, the instance slot haproxy serves and its health; the "
+                    "database's patch level and standbys' replay lag; what `plan` would do "
+                    "next and the estimated window; the last run, runs that need `resume`, "
+                    "and who holds the deploy lock. Changes nothing. A part that cannot be "
+                    "read (a host unreachable, the database down) says why in its place; "
+                    "the rest is shown all the same. Exit 0 when every part was read, 3 when "
+                    "one could not be (an unhealthy instance, a lagging standby or a held "
+                    "lock is what was read: exit 0).")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.set_defaults(func=cmd_status)
 
     unlock = sub.add_parser("unlock", parents=[common], help="release a dead run's deploy lock")
     unlock.add_argument("--force", action="store_true", help="end the holding session")

@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ import psycopg2
 
 from orchestrator.config import DatabaseSettings
 from orchestrator.db.connect import CHECK_STATEMENT_TIMEOUT_S, Connection, connect
-from orchestrator.db.schema import LOCK_KEY, ensure_schema, schema_version
+from orchestrator.db.schema import LOCK_KEY, ensure_schema, schema_exists, schema_version
 from orchestrator.errors import Locked, Refused
 
 _HOLDER = """
@@ -62,6 +62,43 @@ class Holder:
         started = self.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") \
             if self.started else "?"
         return f"run {self.run_id} by {self.who}, started {started} (backend pid {self.pid})"
+
+
+UNRESOLVED = ("crashed", "undo-failed", "commit-unknown")
+"""Outcomes a run record keeps until ``resume`` settles it (besides a dead ``running``)."""
+
+
+@dataclass(frozen=True)
+class UnresolvedRun:
+    """A run record left for ``resume``: ``outcome`` is ``crashed`` for a run still
+    ``running`` whose session is gone (its orchestrator died holding the lock)."""
+
+    id: str
+    who: str
+    outcome: str
+    started: datetime | None
+
+
+def unresolved_runs(conn: Connection,
+                    outcomes: Sequence[str] = UNRESOLVED) -> list[UnresolvedRun]:
+    """The run records, oldest first, whose outcome is one of ``outcomes`` or that are
+    ``running`` with their session gone; none when the ``fastdowntime`` schema does not
+    exist yet."""
+    if not schema_exists(conn):
+        return []
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT r.id, r.who, r.outcome, r.started
+              FROM fastdowntime.run r
+             WHERE r.outcome = ANY(%s)
+                OR (r.outcome = 'running' AND NOT EXISTS (
+                        SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid))
+             ORDER BY r.started""", (list(outcomes),))
+        rows = cur.fetchall()
+    if not conn.autocommit:
+        conn.rollback()
+    return [UnresolvedRun(run_id, who, "crashed" if outcome == "running" else outcome, started)
+            for run_id, who, outcome, started in rows]
 
 
 def new_run_id() -> str:

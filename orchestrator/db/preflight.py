@@ -45,7 +45,7 @@ from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
 from orchestrator.db import replication
 from orchestrator.db.connect import Connection, connect
-from orchestrator.db.lock import holder
+from orchestrator.db.lock import UNRESOLVED, holder, unresolved_runs
 from orchestrator.db.schema import identifier, schema_exists
 from orchestrator.errors import FastdowntimeError
 from orchestrator.patches import parse_name
@@ -296,22 +296,11 @@ def check_window_budget(ctx: Context) -> CheckResult:
                        {"estimate_s": estimate, "budget_s": budget})
 
 
-UNRESOLVED = ("crashed", "undo-failed", "commit-unknown")
-"""Outcomes a run record keeps until ``resume`` settles it (besides a dead ``running``)."""
-
-
 def check_unresolved_runs(ctx: Context) -> CheckResult:
     if not schema_exists(ctx.conn):
         return CheckResult("unresolved_runs", True, "no run recorded yet")
-    rows = _rows(ctx.conn, """
-        SELECT r.id, r.who, r.outcome, r.started
-          FROM fastdowntime.run r
-         WHERE r.outcome = ANY(%s)
-            OR (r.outcome = 'running' AND NOT EXISTS (
-                    SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid))
-         ORDER BY r.started""", (list(UNRESOLVED),))
-    runs = [{"id": r[0], "who": r[1], "outcome": "crashed" if r[2] == "running" else r[2]}
-            for r in rows]
+    runs = [{"id": r.id, "who": r.who, "outcome": r.outcome}
+            for r in unresolved_runs(ctx.conn, UNRESOLVED)]
     detail = ("; ".join(f"run {r['id']} by {r['who']} ended {r['outcome']}: "
                         f"`fastdowntime resume {r['id']}` settles it" for r in runs)
               or "every earlier run ended settled")

@@ -93,5 +93,9 @@ class Run:
 
     def server(self, host: HostSettings, port: int) -> str:
         """The haproxy server name of ``host``'s instance on ``port``."""
-        lb = self.config.need("lb")
-        return str(lb.server_name.format(host=host.name, port=port))
+        return server_name(self.config, host, port)
+
+
+def server_name(config: Config, host: HostSettings, port: int) -> str:
+    """The haproxy server name of ``host``'s instance on ``port`` (``[lb] server_name``)."""
+    return str(config.need("lb").server_name.format(host=host.name, port=port))
