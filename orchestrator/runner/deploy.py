@@ -5,7 +5,10 @@
    preflight and prints every step with its commands and SQL.
 3. Take the deploy lock (exit 5 if held), run preflight (exit 3).
 4. fastdowntime up to the cut (if there is one), then nodowntime to the target,
-   with a probe of ``[lb] public_url`` every 10 ms throughout.
+   with a probe of ``[lb] public_url`` every 10 ms throughout. ``[hooks]``
+   (:mod:`orchestrator.runner.hooks`): ``before_window`` and ``after_window``
+   around the fastdowntime stage's steps, ``on_done`` or ``on_failure`` once the
+   run's record is final and the lock released.
 
 The run's journal and summary land in ``[runs] dir``; the outcome maps to
 the exit codes of SPEC section 3.
@@ -145,9 +148,10 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
              progress: Callable[[dict[str, Any]], None] | None,
              playbook: Playbook | None) -> dict[str, Any]:
     from orchestrator.remote.haproxy import Haproxy
+    from orchestrator.runner.hooks import Hooks
     from orchestrator.runner.journal import Journal
     from orchestrator.runner.probe import Probe
-    from orchestrator.runner.runs import save_summary, steps_from_journal
+    from orchestrator.runner.runs import SUMMARY_NAME, save_summary, steps_from_journal
 
     runs_dir = Path(config.runs.dir)
     journal = Journal(runs_dir, run_id, echo=progress)
@@ -163,6 +167,9 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                                                  for p, w in approvals.items()],
         "error": None, "rehearse": options.rehearse, "hosts": {}}
     save_summary(runs_dir, run_id, summary)
+    hooks = Hooks.for_run(config, journal, summary, stage=options.stage,
+                          summary_path=runs_dir / run_id / SUMMARY_NAME,
+                          journal_path=journal.path)
     # resume reads how the window hands traffic back from here, not from a playbook
     # that may have changed since
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
@@ -181,11 +188,12 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
                       lock=lock)
             runs.append(run)
             staged = _staged_sizes(config, plan) if options.rehearse else {}
-            run_steps(playbook, run)
-            try:
-                _after_window(config, plan, run, journal, staged)
-            except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
-                run.problems.append(f"after the window: {exc}")
+            with hooks.window(run):  # before_window may refuse; after_window only warns
+                run_steps(playbook, run)
+                try:
+                    _after_window(config, plan, run, journal, staged)
+                except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
+                    run.problems.append(f"after the window: {exc}")
         tail = plan.nodowntime_revisions
         if any(r.problems for r in runs):
             tail = ()  # the window left problems: no rollout on top of them (exit 4)
@@ -243,8 +251,9 @@ def _execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opt
     save_summary(runs_dir, run_id, summary)
     journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
                   probe_outage_s=report.longest_s)
-    journal.close()
     lock.finish(summary["outcome"], summary["error"])
+    hooks.run_ended(summary, error)  # the run's record is final; a failing hook only warns
+    journal.close()
     if error is not None:
         raise error
     return summary
