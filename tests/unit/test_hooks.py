@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +31,7 @@ from orchestrator.runner.hooks import (
 )
 from orchestrator.runner.journal import Journal
 from tests.fakes import make_run
+from tests.webhook import Webhook
 
 BASE = {"run_id": "run-1", "who": "rm@orchestrator", "command": "deploy", "stage": "all",
         "from": "a" * 40, "to": "b" * 40, "cut": "c" * 40, "config": "/etc/fdt/prod.toml",
@@ -41,57 +39,11 @@ BASE = {"run_id": "run-1", "who": "rm@orchestrator", "command": "deploy", "stage
 FACT_KEYS = ["event", *BASE, "outcome", "window", "outage_s", "exit_code", "error", "ts"]
 
 
-# --- a webhook of our own ------------------------------------------------------------------
-
-
-class Webhook:
-    """An HTTP server on 127.0.0.1 that keeps every POST and answers from ``script``: each
-    entry a status, or ``(seconds, status)`` to answer late; 200 once it runs out."""
-
-    def __init__(self) -> None:
-        self.script: list[int | tuple[float, int]] = []
-        self.posts: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.posts.append(json.loads(body))
-                hook.headers.append(dict(self.headers))
-                answer = hook.script.pop(0) if hook.script else 200
-                if isinstance(answer, tuple):
-                    time.sleep(answer[0])
-                    answer = answer[1]
-                self.send_response(answer)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: Any) -> None:
-                return
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, *_args: Any) -> None:
-                return  # a late answer to a client that gave up
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0KEN"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-
-    @property
-    def events(self) -> list[str]:
-        return [post["event"] for post in self.posts]
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
-    server = Webhook()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    """A webhook on 127.0.0.1 for one test."""
+    with Webhook() as server:
+        yield server
 
 
 # --- commands that say what they saw -------------------------------------------------------
