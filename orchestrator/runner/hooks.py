@@ -48,6 +48,7 @@ import base64
 import http.client
 import json
 import os
+import shlex
 import signal
 import ssl
 import subprocess
@@ -165,34 +166,31 @@ def tail(data: bytes | str | None) -> str:
 
 
 class WebhookFailed(Exception):
-    """The webhook did not take an event; ``transient`` ones are tried again."""
+    """The webhook did not take an event. ``status`` is its answer, if it gave one."""
 
-    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.transient = transient
         self.status = status
 
 
-class _Transient(WebhookFailed):
-    """A failure worth another attempt."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message, transient=True, status=status)
+class WebhookUnavailable(WebhookFailed):
+    """A failure worth another attempt: no connection, no answer in time, 408, 429, 5xx."""
 
 
 def post_json(url: str, body: bytes, timeout_s: float,
               headers: Mapping[str, str] | None = None) -> int:
     """POST ``body`` (JSON) to ``url`` once; the answer's status when it is 2xx.
 
-    Raises :class:`WebhookFailed`, ``transient`` for a connection error, a timeout
-    (``timeout_s`` bounds connecting and each wait for the server) or an answer 408, 429
-    or 5xx; not for any other answer (a redirect is not followed: it would drop the body).
+    Raises :class:`WebhookUnavailable` for a connection error, a timeout (``timeout_s``
+    bounds connecting and each wait for the server) or an answer 408, 429 or 5xx;
+    :class:`WebhookFailed` for any other answer (a redirect is not followed: it would drop
+    the body) or a certificate refused.
     ``user:password@`` in the URL is sent as HTTP Basic authentication."""
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError as exc:
-        raise WebhookFailed(f"bad URL: {exc}", transient=False) from None
+        raise WebhookFailed(f"bad URL: {exc}") from None
     if parts.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
             parts.hostname or "", port, timeout=timeout_s)
@@ -209,12 +207,11 @@ def post_json(url: str, body: bytes, timeout_s: float,
         response = conn.getresponse()
         response.read(65536)
     except ssl.SSLCertVerificationError as exc:
-        raise WebhookFailed(f"certificate refused: {exc.verify_message}", transient=False
-                            ) from None
+        raise WebhookFailed(f"certificate refused: {exc.verify_message}") from None
     except TimeoutError:
-        raise _Transient(f"no answer within {timeout_s:g} s") from None
+        raise WebhookUnavailable(f"no answer within {timeout_s:g} s") from None
     except (OSError, http.client.HTTPException) as exc:
-        raise _Transient(str(exc) or type(exc).__name__) from None
+        raise WebhookUnavailable(str(exc) or type(exc).__name__) from None
     finally:
         conn.close()
     status = response.status
@@ -222,8 +219,8 @@ def post_json(url: str, body: bytes, timeout_s: float,
         return status
     answered = f"answered {status} {response.reason}".strip()
     if status in (408, 429) or status >= 500:
-        raise _Transient(answered, status=status)
-    raise WebhookFailed(answered, transient=False, status=status)
+        raise WebhookUnavailable(answered, status=status)
+    raise WebhookFailed(answered, status=status)
 
 
 def redact_url(url: str) -> str:
@@ -349,7 +346,10 @@ class Hooks:
             self.window_seen = "not-opened"
             raise Refused(f"[hooks] before_window {failed}; the deploy is refused before the "
                           "window: nothing was changed")
-        self._webhook("before_window", facts)
+        try:
+            self._webhook("before_window", facts)
+        except Exception as exc:  # noqa: BLE001 - the webhook never blocks a deploy
+            self._unexpected("before_window", exc)
 
     def after_window(self, run: Run, error: BaseException | None) -> None:
         """Fire ``after_window`` for the stage ``run`` that ended with ``error`` (None: it
@@ -380,9 +380,12 @@ class Hooks:
             self.journal.event("hook.failed", hook=event, error="interrupted", blocks=False)
             self.warn(f"[hooks] {event}: interrupted; the run goes on")
         except Exception as exc:  # noqa: BLE001 - a hook after the window never stops a run
-            self.journal.event("hook.failed", hook=event, error=f"{type(exc).__name__}: {exc}",
-                               blocks=False)
-            self.warn(f"[hooks] {event}: {type(exc).__name__}: {exc}; the run goes on")
+            self._unexpected(event, exc)
+
+    def _unexpected(self, event: str, exc: Exception) -> None:
+        why = mask_text(f"{type(exc).__name__}: {exc}")
+        self.journal.event("hook.failed", hook=event, error=why, blocks=False)
+        self.warn(f"[hooks] {event}: {why}; the run goes on")
 
     def _command(self, event: str, facts: Mapping[str, Any], *, blocks: bool) -> str | None:
         """Run ``event``'s command, if any; a description of its failure, or None."""
@@ -402,7 +405,7 @@ class Hooks:
         journal.event("hook.failed", hook=event, kind="command", error=done.problem,
                       blocks=blocks, **outputs)
         said = " | ".join(done.stderr.splitlines()[-3:])
-        failure = mask_text(f"`{' '.join(argv)}` {done.problem}" + (f": {said}" if said else ""))
+        failure = mask_text(f"`{shlex.join(argv)}` {done.problem}" + (f": {said}" if said else ""))
         if not blocks:
             self.warn(f"[hooks] {event} {failure}; the run goes on")
         return failure
@@ -426,7 +429,7 @@ class Hooks:
                           error=str(failure), sleep_s=pause)
 
         retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception_type(WebhookUnavailable),
             stop=stop_after_attempt(self.settings.webhook_retries + 1),
             wait=wait_exponential(multiplier=WEBHOOK_BACKOFF_S, max=4.0),
             sleep=self.sleep, before_sleep=waited, reraise=True)
@@ -464,5 +467,6 @@ def _describe(error: BaseException | None, run: Run) -> str | None:
     return f"{type(error).__name__}: {error}"
 
 
-__all__ = ["ENV_PREFIX", "Finished", "Hooks", "WebhookFailed", "environment", "outcome_so_far",
-           "post_json", "redact_url", "run_command", "tail", "window_state"]
+__all__ = ["ENV_PREFIX", "Finished", "Hooks", "WebhookFailed", "WebhookUnavailable",
+           "environment", "outcome_so_far", "post_json", "redact_url", "run_command", "tail",
+           "window_state"]

@@ -162,5 +162,5 @@ def test_failing_hooks_after_the_window_leave_the_exit_code_alone(
     summary = execute(tmp_path, monkeypatch, faked, committed, config)
     assert summary["outcome"] == "done" and summary["error"] is None
     err = capsys.readouterr().err
-    assert "warning: [hooks] after_window `sh -c exit 1` exited 1" in err
-    assert "warning: [hooks] on_done `sh -c exit 1` exited 1" in err
+    assert "warning: [hooks] after_window `sh -c 'exit 1'` exited 1" in err
+    assert "warning: [hooks] on_done `sh -c 'exit 1'` exited 1" in err

@@ -420,6 +420,21 @@ def test_a_webhook_that_is_down_never_blocks_the_window(tmp_path: Path) -> None:
     assert "webhook http://127.0.0.1:" in said.warnings[0]
 
 
+def test_an_unexpected_webhook_error_never_blocks_the_window(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong in before_window's webhook is a warning: the stage still runs."""
+    def broken(*_args: Any, **_kwargs: Any) -> int:
+        raise UnicodeError("label too long")
+
+    monkeypatch.setattr(hooks_module, "post_json", broken)
+    hooks, said = make_hooks(tmp_path, HooksSettings(webhook_url="http://chat.example/h"))
+    ran = []
+    with hooks.window(make_run()):
+        ran.append("steps")
+    assert ran == ["steps"]
+    assert "UnicodeError: label too long" in said.warnings[0]
+
+
 def test_webhook_url_credentials_go_in_a_header_and_never_in_the_journal(
         tmp_path: Path, webhook: Webhook) -> None:
     """user:password@ in the URL becomes HTTP Basic authentication; shown URLs drop it, the
