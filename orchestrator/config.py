@@ -198,6 +198,41 @@ class RunsSettings:
     """The fastdowntime playbook: ``fastdowntime`` or ``fastdowntime-restart`` (or a path)."""
 
 
+HOOK_EVENTS = ("before_window", "after_window", "on_failure", "on_done")
+"""The points of a run where ``[hooks]`` commands run and the webhook is told."""
+
+
+@dataclass(frozen=True)
+class HooksSettings:
+    """``[hooks]``: commands run on the orchestrator host at points of a run, and a webhook
+    told of the same events (see ``docs/hooks.md``).
+
+    Each command is an argv list (no shell), run in the config file's directory with the
+    run's facts in ``FASTDOWNTIME_*`` environment variables. A failing ``before_window``
+    command refuses the deploy (exit 3, nothing changed yet); every other failure, and
+    every webhook failure, only warns.
+    """
+
+    before_window: tuple[str, ...] | None = None
+    """Right before the fastdowntime stage's steps (after preflight and the lock)."""
+    after_window: tuple[str, ...] | None = None
+    """Once the fastdowntime stage's steps ended: the window closed (committed or rolled
+    back) or never opened."""
+    on_failure: tuple[str, ...] | None = None
+    """When the run ends with an error outcome (any exit code but 0)."""
+    on_done: tuple[str, ...] | None = None
+    """When the run ends done (exit 0)."""
+    timeout_s: float = 30.0
+    """Each command is killed (with the processes it started) after this long."""
+    webhook_url: str | None = None
+    """An http(s) URL that receives every event as a JSON POST."""
+    webhook_timeout_s: float = 5.0
+    """Per attempt: connecting, sending, and each wait for the answer."""
+    webhook_retries: int = 2
+    """Attempts after the first, with exponential backoff, on a connection error, a
+    timeout, or an answer 408, 429 or 5xx."""
+
+
 @dataclass(frozen=True)
 class Config:
     """One environment. ``path`` is the file it came from (None: built-in defaults)."""
@@ -213,6 +248,7 @@ class Config:
     scripts: ScriptsSettings | None = None
     nodowntime: NodowntimeSettings = NodowntimeSettings()
     runs: RunsSettings = RunsSettings()
+    hooks: HooksSettings = HooksSettings()
 
     @overload
     def need(self, section: Literal["database"]) -> DatabaseSettings: ...
@@ -255,6 +291,7 @@ _SECTIONS: dict[str, type] = {
     "scripts": ScriptsSettings,
     "nodowntime": NodowntimeSettings,
     "runs": RunsSettings,
+    "hooks": HooksSettings,
 }
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:")
@@ -433,7 +470,8 @@ class _Loader:
 
     def check_values(self, config: Config) -> None:
         """What a type cannot say: timeouts and budgets above zero, ports in range and
-        distinct, URLs and templates that work, a revision table that is an identifier."""
+        distinct, URLs and templates that work, a revision table that is an identifier, hook
+        commands that name a program."""
         sections = [(name, getattr(config, name)) for name in _SECTIONS]
         for section, settings in sections:
             for spec in fields(settings) if settings is not None else ():
@@ -458,6 +496,17 @@ class _Loader:
         if config.app is not None:
             self.check_template("app.health_url", config.app.health_url,
                                 {"address", "port", "host"})
+        for event in HOOK_EVENTS:
+            argv = getattr(config.hooks, event)
+            if argv is not None and (not argv or not argv[0]):
+                raise self.error(f"hooks.{event}", "must name a command: a non-empty argv "
+                                 'list such as ["./notify", "--channel", "ops"]')
+        webhook = config.hooks.webhook_url
+        if webhook is not None and not re.match(r"https?://[^/\s?#]+(?:[/?#]\S*)?$", webhook):
+            raise self.error("hooks.webhook_url", "must be an http:// or https:// URL")
+        if config.hooks.webhook_retries > 10:
+            raise self.error("hooks.webhook_retries", "must be at most 10 (a webhook that is "
+                             "down would hold the run for minutes)")
         if config.database is not None and not _IDENTIFIER.fullmatch(
                 config.database.revision_table):
             raise self.error("database.revision_table",

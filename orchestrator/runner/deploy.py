@@ -5,7 +5,10 @@
    preflight and prints every step with its commands and SQL.
 3. Take the deploy lock (exit 5 if held), run preflight (exit 3).
 4. fastdowntime up to the cut (if there is one), then nodowntime to the target,
-   with a probe of ``[lb] public_url`` every 10 ms throughout.
+   with a probe of ``[lb] public_url`` every 10 ms throughout. ``[hooks]``
+   (:mod:`orchestrator.runner.hooks`): ``before_window`` and ``after_window``
+   around the fastdowntime stage's steps, ``on_done`` or ``on_failure`` once the
+   run's record is final and the lock released.
 
 The run's journal and summary land in ``[runs] dir``; the outcome maps to
 the exit codes of SPEC section 3.
@@ -148,9 +151,10 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
     window with ``playbook``, the nodowntime tail, or for ``stage == "rollback"`` the
     rollback playbook back to ``plan.to_sha``). Raises the outcome's error."""
     from orchestrator.remote.haproxy import Haproxy
+    from orchestrator.runner.hooks import Hooks
     from orchestrator.runner.journal import Journal
     from orchestrator.runner.probe import Probe
-    from orchestrator.runner.runs import save_summary, steps_from_journal
+    from orchestrator.runner.runs import SUMMARY_NAME, save_summary, steps_from_journal
 
     runs_dir = Path(config.runs.dir)
     journal = Journal(runs_dir, run_id, echo=progress)
@@ -166,6 +170,9 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
                                                  for p, w in approvals.items()],
         "error": None, "rehearse": options.rehearse, "hosts": {}}
     save_summary(runs_dir, run_id, summary)
+    hooks = Hooks.for_run(config, journal, summary, stage=options.stage,
+                          summary_path=runs_dir / run_id / SUMMARY_NAME,
+                          journal_path=journal.path)
     # resume reads how the window hands traffic back from here, not from a playbook
     # that may have changed since
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
@@ -184,11 +191,12 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
                       lock=lock)
             runs.append(run)
             staged = _staged_sizes(config, plan) if options.rehearse else {}
-            run_steps(playbook, run)
-            try:
-                _after_window(config, plan, run, journal, staged)
-            except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
-                run.problems.append(f"after the window: {exc}")
+            with hooks.window(run):  # before_window may refuse; after_window only warns
+                run_steps(playbook, run)
+                try:
+                    _after_window(config, plan, run, journal, staged)
+                except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
+                    run.problems.append(f"after the window: {exc}")
         if options.stage == "rollback":  # code only, back to plan.to_sha (runner/rollback.py)
             run = Run(config, plan, run_id, journal, "rollback", plan.to_sha, plan.from_sha,
                       texts, remote=remote, haproxy=haproxy, lock=lock)
@@ -251,8 +259,9 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
     save_summary(runs_dir, run_id, summary)
     journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
                   probe_outage_s=report.longest_s)
-    journal.close()
     lock.finish(summary["outcome"], summary["error"])
+    hooks.run_ended(summary, error)  # the run's record is final; a failing hook only warns
+    journal.close()
     if error is not None:
         raise error
     return summary

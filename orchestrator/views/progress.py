@@ -20,7 +20,7 @@ from rich.text import Text
 def plain_line(event: dict[str, Any]) -> str:
     """One log line: time, stage, event and its main fields."""
     parts = [event.get("ts", ""), event.get("stage") or "", event.get("event", "")]
-    for key in ("step", "host", "outcome", "duration_s", "outage_s", "error"):
+    for key in ("step", "host", "hook", "outcome", "duration_s", "outage_s", "error"):
         if event.get(key) not in (None, ""):
             parts.append(f"{key}={event[key]}")
     return " ".join(str(p) for p in parts if p != "")

@@ -232,3 +232,34 @@ def test_ssh_refuses_a_known_hosts_others_may_write(tmp_path: Path) -> None:
     assert caught.value.key == "ssh.known_hosts"
     known.chmod(0o644)
     Remote(config).close()
+
+
+def test_hooks_default_to_none_and_load_as_argv(tmp_path: Path) -> None:
+    """[hooks] is optional (no command, no webhook, 30 s each); commands load as argv tuples
+    and ${NAME} in the webhook URL comes from the environment."""
+    assert load_config(write(tmp_path, MINIMAL)).hooks.before_window is None
+    assert load_config(write(tmp_path, MINIMAL)).hooks.timeout_s == 30.0
+    text = MINIMAL + ('\n[hooks]\nbefore_window = ["./notify", "before"]\n'
+                      'on_done = ["sh", "-c", "echo $FASTDOWNTIME_RUN_ID"]\ntimeout_s = 5\n'
+                      'webhook_url = "${FDT_UNSET_WEBHOOK:-http://chat.example/hook}"\n')
+    hooks = load_config(write(tmp_path, text)).hooks
+    assert hooks.before_window == ("./notify", "before") and hooks.after_window is None
+    assert hooks.on_done == ("sh", "-c", "echo $FASTDOWNTIME_RUN_ID")
+    assert hooks.timeout_s == 5.0 and hooks.webhook_url == "http://chat.example/hook"
+
+
+@pytest.mark.parametrize(("hooks", "key"), [
+    ("before_window = []", "hooks.before_window"),
+    ('on_failure = [""]', "hooks.on_failure"),
+    ('on_done = "./notify done"', "hooks.on_done"),
+    ("timeout_s = 0", "hooks.timeout_s"),
+    ('webhook_url = "chat.example/hook"', "hooks.webhook_url"),
+    ('webhook_url = "ftp://chat.example/hook"', "hooks.webhook_url"),
+    ("webhook_timeout_s = 0", "hooks.webhook_timeout_s"),
+    ("webhook_retries = 50", "hooks.webhook_retries"),
+    ("on_commit = []", "hooks.on_commit"),
+])
+def test_hooks_that_could_not_run_are_refused(tmp_path: Path, hooks: str, key: str) -> None:
+    """An empty or string command, a zero timeout, a webhook that is not http(s), too many
+    retries, an unknown hook: refused at load, naming the key."""
+    assert error_for(tmp_path, MINIMAL + f"\n[hooks]\n{hooks}\n").key == key

@@ -20,6 +20,14 @@ def test_plain_lines_when_not_a_terminal() -> None:
                                       "duration_s=0.003")
 
 
+def test_plain_lines_name_the_hook() -> None:
+    """A hook's events say which hook they are about."""
+    out = io.StringIO()
+    with Progress(Console(file=out, force_terminal=False, width=200), 30) as progress:
+        progress({"ts": "T", "event": "hook.failed", "hook": "on_done", "error": "exited 1"})
+    assert out.getvalue().strip() == "T hook.failed hook=on_done error=exited 1"
+
+
 def test_terminal_view_counts_the_window_down() -> None:
     """While the window is open the view shows the time left of the budget."""
     now = [100.0]
