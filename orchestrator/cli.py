@@ -119,22 +119,50 @@ def path_rules(config: Config, args: argparse.Namespace) -> PathRules:
 def cmd_plan(args: argparse.Namespace) -> int:
     """``plan``: read db-stable, classify and cut it; print the plan. Changes nothing.
 
-    With ``--check``, exit 3 when the plan has violations (for CI).
+    With ``--check``, exit 3 when the plan has violations (for CI). With ``--sql``, print
+    the SQL a deploy of the plan sends instead (``--json``: the plan with it under
+    ``sql``); it connects nowhere, so it needs ``--from``.
     """
     from orchestrator.runner.preflight import offline_timings, plan_for
 
     config = load(args, required=False)
+    if args.permissions and not args.sql:
+        raise BadInput("plan --permissions is for --sql")
+    if args.sql and not args.from_rev:
+        raise BadInput("plan --sql works offline: give --from REV, the revision the hosts run "
+                       "(`fastdowntime status` shows it)")
+    rules = path_rules(config, args)
     with _hosts(config, needed=not args.from_rev) as remote:
         plan = plan_for(config, remote, from_rev=args.from_rev, to_rev=args.to_rev,
-                        rules=path_rules(config, args), repo=args.repo, branch=args.branch,
+                        rules=rules, repo=args.repo, branch=args.branch,
                         timings=offline_timings(config)).plan
+    sql = _plan_sql(config, args, plan, rules.revision_table) if args.sql else None
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
+        data = plan.to_json()
+        if sql is not None:
+            data["sql"] = sql
+        print(json.dumps(data, indent=2))
+    elif sql is not None:
+        print(sql)
     else:
         from orchestrator.views.text import print_plan
 
         print_plan(plan, Console())
     return ExitCode.REFUSED if args.check and plan.violations else ExitCode.OK
+
+
+def _plan_sql(config: Config, args: argparse.Namespace, plan: Any, revision_table: str) -> str:
+    """``plan --sql``'s text: the patch texts from the plan, the permissions file's from the
+    repository planned (``--repo``, ``--permissions`` over ``[source]``)."""
+    import dataclasses
+
+    from orchestrator.runner.deploy import read_texts
+    from orchestrator.runner.sqlreview import plan_sql
+
+    source = dataclasses.replace(config.source, repo=args.repo or config.source.repo,
+                                 permissions=args.permissions or config.source.permissions)
+    config = dataclasses.replace(config, source=source)
+    return "\n".join(plan_sql(config, plan, read_texts(config, plan), revision_table))
 
 
 def cmd_patches(args: argparse.Namespace) -> int:
@@ -451,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="the plan as JSON (SPEC section 3)")
     plan.add_argument("--check", action="store_true",
                       help="exit 3 when the plan has violations (for CI)")
+    plan.add_argument("--sql", action="store_true",
+                      help="print the SQL a deploy sends, in order, for review (psql runs "
+                           "it): the live patches' statements and the window's transaction "
+                           "with its timeouts, revision rows and permissions; offline, so "
+                           "--from is required; with --json, the plan with this text under "
+                           "\"sql\"")
+    plan.add_argument("--permissions", metavar="PATH",
+                      help="the permissions file run in the window's transaction, for --sql "
+                           "(default [source] permissions)")
     _source_flags(plan)
     plan.set_defaults(func=cmd_plan)
 

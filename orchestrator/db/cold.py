@@ -12,6 +12,10 @@ The ``fastdowntime`` schema must exist beforehand (the deploy lock creates
 it), so the window runs no DDL of the orchestrator's own. Round trips are
 few: one per statement (as ``psql -f`` does), one per patch for its end
 time and row check, and three for the whole transaction.
+
+The transaction is described once, by :func:`cold_transaction`: :func:`apply_cold`
+executes it, :func:`render_cold` shows it for ``--dry-run`` and :func:`review_cold`
+writes it as SQL a reviewer can run in psql (``plan --sql``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from orchestrator.db.connect import Connection
 from orchestrator.db.schema import identifier, schema_exists
 from orchestrator.errors import CommitUnknown, FailedBeforeCommit
 from orchestrator.patches import PatchReport
+from orchestrator.patches.rewrite import inserts_into
 
 QUERY_CANCELED = "57014"
 _SHOWN = 120
@@ -172,7 +177,7 @@ class ColdStep:
     """One round trip of the cold-patch transaction, as :func:`apply_cold` sends it and a
     dry run shows it. ``kind``: ``begin``, ``statement`` (of ``patch``), ``check`` (the
     revision row of ``patch``, which closes its timing), ``record`` (the rows and
-    checksums), ``permissions`` or ``commit``."""
+    checksums of ``patches``), ``permissions`` or ``commit``."""
 
     kind: str
     sql: str
@@ -180,6 +185,10 @@ class ColdStep:
     line: int | None = None
     note: str = ""
     """What a dry run says of a step whose SQL it does not print (``check``, ``record``)."""
+    table: str = ""
+    """The revision table, as SQL text (``check`` and ``record``)."""
+    patches: tuple[ColdPatch, ...] = ()
+    """``record``: the patches whose rows and checksums it records, in their order."""
 
     @property
     def what(self) -> str:
@@ -193,14 +202,34 @@ class ColdStep:
         """The lines a dry run prints for this step."""
         if self.kind == "statement":
             assert self.patch is not None
-            head = ([f"-- {self.patch.filename} ({self.patch.checksum[:12]})"]
-                    if self.line == self.patch.report.statements[0].line else [])
-            return [*head, f"{self.sql};"]
+            return [*self._head(), f"{self.sql};"]
         if self.kind == "permissions":
             return ["-- permissions", self.sql.strip()]
         if self.kind in ("begin", "commit"):
             return [self.kind.upper()]
         return [f"-- {self.note}"]
+
+    def review(self, timeout_ms: int) -> list[str]:
+        """This step as SQL a reviewer reads and can run by hand in psql: what
+        :func:`apply_cold` sends, in order, each ``begin``, ``statement`` and
+        ``permissions`` step after the ``SET LOCAL statement_timeout`` it gets
+        (``timeout_ms``), parameters as literals. The database's clock readings, which
+        time each patch and its revision row, are kept in psql variables (``\\gset``) and
+        used where the orchestrator sends the values it read (``:'name'``)."""
+        timeout = f"SET LOCAL statement_timeout = {timeout_ms};"
+        if self.kind == "begin":
+            return ["BEGIN;", timeout, f"{self.sql} \\gset {_BEGIN_VARS}"]
+        if self.kind == "statement":
+            return [*self._head(), timeout, f"{self.sql};"]
+        if self.kind == "check":
+            return self._review_check()
+        if self.kind == "record":
+            return self._review_record()
+        if self.kind == "permissions":
+            text = self.sql.strip()
+            return ["-- the permissions step", timeout, text,
+                    *(() if text.endswith(";") else (";",))]
+        return [f"{self.sql};"]
 
     @property
     def failed(self) -> str:
@@ -211,21 +240,125 @@ class ColdStep:
             return "the permissions step"
         return "BEGIN" if self.kind == "begin" else self.note
 
+    def _head(self) -> list[str]:
+        """The patch's heading, before its first statement."""
+        assert self.patch is not None
+        if self.line != self.patch.report.statements[0].line:
+            return []
+        return [f"-- {self.patch.filename} ({self.patch.checksum[:12]})"]
+
+    def _review_check(self) -> list[str]:
+        assert self.patch is not None and self.patch.report.name is not None
+        patch, name = self.patch, self.patch.report.name
+        own = _inserts_own_row(patch, self.table)
+        lines = []
+        if not patch.report.statements:
+            why = ("PostgreSQL's parser refuses it (a plan violation)" if not patch.report.parsed
+                   else "it holds no statement")
+            lines.append(f"-- {patch.filename} ({patch.checksum[:12]}): no statement shown: {why}")
+        lines += [f"-- {patch.filename} done: the clock; does its row exist? (the patch "
+                  f"{'inserts it' if own else 'does not insert it'})",
+                  f"{self.sql % (name.major, name.minor, name.point)} \\gset {_vars(patch)}"]
+        return lines
+
+    def _review_record(self) -> list[str]:
+        if not self.patches:
+            return []  # no row to record: apply_cold sends nothing
+        starts = [None, *self.patches[:-1]]
+        timed = list(zip(self.patches, starts, strict=True))
+        own = {p.filename for p in self.patches if _inserts_own_row(p, self.table)}
+
+        def row(patch: ColdPatch) -> tuple[int, int, int]:
+            assert patch.report.name is not None
+            return patch.report.name.key
+
+        inserted = [_ROW_INSERT_TEMPLATE % (*row(p), _at(s), _at(p)) for p, s in timed
+                    if p.filename not in own]
+        updated = [_ROW_UPDATE_TEMPLATE % (*row(p), _at(s), _at(p)) for p, s in timed
+                   if p.filename in own]
+        checksums = [_CHECKSUM_TEMPLATE % (_literal(p.filename), *row(p), _literal(p.checksum),
+                                          f"extract(epoch FROM {_at(p)} - {_at(s)})", "NULL")
+                     for p, s in timed]
+        lines = [f"-- the {self.table} rows, each patch timed from the clock reading "
+                 "before it to its own;",
+                 "-- at run time the checks above decide: a missing row is inserted, a row "
+                 "the patch inserted",
+                 "-- gets its times. Here as the patches read:",
+                 *(f"--   {p.filename} {'inserts' if p.filename in own else 'does not insert'} "
+                   "its row" for p in self.patches)]
+        if inserted:
+            lines += _rows(_ROW_INSERT.format(table=self.table), inserted)
+        if updated:
+            lines += _rows(_ROW_UPDATE.format(table=self.table), updated)
+        return [*lines, "-- each patch's checksum (its git blob id) and seconds; run_id: the "
+                "run's id (NULL here)", *_rows(_CHECKSUMS, checksums)]
+
+
+_BEGIN_VARS = "begin_"
+"""The psql prefix of BEGIN_SQL's clock reading in a review: ``begin_clock_timestamp``."""
+
+_ROW_INSERT = "INSERT INTO {table} (major, minor, patch, start_time, end_time) VALUES %s"
+"""The revision rows the patches did not insert (``%s``: :data:`_ROW_INSERT_TEMPLATE` rows)."""
+_ROW_INSERT_TEMPLATE = "(%s, %s, %s, %s AT TIME ZONE 'UTC', %s AT TIME ZONE 'UTC')"
+_ROW_UPDATE = ("UPDATE {table} t SET start_time = v.s AT TIME ZONE 'UTC', "
+              "end_time = v.e AT TIME ZONE 'UTC' FROM (VALUES %s) v(ma, mi, pa, s, e) "
+              "WHERE t.major = v.ma AND t.minor = v.mi AND t.patch = v.pa")
+"""The times of the revision rows the patches inserted themselves."""
+_ROW_UPDATE_TEMPLATE = "(%s, %s, %s, %s::timestamptz, %s::timestamptz)"
+_CHECKSUMS = ("INSERT INTO fastdowntime.applied_patch "
+             "(filename, major, minor, point, checksum, duration_s, run_id) VALUES %s "
+             "ON CONFLICT (filename) DO UPDATE SET checksum = EXCLUDED.checksum, "
+             "duration_s = EXCLUDED.duration_s, run_id = EXCLUDED.run_id, "
+             "applied_at = clock_timestamp()")
+"""Every patch's checksum, seconds and run, for ``fastdowntime.applied_patch``."""
+_CHECKSUM_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s)"
+
+
+def _vars(patch: ColdPatch) -> str:
+    """The psql prefix a review keeps ``patch``'s check in (``patch_2200_01_0_``)."""
+    return patch.filename.removesuffix(".sql").replace("-", "_") + "_"
+
+
+def _at(patch: ColdPatch | None) -> str:
+    """The clock reading that ends ``patch`` (None: BEGIN's), as a review writes the value
+    :func:`apply_cold` sends (psycopg2 sends a datetime as ``'...'::timestamptz``)."""
+    prefix = _BEGIN_VARS if patch is None else _vars(patch)
+    return f":'{prefix}clock_timestamp'::timestamptz"
+
+
+def _rows(query: str, rows: Sequence[str]) -> list[str]:
+    """``query`` with its ``%s`` as ``rows``, one a line, as :func:`psycopg2.extras.execute_values`
+    sends them (on one line)."""
+    text = query % ("\n  " + ",\n  ".join(rows)) + ";"
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _inserts_own_row(patch: ColdPatch, table: str) -> bool:
+    """Whether a statement of ``patch`` inserts into the revision table (its own row)."""
+    return any(inserts_into(s.sql, table) for s in patch.report.statements)
+
 
 def cold_transaction(patches: Sequence[ColdPatch], permissions: str | None,
                      revision_table: str) -> tuple[ColdStep, ...]:
     """The cold-patch transaction, step by step: the one description :func:`apply_cold`
-    executes and :func:`render_cold` shows. Each statement runs with ``statement_timeout``
-    set from what is left of the deadline."""
+    executes, :func:`render_cold` shows and :func:`review_cold` writes as SQL. Each
+    statement runs with ``statement_timeout`` set from what is left of the deadline."""
     table = identifier(revision_table)
+    ordered = _ordered(patches)
     steps = [ColdStep("begin", BEGIN_SQL)]
-    for patch in _ordered(patches):
+    for patch in ordered:
         steps += [ColdStep("statement", s.sql, patch, s.line) for s in patch.report.statements]
         steps.append(ColdStep("check", f"SELECT clock_timestamp(), EXISTS (SELECT 1 FROM {table} "
                               "WHERE major = %s AND minor = %s AND patch = %s)", patch,
-                              note=f"check or insert the {table} row of {patch.filename}"))
+                              note=f"check or insert the {table} row of {patch.filename}",
+                              table=table))
     steps.append(ColdStep("record", "", note=f"set the {table} rows' times and record the "
-                          "checksums in fastdowntime.applied_patch"))
+                          "checksums in fastdowntime.applied_patch", table=table,
+                          patches=tuple(ordered)))
     if permissions:
         steps.append(ColdStep("permissions", permissions))
     steps.append(ColdStep("commit", "COMMIT"))
@@ -237,6 +370,16 @@ def render_cold(patches: Sequence[ColdPatch], permissions: str | None,
     """What :func:`apply_cold` sends, in order, for ``--dry-run``."""
     return [line for step in cold_transaction(patches, permissions, revision_table)
             for line in step.shown]
+
+
+def review_cold(patches: Sequence[ColdPatch], permissions: str | None, revision_table: str,
+                remaining_s: float) -> list[str]:
+    """What :func:`apply_cold` sends, in order, as SQL for a reviewer (:meth:`ColdStep.review`),
+    every statement with the ``statement_timeout`` it gets when ``remaining_s`` of the
+    deadline are left (at run time, what is left when it is sent)."""
+    timeout = _timeout_ms(remaining_s)
+    return [line for step in cold_transaction(patches, permissions, revision_table)
+            for line in step.review(timeout)]
 
 
 def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
@@ -257,7 +400,6 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     interrupt can land between a COMMIT the server made and the caller knowing it.
     """
     log = log or structlog.get_logger("cold")
-    table = identifier(revision_table)
     steps = cold_transaction(patches, permissions, revision_table)
     ordered = _ordered(patches)
     conn.autocommit = False
@@ -275,7 +417,7 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                     _ms(deadline, clock)
                     break
                 if current.kind == "record":
-                    _record(cur, table, rows, ordered, timings, run_id)
+                    _record(cur, current.table, rows, current.patches, timings, run_id)
                     continue
                 if current.kind == "check":
                     patch = current.patch
@@ -363,7 +505,12 @@ def _ms(deadline: float, clock: Callable[[], float]) -> int:
     remaining = deadline - clock()
     if remaining <= 0:
         raise _DeadlinePassed
-    return max(1, int(remaining * 1000))
+    return _timeout_ms(remaining)
+
+
+def _timeout_ms(remaining_s: float) -> int:
+    """The ``statement_timeout`` a statement gets with ``remaining_s`` of the deadline left."""
+    return max(1, int(remaining_s * 1000))
 
 
 def _one(cur: Any) -> Any:
@@ -376,24 +523,17 @@ def _record(cur: Any, table: str, rows: list[tuple[Any, ...]], patches: Sequence
     """Insert missing revision rows, set every row's times, and store the checksums."""
     missing = [r[:5] for r in rows if not r[5]]
     if missing:
-        psycopg2.extras.execute_values(
-            cur, f"INSERT INTO {table} (major, minor, patch, start_time, end_time) VALUES %s",
-            missing, template="(%s, %s, %s, %s AT TIME ZONE 'UTC', %s AT TIME ZONE 'UTC')")
+        psycopg2.extras.execute_values(cur, _ROW_INSERT.format(table=table), missing,
+                                       template=_ROW_INSERT_TEMPLATE)
     present = [r[:5] for r in rows if r[5]]
     if present:
-        psycopg2.extras.execute_values(
-            cur, f"UPDATE {table} t SET start_time = v.s AT TIME ZONE 'UTC', "
-                 "end_time = v.e AT TIME ZONE 'UTC' FROM (VALUES %s) v(ma, mi, pa, s, e) "
-                 "WHERE t.major = v.ma AND t.minor = v.mi AND t.patch = v.pa",
-            present, template="(%s, %s, %s, %s::timestamptz, %s::timestamptz)")
+        psycopg2.extras.execute_values(cur, _ROW_UPDATE.format(table=table), present,
+                                       template=_ROW_UPDATE_TEMPLATE)
     psycopg2.extras.execute_values(
-        cur, "INSERT INTO fastdowntime.applied_patch "
-             "(filename, major, minor, point, checksum, duration_s, run_id) VALUES %s "
-             "ON CONFLICT (filename) DO UPDATE SET checksum = EXCLUDED.checksum, "
-             "duration_s = EXCLUDED.duration_s, run_id = EXCLUDED.run_id, "
-             "applied_at = clock_timestamp()",
+        cur, _CHECKSUMS,
         [(p.filename, p.report.name.major, p.report.name.minor, p.report.name.point,  # type: ignore[union-attr]
-          p.checksum, t.duration_s, run_id) for p, t in zip(patches, timings, strict=True)])
+          p.checksum, t.duration_s, run_id) for p, t in zip(patches, timings, strict=True)],
+        template=_CHECKSUM_TEMPLATE)
 
 
 def _rollback(conn: Connection) -> None:

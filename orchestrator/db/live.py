@@ -18,6 +18,9 @@ at once. Nothing here holds a lock for long, so users never notice.
 - At the end the revision row is inserted unless the patch inserted it,
   ``fastdowntime.applied_patch`` is upserted and the progress rows deleted,
   in one transaction; then the row is checked to exist.
+
+:func:`review_live` writes what :func:`apply_live` sends as SQL a reviewer can run in psql
+(``plan --sql``).
 """
 
 from __future__ import annotations
@@ -133,10 +136,66 @@ def apply_live(conn: Connection, report: PatchReport, text: str, *,
                        "be recorded in the revision table")
     table = sql.SQL(identifier(revision_table))
     run = _LiveRun(conn, report.name, report.statements, text, table,
-                   lock_timeout_ms=max(1, round(lock_timeout_s * 1000)),
+                   lock_timeout_ms=_lock_timeout_ms(lock_timeout_s),
                    retries=retries, backoff_s=backoff_s, sleep=sleep, run_id=run_id,
                    log=log if log is not None else structlog.get_logger())
     return run.apply()
+
+
+def sent_text(statement: Statement) -> str:
+    """The text :func:`apply_live` sends for ``statement``: a plain ``CREATE INDEX`` on a
+    table that existed before the patch as ``CREATE INDEX CONCURRENTLY``, else as written."""
+    rewritten = concurrent_form(statement.sql) if statement.blocking else None
+    return rewritten or statement.sql
+
+
+def review_live(report: PatchReport, text: str, *, revision_table: str,
+                lock_timeout_s: float) -> list[str]:
+    """What :func:`apply_live` sends for the live patch ``report`` (analysed from ``text``),
+    in order, as SQL a reviewer reads and can run by hand in psql: each statement after the
+    ``SET lock_timeout`` it gets, as it is sent, then the revision row unless the patch
+    inserted it. Comments say what the SQL does not: the skip when the row exists, the
+    invalid index dropped before a build, the progress and checksum bookkeeping."""
+    if report.name is None:
+        raise BadInput(f"{report.file}: not named patch-MAJOR-MINOR-POINT.sql, so it cannot "
+                       "be recorded in the revision table")
+    table = identifier(revision_table)
+    timeout = _SET_LOCK_TIMEOUT.format(_lock_timeout_ms(lock_timeout_s)) + ";"
+    name = report.name
+    lines = [f"-- {name.filename} ({blob_sha(text.encode())[:12]})",
+             f"-- (skipped if its {table} row exists and no earlier run left it half done)"]
+    if not report.statements:
+        lines.append("-- no statement shown: " + (
+            "PostgreSQL's parser refuses it (a plan violation)" if not report.parsed
+            else "it holds no statement"))
+    for statement in report.statements:
+        sent = sent_text(statement)
+        if sent != statement.sql:
+            lines.append(f"-- line {statement.line}: a plain CREATE INDEX on an existing table "
+                         "runs CONCURRENTLY")
+        build = index_build(statement.sql)
+        if build is not None and build.index is not None:
+            lines.append(f"-- before it, an INVALID index {build.index} (a failed build's), "
+                         "if any, is dropped CONCURRENTLY")
+        lines += [timeout, f"{sent};"]
+    now = "clock_timestamp() AT TIME ZONE 'UTC'"
+    lines += [f"-- its {table} row unless the patch inserted it, in one transaction with its "
+              "checksum",
+              "-- (fastdowntime.applied_patch); the orchestrator sends the patch's start and end "
+              "by its own clock", "-- (UTC), here the database's", timeout,
+              _RECORD_ROW.format(table) % (*name.key, now, now, *name.key) + ";"]
+    return lines
+
+
+_SET_LOCK_TIMEOUT = "SET lock_timeout = {}"
+_RECORD_ROW = ("INSERT INTO {0} (major, minor, patch, start_time, end_time)"
+               " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM {0}"
+               " WHERE major = %s AND minor = %s AND patch = %s)")
+"""The revision row of a live patch, unless the patch inserted it."""
+
+
+def _lock_timeout_ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _short(text: str) -> str:
@@ -204,8 +263,8 @@ class _LiveRun:
 
     def _run(self, number: int, statement: Statement) -> None:
         build = index_build(statement.sql)
-        rewritten = concurrent_form(statement.sql) if statement.blocking else None
-        text = rewritten or statement.sql
+        text = sent_text(statement)
+        rewritten = text if text != statement.sql else None
         in_transaction = runs_in_transaction(text)
         started, retried_before = time.monotonic(), self.retried
 
@@ -315,7 +374,7 @@ class _LiveRun:
 
     def _set_lock_timeout(self) -> None:
         with self.conn.cursor() as cur:
-            cur.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(self.lock_timeout_ms)))
+            cur.execute(sql.SQL(_SET_LOCK_TIMEOUT).format(sql.Literal(self.lock_timeout_ms)))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -349,11 +408,8 @@ class _LiveRun:
         """Revision row (unless the patch wrote it), applied_patch, no more progress: at once."""
         self._set_lock_timeout()
         with self._transaction() as cur:
-            cur.execute(sql.SQL("INSERT INTO {0} (major, minor, patch, start_time, end_time)"
-                                " SELECT %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM {0}"
-                                " WHERE major = %s AND minor = %s AND patch = %s)")
-                        .format(self.table), (*self.name.key, start_time, end_time,
-                                              *self.name.key))
+            cur.execute(sql.SQL(_RECORD_ROW).format(self.table),
+                        (*self.name.key, start_time, end_time, *self.name.key))
             cur.execute(
                 "INSERT INTO fastdowntime.applied_patch"
                 " (filename, major, minor, point, checksum, duration_s, run_id)"

@@ -1,11 +1,12 @@
-"""One statement of a live patch, as the live applier needs to see it; pure, no I/O.
+"""One statement of a patch, as the appliers need to see it; pure, no I/O.
 
 - :func:`concurrent_form` turns a plain ``CREATE INDEX`` into ``CREATE INDEX
   CONCURRENTLY`` (PostgreSQL's parser and pglast's deparser, not text edits);
 - :func:`index_build` names the index and table of a ``CREATE INDEX``, so an
   invalid index left by a failed concurrent build can be found and dropped;
 - :func:`runs_in_transaction` says whether PostgreSQL accepts the statement
-  inside a transaction block (CONCURRENTLY and VACUUM it does not).
+  inside a transaction block (CONCURRENTLY and VACUUM it does not);
+- :func:`inserts_into` says whether it records the patch in the revision table.
 
 Each takes the text of one statement, as :class:`~orchestrator.patches.Statement`
 holds it, and raises :class:`pglast.parser.ParseError` on text PostgreSQL's
@@ -24,7 +25,7 @@ from pglast.parser import parse_sql_json
 from pglast.stream import RawStream
 
 from orchestrator.patches.locks import Relation, range_var
-from orchestrator.patches.statements import effect_of
+from orchestrator.patches.statements import REVISION_INSERT, effect_of
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,14 @@ def runs_in_transaction(sql: str) -> bool:
     if name == "DiscardStmt" and body.get("target") == "DISCARD_ALL":
         return False
     return not effect_of(node, "").no_transaction
+
+
+def inserts_into(sql: str, revision_table: str) -> bool:
+    """True when ``sql`` is one INSERT into ``revision_table`` (schema-qualified or not, any
+    case, matched as the analysis matches it): a patch that records its own revision row."""
+    node = _only_statement(sql)
+    return (node is not None and "InsertStmt" in node
+            and effect_of(node, revision_table).what == REVISION_INSERT)
 
 
 _CLUSTER_LEVEL = frozenset({

@@ -109,6 +109,10 @@ def reads(tree: Any, level: str = ACCESS_SHARE) -> Locks:
     return [(r, lvl) for r, lvl in found if r.schema is not None or r.name not in ctes]
 
 
+REVISION_INSERT = "INSERT into the revision table"
+"""What :func:`effect_of` calls an INSERT into the revision table (a patch recording itself)."""
+
+
 def _matches(relation: Relation, revision_table: str) -> bool:
     wanted = revision_table.lower().split(".")
     if relation.name.lower() != wanted[-1]:
@@ -119,7 +123,7 @@ def _matches(relation: Relation, revision_table: str) -> bool:
 def _insert(node: Node, revision_table: str) -> Effect:
     target = range_var(node["relation"])
     if _matches(target, revision_table):
-        return Effect("INSERT into the revision table", LIVE, tuple(reads({"InsertStmt": node})))
+        return Effect(REVISION_INSERT, LIVE, tuple(reads({"InsertStmt": node})))
     return Effect("INSERT", IF_NEW, tuple(reads({"InsertStmt": node})))
 
 

@@ -36,6 +36,7 @@ from orchestrator.estimate import Sizes, StatementTiming
 from orchestrator.history import git
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
+from orchestrator.runner.actions.window import PERMISSIONS
 from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
 from orchestrator.runner.outcome import Outcome
@@ -73,7 +74,7 @@ def read_texts(config: Config, plan: Plan) -> dict[str, str]:
         blob = plan.tree[permissions]
         data = git.read_blobs(config.source.repo, [blob])[blob]
         try:
-            texts["<permissions>"] = data.decode("utf-8")
+            texts[PERMISSIONS] = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadInput(f"[source] permissions {permissions}: not UTF-8: {exc}") from None
     return texts

@@ -5,7 +5,7 @@ let connections back, hand traffic to the serving slot; then wait for the standb
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from orchestrator.errors import (
     FastdowntimeError,
 )
 from orchestrator.history.git import blob_sha
+from orchestrator.plan import Plan
 from orchestrator.remote import operations as ops
 from orchestrator.runner.actions.base import Action, action
 from orchestrator.runner.actions.instances import _by_port, targets, unhealthy, why_unhealthy
@@ -186,6 +187,19 @@ def _control_lines(part: str) -> Callable[[Run], list[str]]:
     return shown
 
 
+PERMISSIONS = "<permissions>"
+"""The key of the permissions file's text among a run's texts (``deploy.read_texts``)."""
+
+
+def cold_patches(plan: Plan, texts: Mapping[str, str]) -> list[Any]:
+    """The :class:`~orchestrator.db.cold.ColdPatch` of each of ``plan``'s cold patches, from
+    the ``texts`` the planner read: what the window applies."""
+    from orchestrator.db.cold import ColdPatch
+
+    return [ColdPatch(plan.reports[name], texts[name], blob_sha(texts[name].encode()))
+            for name in plan.cold_patches]
+
+
 @dataclass(frozen=True)
 class ColdParams:
     reserve_s: float = 1.0
@@ -201,14 +215,10 @@ class ApplyColdPatches(Action):
     commit_point = True
 
     def patches(self, run: Run) -> list[Any]:
-        from orchestrator.db.cold import ColdPatch
-
-        return [ColdPatch(run.plan.reports[name], run.texts[name],
-                          blob_sha(run.texts[name].encode()))
-                for name in run.plan.cold_patches]
+        return cold_patches(run.plan, run.texts)
 
     def permissions(self, run: Run) -> str | None:
-        return run.texts.get("<permissions>")
+        return run.texts.get(PERMISSIONS)
 
     def script(self, run: Run) -> Script:
         patches = self.patches(run)
