@@ -153,7 +153,7 @@ def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
 
 def test_client_sees_the_outage_the_journal_records(fresh: Sandbox, tmp_path: Path) -> None:
     """In drain mode a client probing every 10 ms sees one outage, within 100 ms of the
-    journal's outage_s (hold mode fails no request: tests/e2e/test_hold.py)."""
+    journal's outage_s (hold mode fails no request: tests/e2e/test_hold_deploy.py)."""
     config = fresh.write_config(tmp_path, mode='"drain"')
     with Client() as client:
         done = fresh.cli("deploy", "--yes", *approvals(), config=config)
