@@ -61,6 +61,9 @@ class Run:
     """The window's opening and closing on the monotonic ``clock``: what ``outage_s``
     measures (the wall-clock instants above are for the journal; NTP may step them)."""
     window_closed_at: float | None = None
+    settled: bool = False
+    """True once ``close_window`` sent the traffic where the window hands it: in hold mode the
+    window closes before (at RESUME), and an interrupt between would leave the swap undone."""
     cold_timings: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     """Failures after the commit point: the run rolled forward past them."""

@@ -8,8 +8,9 @@ the completed steps, in reverse, and raises :class:`FailedBeforeCommit`
 run rolls forward: a failing step is recorded in ``run.problems`` and the
 next steps still run; the caller reports exit 4 with each host's state.
 
-From the commit point until the window has closed, SIGINT, SIGTERM and SIGHUP
-are held (:func:`held_until_the_window_closes`): an interrupt there would
+From the commit point until the window has closed and traffic went where it
+hands it, SIGINT, SIGTERM and SIGHUP are held
+(:func:`held_until_the_window_closes`): an interrupt there would
 skip giving the connections back or the traffic, and leave users out with
 the schema already new. Each held signal is recorded as a problem once the
 window has closed (exit 4).
@@ -76,11 +77,17 @@ def _run_steps(playbook: Playbook, run: Run, held: list[str]) -> None:
             raise FailedBeforeCommit(f"{playbook.name} step {step.name} (line {step.line}) "
                                      f"failed: {why}; the old state is restored") from exc
         done.append(step)
-        if run.window_closed is not None:
+        if not _holding(run):
             _report_held(playbook, run, held)
 
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _holding(run: Run) -> bool:
+    """Interrupts wait from COMMIT until the window has closed and the traffic went where
+    the window hands it (in hold mode the window closes first, at RESUME)."""
+    return run.committed and (run.window_closed is None or not run.settled)
 
 
 @contextmanager
@@ -98,7 +105,7 @@ def held_until_the_window_closes(run: Run) -> Iterator[list[str]]:
 
     def handler(number: int, frame: Any) -> None:
         name = signal.Signals(number).name
-        if run.committed and run.window_closed is None:
+        if _holding(run):
             held.append(name)
             return
         before = previous[number]

@@ -233,8 +233,9 @@ def test_dry_run_shows_the_fallback_a_failing_host_takes(fresh: Sandbox,
     fresh.commit("Health answers 500 on app1", {server: fresh.edit(server, HEALTHY,
                                                                    UNHEALTHY_ON_APP1)})
     fresh.commit("Add extra column to item (cold)", {PATCH_07: COLD_PATCH})
+    # drain mode: the restart inside the window, all hosts at once, each with its fallback
     config = fresh.write_config(tmp_path, playbook='"fastdowntime-restart"',
-                                health_timeout_s="2")
+                                health_timeout_s="2", mode='"drain"')
     took = deploy_and_compare(fresh, config, tmp_path, ["fastdowntime-restart"], 4,
                               "patch-2200-07-0")
     fallback = took["fastdowntime/restart_on_release"]

@@ -26,7 +26,8 @@ def test_healthy_hosts_pass(sandbox: Context, config: Config) -> None:
     with Remote(config) as remote:
         results = {r.name: r for r in run_checks(remote, config, first_revision(sandbox))}
     assert {n: r.ok for n, r in results.items()} == {"hosts": True, "deployed_revision": True,
-                                                     "haproxy": True, "free_disk": True}
+                                                     "haproxy": True, "haproxy_waits": True,
+                                                     "free_disk": True}
 
 
 def test_wrong_from_and_unknown_keys_are_named(sandbox: Context, config: Config,

@@ -46,9 +46,12 @@ def test_an_unversioned_schema_is_adopted_and_its_data_kept(
     with conn.cursor() as cur:
         cur.execute("CREATE SCHEMA fastdowntime")
         cur.execute(schema.MIGRATIONS[0][1])
+        # a timing as an orchestrator of that time wrote it (no statement records)
+        cur.execute("INSERT INTO fastdowntime.patch_timing (filename, checksum, duration_s, "
+                    "run_id) VALUES ('patch-2200-01-0.sql', 'aaa', 1.25, 'old-run')")
     conn.commit()
-    record_timings(conn, [("patch-2200-01-0.sql", "aaa", 1.25)], "old-run")
     assert schema.schema_version(conn) == 1
+    assert read_timings(scratch_db) == {("patch-2200-01-0.sql", "aaa"): 1.25}
     schema.ensure_schema(conn)
     conn.close()
     assert versions(scratch_db) == [v for v, _ in schema.MIGRATIONS]
@@ -61,7 +64,7 @@ def test_a_later_migration_is_applied_once(scratch_db: DatabaseSettings,
     even when two upgrade at the same time."""
     conn = connect(scratch_db)
     schema.ensure_schema(conn)
-    record_timings(conn, [("patch-2200-01-0.sql", "aaa", 2.0)], "run-1")
+    record_timings(conn, [("patch-2200-01-0.sql", "aaa", 2.0, ())], "run-1")
     conn.close()
     latest = schema.latest_version()
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, (

@@ -217,7 +217,16 @@ class Interrupted(Recorder):
 
 
 class Closes(Recorder):
-    """Closes the window (as close_window does)."""
+    """Closes the window and hands the traffic over (as close_window does)."""
+
+    def do(self, run: Any) -> dict[str, Any]:
+        run.window_closed = 1.0
+        run.settled = True
+        return super().do(run)
+
+
+class Resumes(Recorder):
+    """Closes the window without handing the traffic over (hold mode's RESUME)."""
 
     def do(self, run: Any) -> dict[str, Any]:
         run.window_closed = 1.0
@@ -253,3 +262,12 @@ def test_after_the_window_an_interrupt_takes_its_usual_path() -> None:
     assert log(run) == ["do cold", "do close", "do after"]
     assert len(run.problems) == 1 and "step recorder" in run.problems[0]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_in_hold_mode_an_interrupt_waits_for_the_swap_too() -> None:
+    """The window closed at RESUME, the traffic not yet moved: Ctrl-C waits until it has."""
+    run = new_run()
+    run_steps(book(Recorder("cold", commits=True), Resumes("restore"), Interrupted("swap"),
+                   Closes("close"), Recorder("after")), run)
+    assert log(run) == ["do cold", "do restore", "do swap", "do close", "do after"]
+    assert len(run.problems) == 1 and "SIGINT received after COMMIT" in run.problems[0]

@@ -158,38 +158,33 @@ class RestartOnRelease(Action):
             return restart_script(run, run.app_hosts, timeout)
         size = max(1, run.config.nodowntime.max_out_of_rotation)
         hosts = run.app_hosts
-        # a host that already serves the release (a resumed run's) is not restarted
-        return (Health(targets(run, 0), 0.0, "before"),
-                *(_restart_batch(run, hosts[i:i + size], timeout, f"#{i // size + 1}")
-                  for i in range(0, len(hosts), size)))
+        return tuple(node for i in range(0, len(hosts), size)
+                     for node in _restart_batch(run, hosts[i:i + size], timeout,
+                                                f"#{i // size + 1}"))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"hosts": dict(run.host_states)}
 
 
 def _restart_batch(run: Run, batch: Sequence[HostSettings], timeout_s: float,
-                   tag: str) -> If:
+                   tag: str) -> Script:
     """One batch of a rolling restart: out of rotation (drained), stopped, restarted on the
-    release (or back on the previous one), in rotation again unless it is down."""
-    names = [h.name for h in batch]
+    release (or back on the previous one), in rotation again unless it is down. A host that
+    already serves the release (a resumed run's) restarts too: harmless, and the same for
+    every host."""
     servers = tuple(run.server(h, run.slots[h.name][0]) for h in batch)
     timeout = run.config.need("lb").drain_timeout_s
 
     def down(name: str) -> When:
         return When(f"{name} is down", lambda run, answers:
                     run.host_states.get(name, "").startswith("DOWN"))
-    return If(
-        When(f"{', '.join(names)} do not all serve {run.release[:12]} yet",
-             lambda run, answers: not all(answers["before"][n].ok for n in names)),
-        (SetState(tuple(Pick(s) for s in servers), "drain"), Drained(servers, timeout),
-         SetState(tuple(Pick(s) for s in servers), "maint"),
-         *(Ssh(ops.stop_commands(run.config, hosts, port), fails="stopping the app")
-           for port, hosts in _by_port(run, 0, batch).items()),
-         *restart_script(run, batch, timeout_s, tag),
-         SetState(tuple(Pick(run.server(h, run.slots[h.name][0]), None, down(h.name))
-                        for h in batch), "ready")),
-        (Effect(lambda run, answers: run.host_states.update(
-            dict.fromkeys(names, f"serving {run.release[:12]}"))),))
+    return (SetState(tuple(Pick(s) for s in servers), "drain"), Drained(servers, timeout),
+            SetState(tuple(Pick(s) for s in servers), "maint"),
+            *(Ssh(ops.stop_commands(run.config, hosts, port), fails="stopping the app")
+              for port, hosts in _by_port(run, 0, batch).items()),
+            *restart_script(run, batch, timeout_s, tag),
+            SetState(tuple(Pick(run.server(h, run.slots[h.name][0]), None, down(h.name))
+                           for h in batch), "ready"))
 
 
 def _restart_failures(answers: Answers, hosts: Sequence[HostSettings],

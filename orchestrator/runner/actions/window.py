@@ -340,7 +340,8 @@ class CloseWindow(Action):
         return (Health(targets(run, index), CLOSE_HEALTH_S, "health"),
                 SetState(ready, "ready", key="ready"), Effect(_window_closed),
                 *((SetState(retire, "drain"),) if new else ()),
-                Effect(lambda run, answers: _host_states(run, answers, new)))
+                Effect(lambda run, answers: _host_states(run, answers, new)),
+                Effect(lambda run, answers: setattr(run, "settled", True)))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         return {"ready": answers["ready"], "outage_s": run.outage_s,
