@@ -199,6 +199,10 @@ def http_fetch(url: str, timeout_s: float) -> bool:
         connection.close()
 
 
+STOP_GRACE_S = 2.0
+"""How long :meth:`Probe.stop` waits for the requests in flight (at most ``timeout_s``): at
+the end of a run nothing holds them, and a request still unanswered then is one users
+would count as failed."""
 _POLL_S = 0.05
 """How often a scheduler waiting for a free worker looks whether the probe is stopping."""
 
@@ -261,16 +265,17 @@ class Probe:
     def stop(self) -> ProbeReport:
         """Stop issuing requests, wait for those in flight, and return the final report.
 
-        The wait lasts at most ``timeout_s`` (every request in flight was given
-        that long to answer); a request still unanswered then is reported as a
+        The wait lasts at most :data:`STOP_GRACE_S` (or ``timeout_s`` when shorter);
+        a request still unanswered then is reported as a
         failure ending at that instant (a user still waiting), and its answer,
         should it come later, is dropped. Raises RuntimeError (chained) when a
         request itself raised, which only an injected ``fetch`` can make happen.
         """
         self._stopping.set()
-        deadline = time.monotonic() + self.timeout_s
+        grace = min(self.timeout_s, STOP_GRACE_S)
+        deadline = time.monotonic() + grace
         if self._thread is not None:
-            self._thread.join(self.timeout_s)
+            self._thread.join(grace)
         with self._lock:
             self._settled.wait_for(lambda: self._in_flight == 0,
                                    max(0.0, deadline - time.monotonic()))
