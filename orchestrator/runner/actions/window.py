@@ -337,7 +337,10 @@ class CloseWindow(Action):
                        for h in run.app_hosts)
         # the old instances drain (a drained window left them none to finish; an undone
         # one's are serving): stop_old_instances waits for them before they stop
-        return (Health(targets(run, index), CLOSE_HEALTH_S, "health"),
+        # in hold mode the window has closed (users are served by the old instances): the new
+        # ones get the app's whole health timeout, right after RESUME's burst of logins
+        wait = run.config.need("app").health_timeout_s if holds(run) else CLOSE_HEALTH_S
+        return (Health(targets(run, index), wait, "health"),
                 SetState(ready, "ready", key="ready"), Effect(_window_closed),
                 *((SetState(retire, "drain"),) if new else ()),
                 Effect(lambda run, answers: _host_states(run, answers, new)),
