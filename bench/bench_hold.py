@@ -28,6 +28,7 @@ from typing import Any
 from bench.bench_window import fresh
 from orchestrator.config import load_config
 from orchestrator.runner.probe import Probe, ProbeReport
+from orchestrator.runner.runs import epoch
 from orchestrator.sandbox import manager
 
 RUNS = int(os.environ.get("FASTDOWNTIME_BENCH_RUNS", "10"))
@@ -74,18 +75,13 @@ def case(playbook: str, mode: str) -> dict[str, Any]:
         failed.append(report.failures)
         extra.append(report.longest_wait_s - cold)
         window = run.get("window") or {}
-        opened, closed = _epoch(window.get("opened")), _epoch(window.get("closed"))
+        opened, closed = epoch(window.get("opened")), epoch(window.get("closed"))
         if opened is not None and closed is not None:
             held.append(report.within(opened, closed).longest_wait_s - cold)
         assert report.first is not None and report.last is not None
         rates.append(report.requests / (report.last - report.first))
     return {"failed": failed, "extra": extra, "rate": min(rates), "floor": idle, "held": held}
 
-
-def _epoch(value: Any) -> float | None:
-    from orchestrator.runner.runs import epoch
-
-    return epoch(value)
 
 
 def main() -> None:

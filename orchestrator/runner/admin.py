@@ -6,6 +6,7 @@ from __future__ import annotations
 from orchestrator.config import Config
 from orchestrator.db.lock import Holder, force_unlock
 from orchestrator.db.timings import export, read_rehearsals
+from orchestrator.runner.preflight import Rehearsed
 
 
 def unlock(config: Config) -> Holder | None:
@@ -16,8 +17,8 @@ def unlock(config: Config) -> Holder | None:
 def timings(config: Config) -> list[dict[str, object]]:
     """The rehearsal timings this environment reads, in their export form (with each
     timing's statement records, so production can scale them to its sizes)."""
-    rows = read_rehearsals(config.need("database"))
-    return export({k: s for k, (s, _) in rows.items()}, {k: r for k, (_, r) in rows.items()})
+    rehearsed = Rehearsed.of(read_rehearsals(config.need("database")))
+    return export(rehearsed.seconds, rehearsed.statements)
 
 
 __all__ = ["timings", "unlock"]

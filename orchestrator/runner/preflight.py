@@ -180,11 +180,12 @@ def patch_facts(plan: Plan, timings: Timings, need_timings: bool = True) -> Patc
     """The plain values the database checks need of ``plan`` (its estimate when it has
     one, else the rehearsed seconds and the assumed overhead)."""
     seconds = timings_for(plan.tree_patches, timings)
-    total, unknown = estimate_outage(plan.cold_patches, seconds)
-    note = ""
     if plan.estimate is not None:
         total, unknown = plan.estimate.total_s or 0.0, list(plan.estimate.unknown)
         note = plan.estimate.source
+    else:
+        total, unknown = estimate_outage(plan.cold_patches, seconds)
+        note = ""
     return Patches(tree=dict(plan.tree_patches),
                    planned=plan.cold_patches + plan.fastdowntime_live_patches +
                    plan.nodowntime_live_patches,
