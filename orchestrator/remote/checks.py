@@ -8,12 +8,15 @@
 - ``free_disk``: each app and script host has ``[app] min_free_mb`` free;
 - ``haproxy``: each app host has exactly one slot in service and none is left
   draining (a run that died, or someone by hand, would have the window start
-  from a state nobody planned).
+  from a state nobody planned);
+- ``haproxy_waits`` (hold mode): haproxy lets a held request wait out the
+  window, and its health checks would not mark the held servers down first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from orchestrator.check_result import CheckResult
 from orchestrator.config import Config
@@ -120,13 +123,15 @@ def check_haproxy(remote: Remote, config: Config) -> CheckResult:
 def check_haproxy_waits(remote: Remote, config: Config) -> CheckResult:
     """Hold mode: haproxy's ``timeout server`` and ``timeout queue`` outlast the window, as
     its configuration on the LB host says (``[lb] haproxy_config``, read over SSH), or else
-    ``[lb] timeout_server_s`` / ``timeout_queue_s``."""
-    from orchestrator.remote.haproxy_config import Timeouts, backend_timeouts
+    ``[lb] timeout_server_s`` / ``timeout_queue_s``; and its health checks, when they ask the
+    app's own health page (``[app] health_url``, which waits for the database), would not
+    mark the held servers down first."""
+    from orchestrator.remote.haproxy_config import Backend, Timeouts, read_backend
 
     lb = config.need("lb")
     need = config.window.hold_needs_s
     where = "[lb] timeout_server_s / timeout_queue_s"
-    timeouts: Timeouts | None = None
+    backend: Backend | None = None
     unread = ""
     if lb.haproxy_config:
         host = config.role("lb")[0]
@@ -134,28 +139,40 @@ def check_haproxy_waits(remote: Remote, config: Config) -> CheckResult:
                                      description="read haproxy's configuration"))
         if read.ok:
             try:
-                timeouts = backend_timeouts(read.stdout, lb.backend)
+                backend = read_backend(read.stdout, lb.backend)
                 where = f"{lb.haproxy_config} on {host.name}"
             except FastdowntimeError as exc:
                 unread = f"{lb.haproxy_config}: {exc}"
         else:
             unread = f"{lb.haproxy_config} on {host.name}: {read.describe()}"
-    if timeouts is None:
-        if lb.timeout_server_s is None:
-            why = f"could not read {unread}; " if unread else ""
-            return CheckResult("haproxy_waits", False, f"{why}haproxy's timeout server is not "
-                               "known: set [lb] haproxy_config (its path on the LB host) or "
-                               "[lb] timeout_server_s")
+    if backend is not None:
+        timeouts = backend.timeouts
+    elif lb.timeout_server_s is None:
+        why = f"could not read {unread}; " if unread else ""
+        return CheckResult("haproxy_waits", False, f"{why}haproxy's timeout server is not "
+                           "known: set [lb] haproxy_config (its path on the LB host) or "
+                           "[lb] timeout_server_s")
+    else:
         timeouts = Timeouts(lb.timeout_server_s, lb.timeout_queue_s)
     problems = [f"timeout {name} {value:g} s ({where}) would fail a held request before the "
                 f"window could end ({need:g} s: [window] budget_s {config.window.budget_s:g} "
                 "plus a margin)"
                 for name, value in (("server", timeouts.server_s), ("queue", timeouts.queue_s))
                 if value is not None and value < need]
+    checks = backend.checks if backend is not None else None
+    health_path = urlsplit(config.app.health_url).path if config.app else None
+    if checks is not None and checks.path == health_path and checks.down_after_s < need:
+        problems.append(
+            f"haproxy's health checks ask {checks.path}, the app's health page ([app] "
+            f"health_url), which waits for the database: {checks.describe()} ({where}) mark "
+            f"every server down after about {checks.down_after_s:g} s of a held window, "
+            f"which may last {need:g} s; check a page that answers without the database, "
+            "or raise timeout check or fall")
     shown = ", ".join(f"timeout {name} " + ("unbounded" if value is None else f"{value:g} s")
                       for name, value in (("server", timeouts.server_s),
                                           ("queue", timeouts.queue_s)))
     return CheckResult("haproxy_waits", not problems,
                        "; ".join(problems) or f"{shown} ({where}): a request can wait "
                        f"{need:g} s", {"server_s": timeouts.server_s,
-                                       "queue_s": timeouts.queue_s, "need_s": need})
+                                       "queue_s": timeouts.queue_s, "need_s": need,
+                                       "check_path": checks.path if checks else None})

@@ -1,16 +1,22 @@
-"""haproxy's timeouts as its configuration file sets them, for hold mode's preflight.
+"""What haproxy's configuration file says about a held request, for hold mode's preflight.
 
 In hold mode a request waits at the app for the whole window: haproxy must not
 give up on it first. ``timeout server`` bounds the wait for the server's
 answer, ``timeout queue`` the wait for a server slot (``timeout connect`` when
 unset). A ``backend`` section's own value wins over the last ``defaults``
 section before it; a timeout set nowhere is unbounded (None).
+
+The backend's health checks matter too: a check that asks a page which waits
+for the database is held like any request, and after ``fall`` checks that time
+out haproxy marks the server down and answers 503 for it. :class:`Checks` says
+what the checks ask and how soon they would give a held server up.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from orchestrator.errors import BadInput
 
@@ -18,6 +24,11 @@ _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0
 _TIME = re.compile(r"^(\d+)(us|ms|s|m|h|d)?$")
 _SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers",
              "userlist", "mailers", "program", "http-errors", "ring", "cache")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS", "DELETE", "TRACE", "PATCH")
+CHECK_INTER_S = 2.0
+"""haproxy's ``inter`` when no ``server`` or ``default-server`` line sets it."""
+CHECK_FALL = 3
+"""haproxy's ``fall`` when none is set."""
 
 
 def seconds(value: str) -> float:
@@ -37,31 +48,109 @@ class Timeouts:
     """``timeout queue``, or ``timeout connect`` where it is unset, as haproxy does."""
 
 
+@dataclass(frozen=True)
+class Checks:
+    """A backend's HTTP health checks: the path they ask and their pace (the least
+    patient of its servers)."""
+
+    path: str | None
+    """The path ``option httpchk`` (or ``http-check send ... uri``) asks; None: no HTTP
+    checks (``option httpchk`` absent), so a held page cannot fail them."""
+    timeout_s: float
+    """How long one check may take: ``timeout check`` where set, else ``inter``."""
+    fall: int
+    inter_s: float
+
+    @property
+    def down_after_s(self) -> float:
+        """About how long a held window may last before haproxy marks a server down: ``fall``
+        checks in a row that each time out (a lower bound: the first may have started just
+        before the window)."""
+        return self.fall * self.timeout_s
+
+    def describe(self) -> str:
+        return (f"option httpchk {self.path}, fall {self.fall} x timeout "
+                f"{self.timeout_s:g} s")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend as the configuration sets it."""
+
+    timeouts: Timeouts
+    checks: Checks
+
+
 def backend_timeouts(text: str, backend: str) -> Timeouts:
     """The timeouts of ``backend`` (a ``backend`` or ``listen`` section) in the
     configuration ``text``; :class:`BadInput` when it has no such section."""
-    defaults: dict[str, float] = {}
-    found: dict[str, float] | None = None
-    section: dict[str, float] | None = None
+    return read_backend(text, backend).timeouts
+
+
+def read_backend(text: str, backend: str) -> Backend:
+    """``backend`` (a ``backend`` or ``listen`` section) of the configuration ``text``:
+    its timeouts and its health checks; :class:`BadInput` when it has no such section."""
+    defaults: list[list[str]] = []
+    found: list[list[str]] | None = None
+    section: list[list[str]] | None = None
     for raw in text.splitlines():
         words = raw.split("#", 1)[0].split()
         if not words:
             continue
         if words[0] in _SECTIONS:
             if words[0] == "defaults":
-                defaults = {}
+                defaults = []
                 section = defaults
             elif words[0] in ("backend", "listen") and words[1:2] == [backend]:
-                found = dict(defaults)
+                found = list(defaults)
                 section = found
             else:
                 section = None
             continue
-        if section is not None and words[0] == "timeout" and len(words) >= 3:
-            section[words[1]] = seconds(words[2])
+        if section is not None:
+            section.append(words)
     if found is None:
         raise BadInput(f"haproxy's configuration has no backend {backend!r}")
-    return Timeouts(found.get("server"), found.get("queue", found.get("connect")))
+    return _backend(found)
 
 
-__all__ = ["Timeouts", "backend_timeouts", "seconds"]
+def _backend(lines: list[list[str]]) -> Backend:
+    """The settings of one backend from its lines (its defaults' first, then its own)."""
+    timeouts: dict[str, float] = {}
+    path: str | None = None
+    default_server: dict[str, str] = {}
+    servers: list[dict[str, str]] = []
+    for words in lines:
+        if words[0] == "timeout" and len(words) >= 3:
+            timeouts[words[1]] = seconds(words[2])
+        elif words[:2] == ["option", "httpchk"]:
+            path = _check_path(words[2:])
+        elif words[:2] == ["http-check", "send"] and "uri" in words:
+            at = words.index("uri") + 1
+            path = urlsplit(words[at]).path or "/" if at < len(words) else path
+        elif words[0] == "default-server":
+            default_server.update(_pairs(words[1:]))
+        elif words[0] == "server":
+            servers.append(_pairs(words[3:]))
+    paces = [{**default_server, **own} for own in servers] or [default_server]
+    inter = min(seconds(p["inter"]) if "inter" in p else CHECK_INTER_S for p in paces)
+    fall = min(int(p["fall"]) if "fall" in p else CHECK_FALL for p in paces)
+    check_timeout = timeouts.get("check", inter)
+    return Backend(Timeouts(timeouts.get("server"), timeouts.get("queue", timeouts.get("connect"))),
+                   Checks(path, check_timeout, fall, inter))
+
+
+def _check_path(words: list[str]) -> str:
+    """The path of ``option httpchk [METHOD] [URI [VERSION]]`` (``/`` when none is named)."""
+    if words and words[0].upper() in _METHODS:
+        words = words[1:]
+    return (urlsplit(words[0]).path or "/") if words else "/"
+
+
+def _pairs(words: list[str]) -> dict[str, str]:
+    """``inter 1s fall 2 check ...`` as ``{"inter": "1s", "fall": "2"}`` (the keys we read)."""
+    return {word: words[i + 1] for i, word in enumerate(words[:-1])
+            if word in ("inter", "fall", "fastinter")}
+
+
+__all__ = ["Backend", "Checks", "Timeouts", "backend_timeouts", "read_backend", "seconds"]

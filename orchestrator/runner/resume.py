@@ -211,8 +211,14 @@ def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
                  len(steps))
     after = [_rolling(s) if undone else s for s in steps[first:]]
     opened = [e for e in window if e.get("event") == "window.open"]
-    if opened and not any(e.get("event") == "window.close" for e in window):
+    closed = [e for e in window if e.get("event") == "window.close"]
+    if opened and not closed:
         run.window_opened = float(opened[-1].get("at") or 0.0) or None
+    # interrupts are held from COMMIT until the window closed and traffic settled: what
+    # the dead run already got to, resume does not wait for again
+    if closed:
+        run.window_closed = float(closed[-1].get("at") or 0.0) or None
+    run.settled = "close_window" in done
     run.committed = True
     run_steps(Playbook(playbook.name, playbook.description, (*redo, *after), playbook.path),
               run)

@@ -3,7 +3,9 @@
 It runs as the ``deploy`` user on the LB host, with its admin socket in the LB
 host's directory (reached over SSH by the orchestrator). Each app host has a
 server per instance port; the first slot starts ready, the idle one in
-maintenance. Health checks ask ``/+health``.
+maintenance. Health checks ask ``/+alive``, which answers without the database:
+a check of ``/+health`` would be held through a window like any request, time
+out, and have haproxy mark every server down in the middle of it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ frontend public
 
 backend app
     balance roundrobin
-    option httpchk GET /+health
+    option httpchk GET /+alive
     http-check expect status 200
     default-server inter 1s fastinter 200ms downinter 500ms fall 2 rise 1
 """

@@ -201,17 +201,18 @@ def test_failing_cold_patch_restores_everything(fresh: Sandbox, tmp_path: Path) 
 
 
 def test_cold_patch_slower_than_the_window_is_cut_off(fresh: Sandbox, tmp_path: Path) -> None:
-    """A cold patch slower than the 3 s window: exit 1, schema unchanged, outage under 4 s."""
+    """A cold patch slower than the 3 s window: exit 1, schema unchanged. The window held
+    users' requests (haproxy's checks ask a page without the database, so no server went
+    down): none failed, and none waited much past the 3 s deadline."""
     fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(10)})
     config = fresh.write_config(tmp_path, budget_s="3")
-    with Client() as client:
+    with Client(timeout_s=10) as client:
         done = fresh.cli("deploy", "--yes", *approvals("patch-2200-07-0"), config=config)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert_old_state(fresh)
-    outages = client.outages()
-    assert len(outages) == 1, outages
-    start, end = outages[0]
-    assert end is not None and end - start <= 3 + 1, end - start
+    assert client.failures() == [], client.failures()[:3]
+    longest = max(a.end - a.start for a in client.answers)
+    assert 2 <= longest <= 3 + 1, longest
 
 
 def test_unhealthy_new_code_stops_before_the_window(fresh: Sandbox, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from orchestrator.db.connections import PgbouncerLimits, _pgbouncer_seconds
 from orchestrator.db.preflight import Context, check_hold
 from orchestrator.errors import BadInput
 from orchestrator.remote.checks import check_haproxy_waits
-from orchestrator.remote.haproxy_config import backend_timeouts, seconds
+from orchestrator.remote.haproxy_config import backend_timeouts, read_backend, seconds
 from orchestrator.remote.results import FAILED, OK, HostResult
 from orchestrator.runner.actions import ACTIONS
 from orchestrator.runner.actions.script import script_lines
@@ -191,6 +191,54 @@ def test_haproxy_times_and_sections() -> None:
     assert (stats.server_s, stats.queue_s) == (1.0, 180.0)
     with pytest.raises(BadInput, match="no backend 'nope'"):
         backend_timeouts(HAPROXY, "nope")
+
+
+CHECKED = """\
+defaults
+    timeout server 60s
+    timeout queue 60s
+backend app
+    option httpchk GET /+health HTTP/1.1
+    default-server inter 1s fastinter 200ms fall 2 rise 1
+    server app1_8001 127.0.0.11:8001 check
+    server app1_8002 127.0.0.11:8002 check fall 3 inter 500
+backend quiet
+    option httpchk
+    timeout check 20s
+    server a 127.0.0.1:1 check
+backend plain
+    server a 127.0.0.1:1
+backend modern
+    option httpchk
+    http-check send meth GET uri /+alive?x=1 ver HTTP/1.1
+"""
+
+
+def test_haproxy_health_checks_are_read_as_the_least_patient_server() -> None:
+    app = read_backend(CHECKED, "app").checks
+    # app1_8002 checks every 500 ms (fall 3): 1.5 s; app1_8001 1 s x 2: 2 s -> the least
+    assert (app.path, app.fall, app.inter_s) == ("/+health", 2, 0.5)
+    assert app.down_after_s == 1.0  # fall 2 x inter 0.5 s (no timeout check)
+    quiet = read_backend(CHECKED, "quiet").checks
+    assert (quiet.path, quiet.timeout_s, quiet.fall) == ("/", 20.0, 3)  # haproxy's defaults
+    assert quiet.down_after_s == 60.0
+    assert read_backend(CHECKED, "plain").checks.path is None  # no HTTP checks
+    assert read_backend(CHECKED, "modern").checks.path == "/+alive"
+
+
+def test_health_checks_that_wait_for_the_database_refuse_a_held_window() -> None:
+    held = CHECKED.replace("backend quiet", "backend nothing").replace("backend app", "backend x")
+    waits = held.replace("backend x", "backend app", 1)
+    result = check_haproxy_waits(ConfigHost(waits), SANDBOX)  # type: ignore[arg-type]
+    assert not result.ok
+    assert "health checks ask /+health" in result.detail and "after about 1 s" in result.detail
+    alive = waits.replace("GET /+health", "GET /+alive")
+    result = check_haproxy_waits(ConfigHost(alive), SANDBOX)  # type: ignore[arg-type]
+    assert result.ok, result.detail
+    assert result.data["check_path"] == "/+alive"
+    patient = waits.replace("backend app\n", "backend app\n    timeout check 40s\n")
+    result = check_haproxy_waits(ConfigHost(patient), SANDBOX)  # type: ignore[arg-type]
+    assert result.ok, result.detail  # 2 x 40 s outlasts the 32 s a window may take
 
 
 class ConfigHost:

@@ -241,3 +241,24 @@ def test_steps_after_one_that_failed_run_again(monkeypatch: pytest.MonkeyPatch) 
         "switch_current", "start_scripts"]))
     assert [s.name for s in ran] == ["close_window", "wait_standbys", "stop_old_instances",
                                      "switch_current", "start_scripts"]
+
+
+def test_resume_knows_the_window_the_dead_run_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold run closes its window at RESUME, before close_window: resume takes the close
+    (and whether traffic settled) from the journal, so interrupts are not held again for
+    a window that is over, nor released early for one that is not."""
+    monkeypatch.setattr(engine, "run_steps", lambda playbook, run: None)
+    window = [{**e, "stage": "fastdowntime"} for e in (
+        {"event": "window.open", "at": 100.0}, {"event": "window.close", "at": 100.4})]
+    journal = events("fastdowntime", [*WINDOW, "restore_connections"])
+    run = new_run(Hosts({}))
+    _finish_window(run, [*journal, *window])
+    assert (run.window_closed, run.settled) == (100.4, False)
+    assert engine._holding(run)  # committed, traffic not yet where the window hands it
+    run = new_run(Hosts({}))
+    _finish_window(run, [*events("fastdowntime", [*WINDOW, "restore_connections",
+                                                  "close_window"]), *window])
+    assert run.settled and not engine._holding(run)
+    run = new_run(Hosts({}))
+    _finish_window(run, [*journal, window[0]])
+    assert (run.window_opened, run.window_closed) == (100.0, None)

@@ -8,7 +8,9 @@ ETC_JSON is the host's ``{"dsn": "...", "passfile": "..."}`` (optional
 
 - ``GET /``: the item list (HTML, built by ``items`` and ``render``);
 - ``GET /+health``: ``{"ok": true, "revision": SHA, "patch": [major, minor, point]}``
-  or 503 ``{"ok": false, "error": ...}`` when the database fails.
+  or 503 ``{"ok": false, "error": ...}`` when the database fails;
+- ``GET /+alive``: 200 without asking the database (haproxy's health check: a
+  fastdowntime window holds the database, and a held check would time out).
 
 The revision is the name of the release directory this file runs from
 (``releases/<sha>/app/server.py``). Database work runs on a small pool and is
@@ -126,6 +128,8 @@ class Handler(BaseHTTPRequestHandler):
             self._page(parse_qs(url.query))
         elif url.path == "/+health":
             self._health()
+        elif url.path == "/+alive":
+            self._send(200, "text/plain; charset=utf-8", f"alive {REVISION}\n".encode())
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
