@@ -245,11 +245,7 @@ def test_the_lock_is_taken_once_the_holder_lets_go(upstream: Path, cache: Path) 
 @pytest.fixture
 def clone(tmp_path: Path, upstream: Path) -> GitRepo:
     """The release manager's working copy of upstream, on db-stable."""
-    subprocess.run(["git", "clone", "-q", str(upstream), str(tmp_path / "clone")], check=True,
-                   capture_output=True)
-    repo = GitRepo.__new__(GitRepo)
-    repo.path, repo.branch, repo._tick = tmp_path / "clone", "db-stable", 100
-    return repo
+    return GitRepo(tmp_path / "clone", clone_of=str(upstream))
 
 
 def test_a_named_remote_is_fetched_and_planned_as_it_has_the_branch(
@@ -376,3 +372,30 @@ def test_every_reader_reads_the_checkout(tmp_path: Path, upstream: Path, cache: 
     assert checked_out(fetched) is fetched
     os.rename(upstream, tmp_path / "moved.git")  # a second fetch would fail now
     assert checked_out(fetched).repository == fetched.repository
+
+
+def test_the_cut_is_tagged_in_the_mirror_and_shipped_from_it(
+        tmp_path: Path, upstream: Path, work: GitRepo, cache: Path) -> None:
+    """After a committed window the cut is tagged in the mirror (nothing is pushed), the tag
+    outlives the next fetch, and the release shipped to the hosts is archived from the
+    mirror."""
+    from orchestrator.remote import operations as ops
+    from orchestrator.runner.deploy import _after_window
+    from orchestrator.runner.planning import build_plan, rules_for
+    from tests.fakes import RecordingJournal, make_run
+
+    base = work.git("rev-list", "--max-parents=0", "HEAD")
+    config = checked_out(load_config(write_config(
+        tmp_path, f'repo = "{url_of(upstream)}"\ncache_dir = "{cache}"')))
+    plan = build_plan(config.repository, "db-stable", base, None, rules_for(config),
+                      source=config.checkout)
+    assert plan.cut is not None
+    journal = RecordingJournal()
+    run = make_run(config, plan=plan, journal=journal, committed=True, run_id="20270101-1")
+    _after_window(config, plan, run, journal, {})
+    assert journal.named("tag")[0]["ok"] is True
+    assert journal.named("tag")[0]["repository"] == config.repository
+    checkout(url_of(upstream), "db-stable", cache_dir=str(cache))
+    assert refs(Path(config.repository))["refs/tags/fastdowntime/20270101-1"] == plan.cut
+    assert "refs/tags/fastdowntime/20270101-1" not in refs(upstream)
+    assert ops.archive(config.repository, plan.cut).data[:100]
