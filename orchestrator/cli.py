@@ -117,26 +117,28 @@ def path_rules(config: Config, args: argparse.Namespace) -> PathRules:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """``plan``: read db-stable, classify and cut it; print the plan. Changes nothing.
+    """``plan``: fetch the source, read db-stable, classify and cut it; print the plan.
+    Changes nothing but the fetched refs (a URL's mirror, a ``--fetch`` remote's branch).
 
     With ``--check``, exit 3 when the plan has violations (for CI). With ``--sql``, print
     the SQL a deploy of the plan sends instead (``--json``: the plan with it under
     ``sql``); it connects nowhere, so it needs ``--from``.
     """
+    from orchestrator.runner.planning import checked_out
     from orchestrator.runner.preflight import offline_timings, plan_for
 
-    config = load(args, required=False)
     if args.permissions and not args.sql:
         raise BadInput("plan --permissions is for --sql")
     if args.sql and not args.from_rev:
         raise BadInput("plan --sql works offline: give --from REV, the revision the hosts run "
                        "(`fastdowntime status` shows it)")
+    config = _with_source_flags(load(args, required=False), args)
     rules = path_rules(config, args)
+    config = checked_out(config)
     with _hosts(config, needed=not args.from_rev) as remote:
         plan = plan_for(config, remote, from_rev=args.from_rev, to_rev=args.to_rev,
-                        rules=rules, repo=args.repo, branch=args.branch,
-                        timings=offline_timings(config)).plan
-    sql = _plan_sql(config, args, plan, rules.revision_table) if args.sql else None
+                        rules=rules, timings=offline_timings(config)).plan
+    sql = _plan_sql(config, plan, rules.revision_table) if args.sql else None
     if args.json:
         data = plan.to_json()
         if sql is not None:
@@ -151,17 +153,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return ExitCode.REFUSED if args.check and plan.violations else ExitCode.OK
 
 
-def _plan_sql(config: Config, args: argparse.Namespace, plan: Any, revision_table: str) -> str:
-    """``plan --sql``'s text: the patch texts from the plan, the permissions file's from the
-    repository planned (``--repo``, ``--permissions`` over ``[source]``)."""
+def _with_source_flags(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with ``plan``'s ``--repo``, ``--branch``, ``--fetch`` and ``--permissions``
+    over its ``[source]`` (``--repo`` without ``--fetch`` reads that repository as it
+    stands, whatever ``[source] fetch`` says of the configured one)."""
     import dataclasses
 
+    source = config.source
+    changes: dict[str, Any] = {"branch": args.branch or source.branch,
+                               "permissions": args.permissions or source.permissions}
+    if args.repo:
+        changes.update(repo=args.repo, fetch=None)
+    if args.fetch:
+        changes["fetch"] = args.fetch
+    return dataclasses.replace(config, source=dataclasses.replace(source, **changes))
+
+
+def _plan_sql(config: Config, plan: Any, revision_table: str) -> str:
+    """``plan --sql``'s text: the patch texts from the plan, the permissions file's from the
+    repository planned."""
     from orchestrator.runner.deploy import read_texts
     from orchestrator.runner.sqlreview import plan_sql
 
-    source = dataclasses.replace(config.source, repo=args.repo or config.source.repo,
-                                 permissions=args.permissions or config.source.permissions)
-    config = dataclasses.replace(config, source=source)
     return "\n".join(plan_sql(config, plan, read_texts(config, plan), revision_table))
 
 
@@ -471,8 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     plan = sub.add_parser("plan", parents=[common], help="print the plan; changes nothing")
-    plan.add_argument("--repo", metavar="DIR", help="the repository (default [source] repo)")
+    plan.add_argument("--repo", metavar="DIR|URL",
+                      help="the repository: a local path (read as it stands), or a URL, "
+                           "fetched into its mirror first (default [source] repo)")
     plan.add_argument("--branch", metavar="B", help="the branch (default [source] branch)")
+    plan.add_argument("--fetch", metavar="REMOTE",
+                      help="fetch the branch from this remote of the local repository first "
+                           "and plan it as the remote has it (default [source] fetch)")
     plan.add_argument("--from", dest="from_rev", metavar="REV",
                       help="the deployed revision (default: what the app hosts run)")
     plan.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")

@@ -3,8 +3,8 @@
 Validation is strict: an unknown key, a wrong type or a missing required value
 raises :class:`~orchestrator.errors.ConfigError` naming the file and the dotted
 key. Strings may use ``${NAME}`` or ``${NAME:-default}`` from the environment.
-Local paths (``source.repo``, ``ssh.key``, ``ssh.known_hosts``,
-``database.passfile``) and remote paths (``app.root``, ``lb.admin_socket``,
+Local paths (``source.repo`` unless a URL, ``source.cache_dir``, ``ssh.key``,
+``ssh.known_hosts``, ``database.passfile``) and remote paths (``app.root``, ``lb.admin_socket``,
 per-host ``root``) that are relative are resolved against the config file's
 directory, so a checked-in file can point into the project (the sandbox).
 Passwords never come from the file: a DSN with a password is refused.
@@ -23,11 +23,25 @@ import tomllib
 import types
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 import psycopg2.extensions
 
 from orchestrator.errors import ConfigError
+from orchestrator.history.checkout import REMOTE_NAME, is_url
+
+if TYPE_CHECKING:
+    from orchestrator.history.checkout import Checkout
 
 ROLES = ("app", "scripts", "lb")
 _PATH = {"path": True}
@@ -39,16 +53,30 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 @dataclass(frozen=True)
 class SourceSettings:
-    """``[source]``: where the code and the patches come from."""
+    """``[source]``: where the code and the patches come from (see
+    :mod:`orchestrator.history.checkout` for how a URL or a remote is fetched)."""
 
     repo: str = field(default=".", metadata=_PATH)
-    """A local path (relative to the config file) or a URL."""
+    """A local path (relative to the config file) or a URL (``https://``, ``ssh://``,
+    ``file://``, ``user@host:path``): a URL is fetched into a mirror before every plan."""
     branch: str = "db-stable"
     patches: str = "database/schema/patch-*.sql"
     schema_files: tuple[str, ...] = ("database/schema/**",)
     permissions: str | None = None
     """Repository path of the permissions SQL run in the cold-patch transaction."""
     tag_cuts: bool = True
+    """Tag each committed cut ``fastdowntime/<run id>`` in the repository read (a URL's
+    mirror, where the tags stay across fetches); pushing them is the user's choice."""
+    fetch: str | None = None
+    """For a local ``repo``: a remote to fetch before planning (``origin``); the branch is
+    then planned as that remote has it (``refs/remotes/<fetch>/<branch>``), never from the
+    working tree or a local branch. None: the repository is read as it stands."""
+    cache_dir: str | None = field(default=None, metadata=_PATH)
+    """Where the mirrors of URLs and the fetch locks are kept; None:
+    ``$XDG_CACHE_HOME/fastdowntime``, else ``~/.cache/fastdowntime``."""
+    fetch_timeout_s: float = 300.0
+    """The longest a fetch may take; and, apart, the longest to wait for another
+    process's fetch of the same repository."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +277,20 @@ class Config:
     nodowntime: NodowntimeSettings = NodowntimeSettings()
     runs: RunsSettings = RunsSettings()
     hooks: HooksSettings = HooksSettings()
+    checkout: Checkout | None = None
+    """Not a section: where this command reads git, once ``[source]`` was fetched
+    (:func:`orchestrator.runner.planning.checked_out`)."""
+
+    @property
+    def repository(self) -> str:
+        """The local repository this command reads git from: the checkout's (a URL's
+        mirror), else ``[source] repo`` (a local path, read as it stands)."""
+        if self.checkout is not None:
+            return self.checkout.path
+        if is_url(self.source.repo):
+            raise RuntimeError(f"{self.source.repo}: read before it was fetched "
+                               "(checked_out first)")
+        return self.source.repo
 
     @overload
     def need(self, section: Literal["database"]) -> DatabaseSettings: ...
@@ -294,7 +336,6 @@ _SECTIONS: dict[str, type] = {
     "hooks": HooksSettings,
 }
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:")
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
@@ -428,12 +469,13 @@ class _Loader:
         return _ENV.sub(substitute, value)
 
     def resolve(self, value: str) -> str:
-        if _URL.match(value):
+        if is_url(value):
             return value
         return os.path.normpath(self.base / os.path.expanduser(value))
 
     def check(self, config: Config) -> None:
         self.check_values(config)
+        self.check_source(config.source)
         for name in ("dsn", "pgbouncer_admin_dsn", "timings_dsn"):
             dsn = getattr(config.database, name, None)
             if dsn is not None:
@@ -455,6 +497,18 @@ class _Loader:
         if nodowntime.batch_size < 1 or nodowntime.max_out_of_rotation < nodowntime.batch_size:
             raise self.error("nodowntime.batch_size",
                              "must be at least 1 and at most nodowntime.max_out_of_rotation")
+
+    def check_source(self, source: SourceSettings) -> None:
+        if source.repo.startswith("-"):
+            raise self.error("source.repo", "must be a path or a URL, not an option")
+        if source.fetch is None:
+            return
+        if is_url(source.repo):
+            raise self.error("source.fetch", "is for a local repo: a URL is always fetched, "
+                             "into its own mirror under source.cache_dir")
+        if not REMOTE_NAME.fullmatch(source.fetch):
+            raise self.error("source.fetch", f"{source.fetch!r} is not the name of a remote "
+                             "(such as origin)")
 
     def check_dsn(self, key: str, dsn: str) -> None:
         try:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from orchestrator.errors import BadInput
 from orchestrator.estimate import WINDOW_OVERHEAD_S, Estimate
 from orchestrator.history import Change, Commit, History, Revision
+from orchestrator.history.checkout import Checkout
 from orchestrator.history.globs import matches, matches_any
 from orchestrator.patches import (
     NAME_RE,
@@ -139,6 +140,8 @@ class Plan:
     """Every file of the target tree: path -> git blob id."""
     estimate: Estimate | None = field(repr=False, default=None)
     """How ``estimated_outage_s`` was made, patch by patch (None: from timings alone)."""
+    source: Checkout | None = field(repr=False, default=None)
+    """The repository read, the branch's tip and when it was fetched (None: not known)."""
 
     @classmethod
     def empty(cls, from_sha: str, to_sha: str) -> Plan:
@@ -175,6 +178,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {
             "branch": self.branch, "from": self.from_sha, "to": self.to_sha, "cut": self.cut,
+            **({"source": self.source.to_json()} if self.source is not None else {}),
             "revisions": [r.to_json() for r in self.revisions],
             "fastdowntime": {"revisions": [r.sha for r in self.fastdowntime_revisions],
                              "cold_patches": list(self.cold_patches),

@@ -20,12 +20,19 @@ PLAIN_LIVE_SQL = "CREATE INDEX CONCURRENTLY item_j{n} ON item (name);\n"
 class GitRepo:
     """A repository on branch ``db-stable`` with helpers that commit files."""
 
-    def __init__(self, path: Path, branch: str = "db-stable") -> None:
+    def __init__(self, path: Path, branch: str = "db-stable", *, clone_of: str | None = None,
+                 ) -> None:
+        """A new repository at ``path``; with ``clone_of``, a clone of that repository
+        (path or URL) with ``branch`` checked out."""
         self.path = path
         self.branch = branch
         self._tick = 0
-        path.mkdir(parents=True, exist_ok=True)
-        self.git("init", "-q", "-b", branch)
+        if clone_of is not None:
+            subprocess.run(["git", "clone", "-q", "-b", branch, clone_of, str(path)], env=_ENV,
+                           check=True, capture_output=True)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            self.git("init", "-q", "-b", branch)
         self.git("config", "commit.gpgsign", "false")
 
     def git(self, *args: str) -> str:

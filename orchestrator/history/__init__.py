@@ -165,8 +165,9 @@ def parse_raw(fields: list[bytes]) -> tuple[Change, ...]:
 
 
 def read_history(repo: str, branch: str, from_rev: str, to_rev: str | None = None,
-                 patches: Sequence[str] = ()) -> History:
-    """Read ``branch`` in (``from_rev``, ``to_rev``] (default: the branch tip).
+                 patches: Sequence[str] = (), tip: str | None = None) -> History:
+    """Read ``branch`` in (``from_rev``, ``to_rev``] (default: the branch tip: ``tip`` when
+    given, the sha a fetch found, else ``branch`` resolved here).
 
     ``patches`` are the globs of patch files: a merge whose own resolution
     touches one gets its whole combined diff, so that it can be judged.
@@ -175,7 +176,7 @@ def read_history(repo: str, branch: str, from_rev: str, to_rev: str | None = Non
     first-parent line of ``to`` (the range would not be a list of revisions).
     """
     git.check_repository(repo)
-    tip = git.resolve_branch(repo, branch)
+    tip = tip or git.resolve_branch(repo, branch)
     to_sha = git.resolve(repo, to_rev, what="--to") if to_rev else tip
     from_sha = git.resolve(repo, from_rev, what="--from")
     spec = f"{from_sha}..{to_sha}"

@@ -6,14 +6,19 @@ files with one ``git cat-file --batch`` and the tree with one ``ls-tree``.
 Git's own failures become :class:`~orchestrator.errors.BadInput` naming the
 repository and the revision.
 
-Every git process of the orchestrator (the planner, staging's archive,
-tagging a cut, the sandbox building its sample repository) runs from here:
-one environment (no user or system config, no pager, no prompt, C locale),
-the same guard options, and a deadline (:data:`TIMEOUT_S`).
+Every git process of the orchestrator (fetching the source, the planner,
+staging's archive, tagging a cut, the sandbox building its sample repository)
+runs from here: one environment (no user or system config, no pager, no
+prompt, C locale), the same guard options, and a deadline (:data:`TIMEOUT_S`,
+or ``[source] fetch_timeout_s`` for a fetch). A fetch alone adds to the
+environment what the network needs (the ssh agent, proxies): :func:`fetch`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,21 +39,38 @@ TIMEOUT_S = 300.0
 
 def git(repo: str, *args: str, input: bytes | None = None, check: bool = True,
         env: Mapping[str, str] | None = None, options: Sequence[str] = (),
-        ) -> subprocess.CompletedProcess[bytes]:
+        timeout_s: float = TIMEOUT_S) -> subprocess.CompletedProcess[bytes]:
     """Run ``git -C repo args``; raise GitError with git's message when ``check`` and it fails
-    (or when it outlives :data:`TIMEOUT_S`). ``env`` adds to the one environment (author
-    dates, say); ``options`` are more ``-c key=value`` pairs."""
+    (or when it outlives ``timeout_s``, :data:`TIMEOUT_S` unless told). ``env`` adds to the
+    one environment (author dates, say); ``options`` are more ``-c key=value`` pairs."""
+    argv = ["git", *_OPTIONS, *options, "-C", repo, *args]
     try:
-        done = subprocess.run(["git", *_OPTIONS, *options, "-C", repo, *args], input=input,
-                              capture_output=True, check=False, env=_environment(env),
-                              timeout=TIMEOUT_S)
+        done = _run(argv, input, _environment(env), timeout_s)
     except subprocess.TimeoutExpired:
-        raise GitError(f"{repo}: git {args[0]} took more than {TIMEOUT_S:g} s") from None
+        raise GitError(f"{repo}: git {args[0]} took more than {timeout_s:g} s") from None
     except OSError as exc:
         raise GitError(f"{repo}: cannot run git: {exc}") from None
     if check and done.returncode != 0:
         raise GitError(_failure(repo, args[0], done.stderr))
     return done
+
+
+def _run(argv: Sequence[str], input: bytes | None, env: Mapping[str, str],
+         timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` in a session of its own and, on a timeout or an interrupt, kill the whole
+    session: a fetch's ssh or https helper dies with git instead of holding its pipes (and
+    this process) open."""
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout_s)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def _failure(repo: str, command: str, stderr: bytes) -> str:
@@ -76,6 +98,72 @@ _OPTIONS = ("-c", "log.showSignature=false", "-c", "gpg.program=/bin/false",
 to run them), no fsmonitor, no hooks, no external diff, no pager, no password prompt.
 Command-line settings win over the repository's. Nor is ``safe.directory=*`` given: a
 repository owned by another user is refused by git, as git refuses it to its own user."""
+
+
+_NETWORK_PASSED = ("SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "http_proxy", "https_proxy",
+                   "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY",
+                   "SSL_CERT_FILE", "SSL_CERT_DIR", "GIT_SSL_CAINFO")
+"""What a fetch takes from the user's environment: the ssh agent (and an ssh command of
+their own), proxies and CA certificates. ssh reads ``~/.ssh`` from the passwd entry's home,
+whatever ``HOME`` says."""
+
+_FETCH_OPTIONS = ("-c", "credential.helper=", "-c", "protocol.ext.allow=never")
+"""No credential helper (a program) from any config, no ``ext::`` URL (a command)."""
+
+
+def fetch(repo: str, source: str, refspecs: Sequence[str], *, what: str,
+          shown: str | None = None, prune: bool = False, tags: bool = False,
+          timeout_s: float = TIMEOUT_S, options: Sequence[str] = ()) -> None:
+    """``git fetch`` ``refspecs`` of ``source`` (a URL, or a remote of ``repo`` by name) into
+    ``repo``; never a prompt (ssh in batch mode unless ``GIT_SSH_COMMAND`` says otherwise),
+    never a submodule, no ``FETCH_HEAD``. ``prune`` drops the refs the refspecs cover that
+    ``source`` no longer has; ``tags`` fetches every tag as well (forced: a tag moved
+    upstream moves here) and never prunes one. GitError naming ``what`` was fetched and
+    git's message (in which ``source`` is ``shown``: a URL without its password), or the
+    timeout."""
+    passed = {name: os.environ[name] for name in _NETWORK_PASSED if os.environ.get(name)}
+    env = {"GIT_SSH_COMMAND": "ssh -o BatchMode=yes", **passed}
+    flags = ["--quiet", "--no-recurse-submodules", "--no-write-fetch-head",
+             *(["--prune"] if prune else []), *(["--tags", "--force"] if tags else [])]
+    argv = ["git", *_OPTIONS, *_FETCH_OPTIONS, *options, "-C", repo, "fetch", *flags,
+            "--end-of-options", source, *refspecs]
+    try:
+        done = _run(argv, None, _environment(env), timeout_s)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"cannot fetch {what}: git fetch took more than {timeout_s:g} s "
+                       "([source] fetch_timeout_s)") from None
+    except OSError as exc:
+        raise GitError(f"cannot fetch {what}: cannot run git: {exc}") from None
+    if done.returncode != 0:
+        reason = fetch_failure(done.stderr)
+        if shown is not None:
+            reason = reason.replace(source, shown)
+        raise GitError(f"cannot fetch {what}: {reason}")
+
+
+def fetch_failure(stderr: bytes) -> str:
+    """What went wrong, from a failed fetch's stderr: its lines (the transport's own, such as
+    ssh's "Host key verification failed.", and git's ``fatal:`` and ``error:``), without
+    git's generic advice, at most three, once each."""
+    said: list[str] = []
+    for line in stderr.decode(errors="replace").splitlines():
+        line = line.strip().removeprefix("fatal: ").removeprefix("error: ")
+        if line and not line.startswith(_ADVICE) and line not in said:
+            said.append(line)
+    if len(said) > 1 and _GENERIC in said:
+        said.remove(_GENERIC)
+    return "; ".join(said[:3]) or "no output"
+
+
+_GENERIC = "Could not read from remote repository."
+_ADVICE = ("Please make sure you have the correct access rights", "and the repository exists",
+           "hint:")
+
+
+def init_bare(path: str) -> None:
+    """Create an empty bare repository at ``path`` (its parent must exist)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    git(parent, "init", "--quiet", "--bare", "--end-of-options", name)
 
 
 def blob_sha(data: bytes) -> str:
@@ -113,11 +201,18 @@ def resolve(repo: str, rev: str, *, what: str) -> str:
 
 def resolve_branch(repo: str, branch: str) -> str:
     """The tip of ``branch`` (local, else ``origin/branch``); BadInput when neither exists."""
-    for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+    return find_branch(repo, branch, (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"))[1]
+
+
+def find_branch(repo: str, branch: str, refs: Sequence[str], where: str | None = None,
+                ) -> tuple[str, str]:
+    """The first of ``refs`` that names a commit, and that commit: ``(ref, sha)``. BadInput
+    naming ``branch`` and ``where`` (default ``repo``) when none does."""
+    for ref in refs:
         done = git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
         if done.returncode == 0:
-            return done.stdout.decode().strip()
-    raise BadInput(f"branch {branch!r}: not found in {repo}")
+            return ref, done.stdout.decode().strip()
+    raise BadInput(f"branch {branch!r}: not found in {where or repo}")
 
 
 def is_ancestor(repo: str, older: str, newer: str) -> bool:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.config import AppSettings, Config, HostSettings
 from orchestrator.errors import BadInput, Refused
+from orchestrator.history import git
 from orchestrator.remote import commands as C
 from orchestrator.remote.commands import Command
 from orchestrator.remote.fanout import Exec, Fanout, Runner
@@ -116,14 +116,10 @@ def archive(repo: str, sha: str) -> Archive:
     """``git -C repo archive --format=tar sha``, made once and shipped to every host."""
     C.check_sha(sha)
     try:
-        made = subprocess.run(["git", "-C", repo, "archive", "--format=tar", sha],
-                              capture_output=True, check=False)
-    except OSError as exc:
-        raise BadInput(f"cannot run git archive in {repo}: {exc}") from None
-    if made.returncode != 0:
-        why = made.stderr.decode(errors="replace").strip()
-        raise BadInput(f"git archive of revision {sha} in {repo} failed: {why}")
-    return Archive(sha, made.stdout, hashlib.sha256(made.stdout).hexdigest())
+        data = git.archive(repo, sha)
+    except git.GitError as exc:
+        raise BadInput(f"git archive of revision {sha} failed: {exc}") from None
+    return Archive(sha, data, hashlib.sha256(data).hexdigest())
 
 
 def _status_command(config: Config, host: HostSettings) -> Command | None:

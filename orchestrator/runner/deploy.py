@@ -40,6 +40,7 @@ from orchestrator.runner.actions.window import PERMISSIONS
 from orchestrator.runner.context import Run
 from orchestrator.runner.engine import ROLL_FORWARD_HINT, render_steps, run_steps
 from orchestrator.runner.outcome import Outcome
+from orchestrator.runner.planning import checked_out
 from orchestrator.runner.playbook import Playbook, load_playbook
 from orchestrator.runner.ports import NullJournal
 
@@ -72,7 +73,7 @@ def read_texts(config: Config, plan: Plan) -> dict[str, str]:
             raise BadInput(f"[source] permissions {permissions}: no such file at "
                            f"{plan.to_sha[:12]}")
         blob = plan.tree[permissions]
-        data = git.read_blobs(config.source.repo, [blob])[blob]
+        data = git.read_blobs(config.repository, [blob])[blob]
         try:
             texts[PERMISSIONS] = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -99,6 +100,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
     settings = config.need("database")
     config.need("app")
     config.need("lb")
+    config = checked_out(config)  # the run reads, stages and tags what this fetched
     with Remote(config) as remote:
         planned = plan_for(config, remote, to_rev=options.to_rev,
                            timings=rehearsal_timings(config), read_sizes=True)
@@ -314,9 +316,12 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any, staged: Si
             conn.close()
         journal.event("rehearsal.timings", patches=run.cold_timings)
     if config.source.tag_cuts and plan.cut:
+        # in the repository read: a URL's mirror keeps it across fetches; pushing it to the
+        # URL is the user's choice
         tag = f"fastdowntime/{run.run_id}"
-        refused = git.tag(config.source.repo, tag, plan.cut)
-        journal.event("tag", tag=tag, ok=refused is None, error=refused or "")
+        refused = git.tag(config.repository, tag, plan.cut)
+        journal.event("tag", tag=tag, ok=refused is None, error=refused or "",
+                      repository=config.repository)
 
 
 def _states(run: Run) -> str:

@@ -26,7 +26,7 @@ from orchestrator.plan import PathRules, Plan, estimate_outage, timings_for
 from orchestrator.remote import checks as host_checks
 from orchestrator.remote.operations import RevisionsDisagree, Runner, deployed_revisions
 from orchestrator.remote.ssh import Remote
-from orchestrator.runner.planning import build_plan, rules_for
+from orchestrator.runner.planning import build_plan, checked_out, rules_for
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,10 @@ class Preflight:
 
 def plan_for(config: Config, remote: Runner | None, *, from_rev: str | None = None,
              to_rev: str | None = None, rules: PathRules | None = None,
-             repo: str | None = None, branch: str | None = None,
              timings: Rehearsed | None = None, read_sizes: bool = False) -> Planned:
-    """Plan ``[source]`` (or ``repo``/``branch``) from ``from_rev`` (default: what every app
-    host runs, read over ``remote`` once) to ``to_rev`` (default: the branch tip).
+    """Plan ``[source]`` from ``from_rev`` (default: what every app host runs, read over
+    ``remote`` once) to ``to_rev`` (default: the branch tip, as fetched now unless
+    ``config`` was checked out already: :func:`~orchestrator.runner.planning.checked_out`).
 
     The outage estimate uses ``timings`` (none: no estimate), the overhead learned from
     ``[runs] dir`` and, with ``read_sizes``, this database's table sizes (see
@@ -122,8 +122,9 @@ def plan_for(config: Config, remote: Runner | None, *, from_rev: str | None = No
         if len(set(deployed.values())) > 1:
             raise RevisionsDisagree(deployed)
         from_rev = next(iter(deployed.values()))
-    plan = build_plan(repo or config.source.repo, branch or config.source.branch, from_rev,
-                      to_rev, rules or rules_for(config))
+    config = checked_out(config)
+    plan = build_plan(config.repository, config.source.branch, from_rev, to_rev,
+                      rules or rules_for(config), source=config.checkout)
     if timings is None:
         return Planned(plan, deployed, {})
     found = estimate_for(config, plan, timings, read_sizes)

@@ -32,6 +32,7 @@ from orchestrator.plan import Plan
 from orchestrator.remote import operations as ops
 from orchestrator.runner.context import Run
 from orchestrator.runner.outcome import Outcome
+from orchestrator.runner.planning import checked_out
 
 if TYPE_CHECKING:
     from orchestrator.db.cold import Backend
@@ -59,6 +60,8 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         # the window is finished or undone as it was opened, whatever the config says now
         config = dataclasses.replace(config, window=dataclasses.replace(config.window,
                                                                           mode=mode))
+    # a step run again may stage the release: from the repository the run fetched it into
+    config = checked_out(config, fetch=False)
     settings = config.need("database")
     lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
     lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)

@@ -26,6 +26,7 @@ from orchestrator.history import git
 from orchestrator.plan import Plan
 from orchestrator.runner.deploy import Options, execute
 from orchestrator.runner.outcome import Outcome
+from orchestrator.runner.planning import checked_out
 
 
 def rollback(config: Config, to: str | None = None, *, yes: bool = False,
@@ -40,7 +41,8 @@ def rollback(config: Config, to: str | None = None, *, yes: bool = False,
     settings = config.need("database")
     config.need("app")
     config.need("lb")
-    repo = config.source.repo
+    config = checked_out(config, fetch=False)  # the revisions kept were fetched to deploy
+    repo = config.repository
     with Remote(config) as remote:
         current = ops.agreed_revision(remote, config)
         hosts = [*config.role("app"), *config.role("scripts")]

@@ -68,6 +68,8 @@ def _header(config: Config, plan: Plan, revision_table: str) -> list[str]:
         f"-- branch    {plan.branch}",
         f"-- from      {plan.from_sha}",
         f"-- to        {plan.to_sha}",
+        *([f"-- source    {plan.source.describe()}"]
+          if plan.source is not None and plan.source.fetched is not None else []),
         f"-- cut       {plan.cut or 'none: no window, the whole range is a nodowntime deploy'}",
         f"-- estimated outage: {estimate}",
         f"-- revision table: {revision_table}",

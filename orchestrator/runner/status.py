@@ -140,7 +140,7 @@ class PendingStatus:
         if plan is None:
             return {"from": None, "to": None, "cut": None, "revisions": None,
                     "fastdowntime": None, "nodowntime": None, "violations": None,
-                    "errors": dict(self.errors)}
+                    "source": None, "errors": dict(self.errors)}
         return {"from": plan.from_sha, "to": plan.to_sha, "cut": plan.cut,
                 "revisions": len(plan.revisions),
                 "fastdowntime": {
@@ -153,6 +153,7 @@ class PendingStatus:
                 "nodowntime": {"revisions": len(plan.nodowntime_revisions),
                                "live_patches": list(plan.nodowntime_live_patches)},
                 "violations": [v.to_json() for v in plan.violations],
+                "source": None if plan.source is None else plan.source.to_json(),
                 "errors": dict(self.errors)}
 
 

@@ -133,6 +133,8 @@ def _pending(pending: PendingStatus, console: Console, unread: _Unread) -> None:
             console.print(f"  estimated window: {_estimate(pending)}")
         console.print(f"  nodowntime: {len(plan.nodowntime_revisions)} revisions; live "
                       f"{_names(plan.nodowntime_live_patches)}")
+    if plan.source is not None and plan.source.fetched is not None:
+        console.print(f"  source: {escape(plan.source.describe())}")
     if plan.violations:
         console.print(f"  [bold red]{len(plan.violations)} violation(s)[/]: a deploy is "
                       "refused (`fastdowntime plan` names them)")

@@ -23,6 +23,8 @@ def print_plan(plan: Plan, console: Console) -> None:
     """The range, the revisions with the cut marked, the patches of each stage, findings."""
     console.print(f"[bold]{plan.branch}[/] {plan.from_sha[:12]}..{plan.to_sha[:12]}: "
                   f"{len(plan.revisions)} revisions")
+    if plan.source is not None and plan.source.fetched is not None:
+        console.print(f"source: {escape(plan.source.describe())}", soft_wrap=True)
     table = Table(show_edge=False)
     for column in ("", "revision", "kind", "patches", "subject"):
         table.add_column(column)

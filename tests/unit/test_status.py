@@ -412,7 +412,7 @@ def test_the_json_shape_when_nothing_can_be_read(config: Config) -> None:
     assert data["complete"] is False
     assert data["pending"] == {"from": None, "to": None, "cut": None, "revisions": None,
                                "fastdowntime": None, "nodowntime": None, "violations": None,
-                               "errors": data["pending"]["errors"]}
+                               "source": None, "errors": data["pending"]["errors"]}
     assert all(h["revision"] is None and h["errors"]["revision"] for h in data["hosts"])
     assert data["database"]["patch_level"] is None and data["database"]["connected"] is False
     assert len(data["unread"]) == len(everyone) + len(APPS) + 5

@@ -50,7 +50,7 @@ class StageCode(Action):
         return _role_hosts(run, self.params.roles)
 
     def script(self, run: Run) -> Script:
-        return (Ssh(ops.staging(run.config, run.config.source.repo, run.release,
+        return (Ssh(ops.staging(run.config, run.config.repository, run.release,
                                 self.hosts(run)),
                     fails=f"staging {run.release[:12]}", key="staged"),)
 
