@@ -9,19 +9,27 @@ the file. Errors are :class:`~orchestrator.errors.FastdowntimeError` subclasses 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 
 from orchestrator.cliparser import build_parser
-from orchestrator.commands.output import say
-from orchestrator.errors import ExitCode, FastdowntimeError
+from orchestrator.commands.output import (
+    CommandFailed,
+    emit,
+    error_document,
+    out,
+    say,
+    wants_json,
+)
+from orchestrator.errors import ExitCode, FailedBeforeCommit, FastdowntimeError, InternalError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -71,30 +79,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     COMMIT, or rolls forward after it, and exits with the code that says
     which. Anything unexpected exits 70: the state is unknown.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = _json_asked(argv)  # until the line is parsed: a usage error is JSON too
     previous = _route_signals()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        as_json = wants_json(args) or getattr(args, "format", None) == "json"
         configure_logging(getattr(args, "verbose", False))
+        if getattr(args, "version", False):
+            out(json.dumps({"version": _version()}) if as_json
+                else f"fastdowntime {_version()}")
+            return ExitCode.OK
+        if args.command is None:
+            parser.error("the following arguments are required: command")
         func: Command = args.func
         return func(args)
+    except CommandFailed as failed:
+        return _failed(failed.error, as_json, failed.document)
     except FastdowntimeError as exc:
-        say(f"fastdowntime: {exc}")
-        return exc.exit_code
+        return _failed(exc, as_json)
     except KeyboardInterrupt as exc:
-        say(f"fastdowntime: {exc or 'interrupted'}; nothing was changed")
-        return ExitCode.FAILED_BEFORE_COMMIT
+        return _failed(FailedBeforeCommit(f"{exc or 'interrupted'}; nothing was changed"),
+                       as_json)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, exit 70
         import traceback
 
         say("".join(traceback.format_exception(exc)).rstrip())
-        say(f"fastdowntime: internal error ({type(exc).__name__}: {exc}); the state is "
-            "unknown: if a deploy was running, `fastdowntime show last`, then "
-            "`fastdowntime resume RUN`")
-        return ExitCode.INTERNAL
+        return _failed(InternalError(exc), as_json)
     finally:
         _drop_unwritable_stdout()
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _failed(error: FastdowntimeError, as_json: bool,
+            document: Mapping[str, Any] | None = None) -> int:
+    """Say ``error`` on stderr (and under ``--json`` print its document); its exit code."""
+    say(f"fastdowntime: {error}")
+    if as_json:
+        emit(error_document(error, document))
+    return error.exit_code
+
+
+def _json_asked(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON, read before (or without) parsing it."""
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("--json", "--format=json") or (arg == "--format"
+                                                  and argv[index + 1:index + 2] == ["json"]):
+            return True
+    return False
+
+
+def _version() -> str:
+    """The installed package's version, from its metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fastdowntime")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _drop_unwritable_stdout() -> None:

@@ -8,10 +8,19 @@ the ``cmd_*`` function of :mod:`orchestrator.commands` that runs it.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from orchestrator.commands import checks, deploying, history, planning, sandbox
 from orchestrator.errors import BadInput
+
+JSON_HELP = "print one JSON document on stdout; errors too, as {\"error\": {...}}"
+RUN_JSON = ("print the run's summary as JSON at the end (what `show RUN --json` prints; "
+            "after a failure, beside the error); progress goes to stderr")
+
+_NAMED = (re.compile(r"argument ([^:]+):"),
+          re.compile(r"the following arguments are required: ([^,]+)"),
+          re.compile(r"unrecognized arguments: (\S+)"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,7 +29,23 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # noqa: D102 - argparse hook
         # main() says "fastdowntime: " before every message: name only the command here
         command = self.prog.removeprefix("fastdowntime").strip()
-        raise BadInput(f"{command}: {message}" if command else message)
+        raise BadInput(f"{command}: {message}" if command else message,
+                       key=_bad_input(message))
+
+
+def _bad_input(message: str) -> str | None:
+    """The flag or argument an argparse message is about (``-c/--config``: ``--config``)."""
+    for pattern in _NAMED:
+        found = pattern.match(message)
+        if found:
+            return max(found.group(1).strip().split("/"), key=len)
+    return None
+
+
+def _json_flag(parser: argparse.ArgumentParser, text: str = JSON_HELP) -> None:
+    """``--json``, which every command takes (SPEC section 3)."""
+    # SUPPRESS: given before the command or after it, neither level's default hides it
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=text)
 
 
 def _source_flags(parser: argparse.ArgumentParser) -> None:
@@ -36,16 +61,6 @@ def _source_flags(parser: argparse.ArgumentParser) -> None:
                              "(default [database] revision_table, LaunchpadDatabaseRevision)")
 
 
-def _version() -> str:
-    """The installed package's version, from its metadata."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("fastdowntime")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each subcommand sets ``func``."""
     common = _Parser(add_help=False)
@@ -58,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastdowntime", parents=[common],
                      description="Deploy db-stable with a fastdowntime window and a "
                                  "nodowntime rollout.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # not argparse's version action: that prints and exits before a later --json is read
+    parser.add_argument("--version", action="store_true", default=argparse.SUPPRESS,
+                        help="print the version and exit")
+    _json_flag(parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     plan = sub.add_parser("plan", parents=[common], help="print the plan; changes nothing")
     plan.add_argument("--repo", metavar="DIR", help="the repository (default [source] repo)")
@@ -67,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--from", dest="from_rev", metavar="REV",
                       help="the deployed revision (default: what the app hosts run)")
     plan.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
-    plan.add_argument("--json", action="store_true", help="the plan as JSON (SPEC section 3)")
+    _json_flag(plan, "the plan as JSON (SPEC section 3)")
     plan.add_argument("--check", action="store_true",
                       help="exit 3 when the plan has violations (for CI)")
     plan.add_argument("--sql", action="store_true",
@@ -97,8 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                          default="text",
                          help="text (default), json, github (workflow commands for GitHub "
                               "Actions annotations) or sarif (SARIF 2.1.0, for code scanning)")
-    patches.add_argument("--json", dest="format", action="store_const", const="json",
-                         default=argparse.SUPPRESS, help="same as --format json")
+    _json_flag(patches, "same as --format json")
     patches.add_argument("--fail-on", choices=("error", "warning"), default="warning",
                          help="the least severity that makes the exit code 3 (default "
                               "warning: any problem; error lets warnings pass)")
@@ -112,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.add_argument("--to", dest="to_rev", metavar="REV", help="the target (default: tip)")
     preflight.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",
                            help="sign off a slow or unrehearsed cold patch")
-    preflight.add_argument("--json", action="store_true", help="the results as JSON")
+    _json_flag(preflight, "the checks as JSON; when one failed, the error beside them")
     preflight.set_defaults(func=checks.cmd_preflight)
 
     status = sub.add_parser(
@@ -127,16 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "the rest is shown all the same. Exit 0 when every part was read, 3 when "
                     "one could not be (an unhealthy instance, a lagging standby or a held "
                     "lock is what was read: exit 0).")
-    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    _json_flag(status)
     status.set_defaults(func=checks.cmd_status)
 
     unlock = sub.add_parser("unlock", parents=[common], help="release a dead run's deploy lock")
     unlock.add_argument("--force", action="store_true", help="end the holding session")
+    _json_flag(unlock, "whether the lock was held, and by whom, as JSON")
     unlock.set_defaults(func=deploying.cmd_unlock)
 
     timings = sub.add_parser("timings", parents=[common],
                              help="the rehearsal timings (export with --json)")
-    timings.add_argument("--json", action="store_true", help="as JSON, for [database] timings_file")
+    _json_flag(timings, "as JSON, for [database] timings_file")
     timings.set_defaults(func=checks.cmd_timings)
 
     for name, text in (("deploy", "the whole sequence"),
@@ -151,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                             default="all")
         deploy.add_argument("--approve", action="append", default=[], metavar="PATCH:WHO",
                             help="sign off a slow or unrehearsed cold patch")
+        _json_flag(deploy, RUN_JSON)
         deploy.set_defaults(func=deploying.cmd_deploy)
 
     rollback = sub.add_parser(
@@ -163,15 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", metavar="RELEASE",
                           help="the release (default: the newest other one every host keeps)")
     rollback.add_argument("--yes", action="store_true", help="do not ask")
+    _json_flag(rollback, RUN_JSON)
     rollback.set_defaults(func=deploying.cmd_rollback)
 
     runs = sub.add_parser("runs", parents=[common], help="the history of runs")
-    runs.add_argument("--json", action="store_true",
-                      help="a JSON list of every run's summary, newest first")
+    _json_flag(runs, "a JSON list of every run's summary, newest first")
     runs.set_defaults(func=history.cmd_runs)
     show = sub.add_parser("show", parents=[common], help="one run")
     show.add_argument("run", metavar="RUN", help="a run id, a prefix of one, or last")
-    show.add_argument("--json", action="store_true")
+    _json_flag(show, "the run's summary as JSON")
     show.set_defaults(func=history.cmd_show)
     report = sub.add_parser(
         "report", parents=[common], help="a run's retrospective; the trend of every run",
@@ -181,9 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", metavar="RUN", nargs="?",
                         help="a run id, a prefix of one, or last (optional with --trend)")
     report.add_argument("--html", metavar="FILE", help="write the run's page")
-    report.add_argument("--json", action="store_true",
-                        help="print the data the run's page is drawn from (without RUN: "
-                             "the trend's)")
+    _json_flag(report, "print the data the run's page is drawn from (without RUN: the "
+                       "trend's)")
     report.add_argument("--trend", metavar="FILE",
                         help="write a page of every run's outage and estimate against the "
                              "budget (RUN, if given, is marked)")
@@ -191,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", parents=[common],
                             help="finish or restore a run whose orchestrator died")
     resume.add_argument("run", metavar="RUN")
+    _json_flag(resume, RUN_JSON)
     resume.set_defaults(func=deploying.cmd_resume)
 
     box = sub.add_parser("sandbox", parents=[common],
@@ -201,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--rows", type=int, default=None, metavar="N",
                      help="`up`: the sample app's item table holds at least N rows "
                           "(generated in the database), so cold patches take seconds")
-    box.add_argument("--json", action="store_true", help="status as JSON")
+    _json_flag(box, "what was done (up, down) or every component's state (status) as JSON")
     box.set_defaults(func=sandbox.cmd_sandbox)
     return parser
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from rich.console import Console
 
 from orchestrator.commands.loading import hosts, load
-from orchestrator.commands.output import say
-from orchestrator.errors import ExitCode
+from orchestrator.commands.output import CommandFailed, emit, say, wants_json
+from orchestrator.errors import ExitCode, FastdowntimeError
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    """``preflight``: run every check; change nothing. Exit 3 naming every failed check."""
+    """``preflight``: run every check; change nothing. Exit 3 naming every failed check (5 when
+    the failed one is the deploy lock); ``--json``: the checks, and the error beside them."""
     from orchestrator.plan import parse_approvals
     from orchestrator.runner.preflight import plan_for, preflight, rehearsal_timings
 
@@ -24,13 +24,17 @@ def cmd_preflight(args: argparse.Namespace) -> int:
                            timings=timings, read_sizes=True)
         checked = preflight(config, remote, planned, parse_approvals(args.approve,
                                                                      planned.plan))
-    if args.json:
-        print(json.dumps(checked.to_json(), indent=2, default=str))
-    else:
+    if not wants_json(args):
         from orchestrator.views.text import print_checks
 
         print_checks(checked.checks, Console())
-    checked.raise_for_failures(brief=True)
+        checked.raise_for_failures(brief=True)
+        return ExitCode.OK
+    try:
+        checked.raise_for_failures()  # the whole detail: the document is read without the text
+    except FastdowntimeError as exc:
+        raise CommandFailed(exc, checked.to_json()) from exc
+    emit(checked.to_json())
     return ExitCode.OK
 
 
@@ -43,8 +47,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.runner.status import status
 
     found = status(load(args))
-    if args.json:
-        print(json.dumps(found.to_json(), indent=2, default=str))
+    if wants_json(args):
+        emit(found.to_json())
     else:
         from orchestrator.views.status import print_status
 
@@ -61,8 +65,8 @@ def cmd_timings(args: argparse.Namespace) -> int:
     from orchestrator.runner.admin import timings
 
     rows = timings(load(args))
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if wants_json(args):
+        emit(rows)
     else:
         for row in rows:
             print(f"{row['file']}  {str(row['checksum'])[:12]}  {row['seconds']:.3f} s")

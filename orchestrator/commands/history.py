@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from orchestrator.commands.loading import load
+from orchestrator.commands.output import emit, wants_json
 from orchestrator.errors import BadInput, ExitCode
 
 
@@ -17,9 +17,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from orchestrator.runner.runs import list_runs, load_run
 
     runs_dir = Path(load(args).runs.dir)
-    if args.json:
-        print(json.dumps([load_run(runs_dir, run["id"]) for run in list_runs(runs_dir)],
-                         indent=2, default=str))
+    if wants_json(args):
+        emit([load_run(runs_dir, run["id"]) for run in list_runs(runs_dir)])
         return ExitCode.OK
     for run in list_runs(runs_dir):
         print(f"{run['id']}  {run.get('outcome', '?'):20}  cut {str(run.get('cut'))[:12]:12}  "
@@ -33,7 +32,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from orchestrator.views.runs import render_text
 
     run = load_run(Path(load(args).runs.dir), args.run)
-    print(json.dumps(run, indent=2, default=str) if args.json else render_text(run))
+    if wants_json(args):
+        emit(run)
+    else:
+        print(render_text(run))
     return ExitCode.OK
 
 
@@ -52,12 +54,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.views.runs import render_text
 
     if args.run is None and not args.trend:
-        raise BadInput("report: give RUN (a run id, a prefix of one, or last), or --trend FILE")
+        raise BadInput("report: give RUN (a run id, a prefix of one, or last), or --trend FILE",
+                       key="RUN")
     runs_dir = Path(load(args).runs.dir)
     run = None if args.run is None else load_run(runs_dir, args.run)
-    said = sys.stderr if args.json else sys.stdout  # --json: stdout holds the JSON alone
+    as_json = wants_json(args)
+    said = sys.stderr if as_json else sys.stdout  # --json: stdout holds the JSON alone
     data: dict[str, Any] | None = None
-    if run is not None and (args.html or args.json):
+    if run is not None and (args.html or as_json):
         data = report_data(run, read_journal(runs_dir / str(run["id"]) / JOURNAL_NAME))
         if args.html:
             _write_page(args.html, render_report(data), "--html")
@@ -68,8 +72,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         _write_page(args.trend, render_trend(trend), "--trend")
         print(f"wrote {args.trend}", file=said)
         data = trend if data is None else data
-    if args.json:
-        print(json.dumps(data, indent=2, default=str))
+    if as_json:
+        emit(data)
     elif run is not None and not args.html and not args.trend:
         print(render_text(run))
     return ExitCode.OK
@@ -80,7 +84,8 @@ def _write_page(path: str, page: str, flag: str) -> None:
     try:
         Path(path).write_text(page, encoding="utf-8")
     except OSError as exc:
-        raise BadInput(f"report {flag} {path}: cannot write it ({exc.strerror or exc})") from exc
+        raise BadInput(f"report {flag} {path}: cannot write it ({exc.strerror or exc})",
+                       key=flag) from exc
 
 
 __all__ = ["cmd_report", "cmd_runs", "cmd_show"]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from orchestrator.commands.loading import hosts, load
+from orchestrator.commands.output import emit, wants_json
 from orchestrator.config import Config
 from orchestrator.errors import BadInput, ExitCode
 
@@ -39,21 +40,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     config = load(args, required=False)
     if args.permissions and not args.sql:
-        raise BadInput("plan --permissions is for --sql")
+        raise BadInput("plan --permissions is for --sql", key="--permissions")
     if args.sql and not args.from_rev:
         raise BadInput("plan --sql works offline: give --from REV, the revision the hosts run "
-                       "(`fastdowntime status` shows it)")
+                       "(`fastdowntime status` shows it)", key="--from")
     rules = path_rules(config, args)
     with hosts(config, needed=not args.from_rev) as remote:
         plan = plan_for(config, remote, from_rev=args.from_rev, to_rev=args.to_rev,
                         rules=rules, repo=args.repo, branch=args.branch,
                         timings=offline_timings(config)).plan
     sql = _plan_sql(config, args, plan, rules.revision_table) if args.sql else None
-    if args.json:
+    if wants_json(args):
         data = plan.to_json()
         if sql is not None:
             data["sql"] = sql
-        print(json.dumps(data, indent=2))
+        emit(data)
     elif sql is not None:
         print(sql)
     else:
@@ -82,19 +83,25 @@ def cmd_patches(args: argparse.Namespace) -> int:
 
     Every file is reported whatever the others hold. Exit 2 when a file cannot
     be read or parsed, else 3 when a problem is at least as severe as
-    ``--fail-on`` (default warning: any problem), else 0.
+    ``--fail-on`` (default warning: any problem), else 0. ``--json`` is ``--format json``.
     """
     from orchestrator.patchfiles import exit_code, expand, lint_files, summary
     from orchestrator.views import lint as lintout
 
+    form = args.format
+    if wants_json(args):
+        if form not in ("text", "json"):
+            raise BadInput(f"patches: --json is --format json, not --format {form}: give one",
+                           key="--json")
+        form = "json"
     rules = path_rules(load(args, required=False), args)
     reports = lint_files(expand(args.files, rules.patches), rules.revision_table)
-    if args.format == "json":
-        print(json.dumps([r.to_json() for r in reports], indent=2))
-    elif args.format == "github":
+    if form == "json":
+        emit([r.to_json() for r in reports])
+    elif form == "github":
         for command in lintout.github(reports):
             print(command)
-    elif args.format == "sarif":
+    elif form == "sarif":
         print(json.dumps(lintout.sarif(reports, lintout.tool_version()), indent=2))
     else:
         from orchestrator.views.text import print_patches
