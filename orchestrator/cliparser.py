@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: the option may come before or after the command without one
     # level's default overwriting the other's value.
     common.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="environment config (TOML); default config/sandbox.toml")
+                        help="environment config (TOML); default $FASTDOWNTIME_CONFIG, else "
+                             "config/sandbox.toml")
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="debug logging")
     parser = _Parser(prog="fastdowntime", parents=[common],
