@@ -11,7 +11,7 @@ import argparse
 import re
 from typing import Any
 
-from orchestrator.commands import checks, deploying, history, planning, sandbox
+from orchestrator.commands import checks, completion, deploying, history, planning, sandbox
 from orchestrator.errors import BadInput
 
 JSON_HELP = "print one JSON document on stdout; errors too, as {\"error\": {...}}"
@@ -223,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "(generated in the database), so cold patches take seconds")
     _json_flag(box, "what was done (up, down) or every component's state (status) as JSON")
     box.set_defaults(func=sandbox.cmd_sandbox)
+
+    shell = sub.add_parser(
+        "completion", parents=[common], help="print the shell completion script (bash, zsh)",
+        description="Print the completion script for bash or zsh, written from this "
+                    "command line. bash: fastdowntime completion bash > "
+                    "~/.local/share/bash-completion/completions/fastdowntime; zsh: "
+                    "fastdowntime completion zsh > ~/.zfunc/_fastdowntime, with "
+                    "fpath=(~/.zfunc $fpath) before compinit in ~/.zshrc.")
+    shell.add_argument("shell", choices=completion.SHELLS)
+    _json_flag(shell, "{\"shell\": ..., \"script\": ...} instead of the script alone")
+    shell.set_defaults(func=completion.cmd_completion)
     return parser
 
 
