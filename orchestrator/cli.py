@@ -2,14 +2,14 @@
 
 The grammar is :mod:`orchestrator.cliparser`; the commands are in
 :mod:`orchestrator.commands`. Every command takes ``-c/--config FILE``; flags override
-the file. Errors are :class:`~orchestrator.errors.FastdowntimeError` subclasses whose
-``exit_code`` becomes the process's (SPEC section 3).
+the file; ``--json`` makes stdout one JSON document. Errors are
+:class:`~orchestrator.errors.FastdowntimeError` subclasses whose ``exit_code`` becomes
+the process's (SPEC section 3).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -78,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cancel) take the same path as Ctrl-C: the run undoes what it did before
     COMMIT, or rolls forward after it, and exits with the code that says
     which. Anything unexpected exits 70: the state is unknown.
+
+    With ``--json`` (anywhere on the line, read before parsing so that a usage
+    error is JSON too) an error is printed as ``{"error": {...}}`` on stdout
+    as well as said on stderr (:mod:`orchestrator.commands.output`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = _json_asked(argv)  # until the line is parsed: a usage error is JSON too
@@ -88,8 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         as_json = wants_json(args) or getattr(args, "format", None) == "json"
         configure_logging(getattr(args, "verbose", False))
         if getattr(args, "version", False):
-            out(json.dumps({"version": _version()}) if as_json
-                else f"fastdowntime {_version()}")
+            if as_json:
+                emit({"version": _version()})
+            else:
+                out(f"fastdowntime {_version()}")
             return ExitCode.OK
         if args.command is None:
             parser.error("the following arguments are required: command")

@@ -446,3 +446,18 @@ def test_the_cli_imports_neither_db_nor_remote() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_dry_run_returns_the_plan_and_the_checks() -> None:
+    """What a dry run returns is a summary without ``id`` (nothing was recorded): the range,
+    the window's budget and mode, the plan and every check."""
+    from orchestrator.config import Config
+    from orchestrator.runner.deploy import _dry_run
+
+    plan = make_plan(History("repo", "db-stable", "a" * 40, "a" * 40, ()), {}, [])
+    checks = (CheckResult("role", True, "deployer"),)
+    dry = _dry_run(Config(path=None), plan, checks)
+    assert dry["outcome"] == Outcome.DRY_RUN and "id" not in dry
+    assert (dry["from"], dry["to"], dry["cut"]) == ("a" * 40, "a" * 40, None)
+    assert dry["plan"] == plan.to_json() and dry["checks"] == [checks[0].to_json()]
+    assert json.loads(json.dumps(dry)) == dry
