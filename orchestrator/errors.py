@@ -24,9 +24,21 @@ class ExitCode:
 
 
 class FastdowntimeError(Exception):
-    """Root of every error the orchestrator raises on purpose."""
+    """Root of every error the orchestrator raises on purpose.
+
+    ``key`` names the input that is bad, when one is: a flag (``--to``), an argument
+    (``RUN``) or a config key (dotted: ``window.budget_s``); ``run_id`` the run the error
+    ended, when it happened inside one. ``--json`` reports both.
+    """
 
     exit_code: ClassVar[int] = ExitCode.FAILED_BEFORE_COMMIT
+    key: str | None = None
+    run_id: str | None = None
+
+    def __init__(self, *args: object, key: str | None = None) -> None:
+        super().__init__(*args)
+        if key is not None:
+            self.key = key
 
 
 class BadInput(FastdowntimeError):
@@ -92,7 +104,8 @@ class InternalError(FastdowntimeError):
         self.run_id = run_id
         what = f"{type(cause).__name__}: {cause}"
         if run_id is None:
-            super().__init__(f"internal error ({what})")
+            super().__init__(f"internal error ({what}); the state is unknown: if a deploy was "
+                             "running, `fastdowntime show last`, then `fastdowntime resume RUN`")
         else:
             super().__init__(f"internal error ({what}); state unknown: `fastdowntime show "
                              f"{run_id}`, then `fastdowntime resume {run_id}`")

@@ -416,12 +416,12 @@ def parse_approvals(values: Iterable[str], plan: Plan) -> dict[str, str]:
     for value in values:
         patch, sep, who = value.partition(":")
         if not sep or not patch.strip() or not who.strip():
-            raise BadInput(f"--approve {value!r}: expected PATCH:WHO")
+            raise BadInput(f"--approve {value!r}: expected PATCH:WHO", key="--approve")
         name = patch.strip()
         name = name if name.endswith(".sql") else name + ".sql"
         if name not in plan.cold_patches:
             cold = ", ".join(plan.cold_patches) or "none"
             raise BadInput(f"--approve {value!r}: {name} is not a cold patch of the plan "
-                           f"(cold patches: {cold})")
+                           f"(cold patches: {cold})", key="--approve")
         approvals[name] = who.strip()
     return approvals

@@ -193,7 +193,7 @@ def read_history(repo: str, branch: str, from_rev: str, to_rev: str | None = Non
         landed_changes = {sha: c.changes for sha, c in parse_log(landed.result()).items()}
         if not ancestor.result():
             raise BadInput(f"--from {from_rev}: {from_sha[:12]} is not an ancestor of "
-                           f"--to {to_rev or branch} ({to_sha[:12]})")
+                           f"--to {to_rev or branch} ({to_sha[:12]})", key="--from")
     touching = [sha for sha, c in authored.items()
                 if any(matches_any(change.path, patches) for change in c.changes)]
     whole = git.whole_diffs(repo, touching)
@@ -236,10 +236,11 @@ def first_parent_revisions(commits: dict[str, Commit], from_sha: str, to_sha: st
         commit = commits.get(sha)
         if commit is None:
             raise BadInput(f"--from {from_sha[:12]} is an ancestor of {to_sha[:12]} but not on "
-                           "its first-parent line: give a revision of the branch itself")
+                           "its first-parent line: give a revision of the branch itself",
+                           key="--from")
         if not commit.parents:
             raise BadInput(f"--from {from_sha[:12]} is not on the first-parent line of "
-                           f"{to_sha[:12]}")
+                           f"{to_sha[:12]}", key="--from")
         chain.append(commit)
         sha = commit.parents[0]
     chain.reverse()

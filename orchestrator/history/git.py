@@ -191,11 +191,12 @@ def check_repository(repo: str) -> None:
 def resolve(repo: str, rev: str, *, what: str) -> str:
     """The full sha of commit ``rev``; BadInput naming ``what`` and ``rev`` when unknown."""
     if not rev or rev.startswith("-"):
-        raise BadInput(f"{what} {rev!r}: not a revision")
+        raise BadInput(f"{what} {rev!r}: not a revision", key=what.rsplit(" ", 1)[-1])
     done = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
                check=False)
     if done.returncode != 0:
-        raise BadInput(f"{what} {rev!r}: unknown revision in {repo}")
+        raise BadInput(f"{what} {rev!r}: unknown revision in {repo}",
+                       key=what.rsplit(" ", 1)[-1])
     return done.stdout.decode().strip()
 
 

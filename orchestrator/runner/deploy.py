@@ -96,7 +96,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
     )
 
     if options.stage not in STAGES:
-        raise BadInput(f"--stage {options.stage!r}: one of {', '.join(STAGES)}")
+        raise BadInput(f"--stage {options.stage!r}: one of {', '.join(STAGES)}", key="--stage")
     settings = config.need("database")
     config.need("app")
     config.need("lb")
@@ -121,7 +121,8 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                     else None)
         if not plan.revisions:
             show(f"nothing to deploy: the hosts run {plan.from_sha[:12]}, the target")
-            return {"outcome": Outcome.DONE, "revisions": 0}
+            return {"outcome": Outcome.DONE, "revisions": 0, "from": plan.from_sha,
+                    "to": plan.to_sha}
         if not options.dry_run and not options.yes:
             answer = ask(f"deploy {len(plan.revisions)} revisions to {plan.to_sha[:12]}"
                          f"{' with a window' if plan.cut else ''}? [y/N] ")
@@ -133,7 +134,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
             _show_checks(list(checked.checks), show)
             _render(config, plan, texts, remote, show)
             checked.raise_for_failures()
-            return {"outcome": Outcome.DRY_RUN}
+            return _dry_run(config, plan, checked.checks)
         checked.raise_for_failures()
         run_id = new_run_id()
         lock = DeployLock(settings, run_id, whoami(), plan.to_json(),
@@ -269,8 +270,19 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
     hooks.run_ended(summary, error)  # the run's record is final; a failing hook only warns
     journal.close()
     if error is not None:
+        error.run_id = run_id  # the CLI's --json puts the run's record beside the error
         raise error
     return summary
+
+
+def _dry_run(config: Config, plan: Plan, checks: tuple[CheckResult, ...]) -> dict[str, Any]:
+    """What a dry run returns: a run's summary keys where they apply (no ``id``: nothing was
+    recorded), with the plan and every preflight check."""
+    return {"outcome": Outcome.DRY_RUN, "from": plan.from_sha, "to": plan.to_sha,
+            "cut": plan.cut, "window_budget_s": config.window.budget_s,
+            "window_mode": config.window.mode,
+            "estimate": plan.estimate.to_json() if plan.estimate is not None else None,
+            "plan": plan.to_json(), "checks": [check.to_json() for check in checks]}
 
 
 def _staged_sizes(config: Config, plan: Plan) -> Sizes:

@@ -117,7 +117,7 @@ def plan_for(config: Config, remote: Runner | None, *, from_rev: str | None = No
     if from_rev is None:
         if remote is None or not config.role("app"):
             raise BadInput("--from is required (the deployed revision) when the config has no "
-                           "[ssh] and app hosts to read it from")
+                           "[ssh] and app hosts to read it from", key="--from")
         deployed = deployed_revisions(remote, config, config.role("app"))
         if len(set(deployed.values())) > 1:
             raise RevisionsDisagree(deployed)

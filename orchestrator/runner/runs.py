@@ -116,16 +116,18 @@ def load_run(runs_dir: Path, ref: str) -> dict[str, Any]:
     if ref == "last":
         runs = list_runs(root)
         if not runs:
-            raise BadInput(f"run last: there are no runs in {root}")
+            raise BadInput(f"run last: there are no runs in {root}", key="RUN")
         return _load_dir(root / runs[0]["id"])
     if ref in ids:
         return _load_dir(root / ref)
     matches = [run_id for run_id in ids if ref and run_id.startswith(ref)]
     if not matches:
-        raise BadInput(f"run {ref!r}: no such run in {root} (`fastdowntime runs` lists them)")
+        raise BadInput(f"run {ref!r}: no such run in {root} (`fastdowntime runs` lists them)",
+                       key="RUN")
     if len(matches) > 1:
         raise BadInput(f"run {ref!r} is ambiguous: it starts {len(matches)} runs "
-                       f"({', '.join(matches[:5])}{', ...' if len(matches) > 5 else ''})")
+                       f"({', '.join(matches[:5])}{', ...' if len(matches) > 5 else ''})",
+                       key="RUN")
     return _load_dir(root / matches[0])
 
 

@@ -183,11 +183,15 @@ class LockStatus:
     def to_json(self) -> dict[str, Any]:
         held = self.holder
         return {"held": None if "holder" in self.errors else held is not None,
-                "holder": None if held is None else {
-                    "run_id": held.run_id, "who": held.who, "started": utc_instant(held.started),
-                    "backend_pid": held.pid, "host": held.host, "process": held.process,
-                    "describe": held.describe()},
+                "holder": None if held is None else holder_json(held),
                 "errors": dict(self.errors)}
+
+
+def holder_json(held: Holder) -> dict[str, Any]:
+    """Who holds (or held) the deploy lock, as ``status --json`` and ``unlock --json`` say."""
+    return {"run_id": held.run_id, "who": held.who, "started": utc_instant(held.started),
+            "backend_pid": held.pid, "host": held.host, "process": held.process,
+            "describe": held.describe()}
 
 
 @dataclass(frozen=True)
@@ -552,5 +556,5 @@ def utc_instant(moment: datetime | None) -> str | None:
 
 __all__ = ["COMMAND_TIMEOUT_S", "HEALTH_TIMEOUT_S", "READ_ERRORS", "DatabasePort",
            "DatabaseStatus", "HostStatus", "LiveSources", "LockStatus", "PendingStatus",
-           "RunsStatus", "Sources", "Status", "gather", "serving_port", "status",
+           "RunsStatus", "Sources", "Status", "gather", "holder_json", "serving_port", "status",
            "utc_instant"]

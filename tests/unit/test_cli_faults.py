@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from orchestrator import cli
+from orchestrator.commands import history
 from orchestrator.errors import ExitCode, InternalError
 from orchestrator.runner.outcome import Outcome
 
@@ -19,7 +20,7 @@ def test_an_unexpected_error_exits_70(monkeypatch: pytest.MonkeyPatch,
     def broken(_args: object) -> int:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "cmd_runs", broken)
+    monkeypatch.setattr(history, "cmd_runs", broken)
     assert cli.main(["runs"]) == ExitCode.INTERNAL == 70
     err = capsys.readouterr().err
     assert "internal error (RuntimeError: boom)" in err and "resume" in err
@@ -38,7 +39,8 @@ def test_sigterm_and_sighup_take_the_ctrl_c_path(name: str) -> None:
     """SIGTERM or SIGHUP during a command ends it the way Ctrl-C does (exit 1, said why), not
     with the default handler's silent death."""
     code = ("import os, signal, time; from orchestrator import cli\n"
-            f"cli.cmd_runs = lambda a: os.kill(os.getpid(), signal.{name}) or time.sleep(5)\n"
+            "from orchestrator.commands import history\n"
+            f"history.cmd_runs = lambda a: os.kill(os.getpid(), signal.{name}) or time.sleep(5)\n"
             "raise SystemExit(cli.main(['runs']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, check=False)
@@ -51,11 +53,12 @@ def test_output_on_a_full_disk_never_changes_the_exit_code() -> None:
     disk: /dev/full) are dropped: a step that logs never fails for it, and a run that is done
     exits 0, not 70 (internal error) nor 120 (Python's failed flush at exit)."""
     code = ("import structlog; from orchestrator import cli\n"
+            "from orchestrator.commands import history, output\n"
             "def command(args):\n"
             "    structlog.get_logger('x').info('step.logged', n=1)\n"
-            "    cli._print('run x: done')\n"
+            "    output.out('run x: done')\n"
             "    return 0\n"
-            "cli.cmd_runs = command\n"
+            "history.cmd_runs = command\n"
             "raise SystemExit(cli.main(['runs']))\n")
     with open("/dev/full", "w") as full:
         done = subprocess.run([sys.executable, "-c", code], stdout=full, stderr=full,

@@ -119,7 +119,8 @@ def test_cli_exit_code_two_for_bad_config(tmp_path: Path, capsys: pytest.Capture
                                           ) -> None:
     """A bad config file makes the command exit 2 with the key in the message."""
     path = write(tmp_path, MINIMAL + "\n[window]\nbudget_s = -1\n")
-    from orchestrator.cli import build_parser, load
+    from orchestrator.cliparser import build_parser
+    from orchestrator.commands.loading import load
 
     args = build_parser().parse_args(["-c", str(path), "sandbox", "status"])
     with pytest.raises(ConfigError) as caught:

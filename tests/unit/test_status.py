@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from orchestrator import cli
+from orchestrator import cliparser
+from orchestrator.commands import checks
 from orchestrator.config import Config, HostSettings, load_config
 from orchestrator.db.connect import DatabaseUnreachable
 from orchestrator.db.lock import Holder, UnresolvedRun
@@ -427,24 +428,24 @@ def test_status_exits_3_when_a_part_could_not_be_read(
 
     sources = FakeSources(database=FakeDatabase())
     monkeypatch.setattr(module, "status", lambda config: gather(config, sources))
-    monkeypatch.setattr(cli, "load", lambda args: config)
-    assert cli.cmd_status(argparse.Namespace(json=True)) == ExitCode.OK
+    monkeypatch.setattr(checks, "load", lambda args: config)
+    assert checks.cmd_status(argparse.Namespace(json=True)) == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["complete"] is True
     sources.unreachable = {APPS[0]}
-    assert cli.cmd_status(argparse.Namespace(json=True)) == ExitCode.REFUSED
+    assert checks.cmd_status(argparse.Namespace(json=True)) == ExitCode.REFUSED
     out, err = capsys.readouterr()
     assert json.loads(out)["complete"] is False
     assert err == ("fastdowntime: status: 2 part(s) could not be read (each says why in its "
                    "place)\n")
-    assert cli.cmd_status(argparse.Namespace(json=False)) == ExitCode.REFUSED
+    assert checks.cmd_status(argparse.Namespace(json=False)) == ExitCode.REFUSED
     assert "could not be read" in capsys.readouterr().out
 
 
 def test_status_is_a_command_that_parses() -> None:
     """``fastdowntime status [--json]`` parses; its help says what the exit codes mean."""
-    parser = cli.build_parser()
+    parser = cliparser.build_parser()
     args = parser.parse_args(["status", "--json"])
-    assert args.func is cli.cmd_status and args.json
+    assert args.func is checks.cmd_status and args.json
     status = next(a for a in parser._subparsers._group_actions  # type: ignore[union-attr]
                   if isinstance(a, argparse._SubParsersAction)).choices["status"]
     assert "Exit 0 when every part was read, 3 when one could not be" in " ".join(
