@@ -170,16 +170,23 @@ def _stop(parts: Any) -> list[str]:
     return problems
 
 
-def down() -> bool:
-    """Stop every process the sandbox's pid files name and remove the directory."""
+def stop() -> bool:
+    """Stop every process the sandbox's pid files name, keeping the directory: ``up``
+    starts it again as it was (the databases' data, the hosts' releases, the keys)."""
     base = L.sandbox_dir()
     if not base.exists():
         return False
-    layout = current_layout()
-    problems = _stop(reversed(components(Context.load(layout))))
+    problems = _stop(reversed(components(Context.load(current_layout()))))
     if problems:
         raise SandboxError("down", "; ".join(problems) + f" (directory {base} kept)")
-    shutil.rmtree(base)
+    return True
+
+
+def down() -> bool:
+    """Stop every process the sandbox's pid files name and remove the directory."""
+    if not stop():
+        return False
+    shutil.rmtree(L.sandbox_dir())
     return True
 
 

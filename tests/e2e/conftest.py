@@ -1,9 +1,10 @@
 """Whole deploys against a fresh sandbox: the CLI in a subprocess, a client of our own.
 
-``fresh`` takes the sandbox down and brings it up again for every test, so
-each starts with every host on the sample repository's first revision and the
-database at the baseline. Tests add revisions to ``.sandbox/repo`` with
-:meth:`Sandbox.commit`, run ``python -m orchestrator`` with :meth:`Sandbox.cli`
+``fresh`` gives every test a sandbox as just built (a stopped copy of one,
+made once per session and put back in place), so each starts with every host
+on the sample repository's first revision and the database at the baseline.
+Tests add revisions to ``.sandbox/repo`` with :meth:`Sandbox.commit`, run
+``python -m orchestrator`` with :meth:`Sandbox.cli`
 (real exit codes, real signals), watch the run's journal with
 :func:`wait_for_event`, and measure what users see with :class:`Client`, which
 shares nothing with the orchestrator's own probe.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,7 +31,14 @@ import pytest
 from orchestrator.sandbox import manager
 from orchestrator.sandbox.configfile import render_config
 from orchestrator.sandbox.haproxy import server_states
-from orchestrator.sandbox.layout import DB_NAME, PRIMARY_PORT, PROJECT_ROOT, PUBLIC_PORT, Layout
+from orchestrator.sandbox.layout import (
+    DB_NAME,
+    PRIMARY_PORT,
+    PROJECT_ROOT,
+    PUBLIC_PORT,
+    Layout,
+    sandbox_dir,
+)
 
 CONFIG = PROJECT_ROOT / "config" / "sandbox.toml"
 HEALTH = "/+health"
@@ -162,19 +171,47 @@ class Sandbox:
         return [h.name for h in self.layout.role("app")]
 
 
-@pytest.fixture(scope="module")
-def _leave_fresh() -> Iterator[None]:
-    """After a module of e2e tests, leave a fresh sandbox (first revision) for what follows."""
-    yield
+@pytest.fixture(scope="session")
+def _golden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A stopped copy of a sandbox just built from scratch. Each e2e test gets it back
+    (:func:`restore`) instead of building one again: initdb, the standby's base backup,
+    keys and the sample repository cost about 6 s a test; starting a copy, about 2."""
     manager.down()
     manager.up()
+    manager.stop()
+    golden = tmp_path_factory.mktemp("golden") / "sandbox"
+    _copy(sandbox_dir(), golden)
+    # a daemon's pid file would name a pid some other process may hold when it is restored
+    for pidfile in golden.rglob("*.pid"):
+        pidfile.unlink()
+    yield golden
+    shutil.rmtree(golden.parent)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """``cp -a``: owners (the database's files are fdtpg's), modes and links kept."""
+    subprocess.run(["cp", "-a", "--", str(source), str(target)], check=True,
+                   capture_output=True)
+
+
+def restore(golden: Path) -> Layout:
+    """Take the sandbox down, put the golden copy in its place and start it."""
+    manager.down()
+    _copy(golden, sandbox_dir())
+    return manager.up()
+
+
+@pytest.fixture(scope="module")
+def _leave_fresh(_golden: Path) -> Iterator[None]:
+    """After a module of e2e tests, leave a fresh sandbox (first revision) for what follows."""
+    yield
+    restore(_golden)
 
 
 @pytest.fixture
-def fresh(_leave_fresh: None) -> Sandbox:
-    """A sandbox rebuilt from scratch: every host on the first revision, no run yet."""
-    manager.down()
-    layout = manager.up()
+def fresh(_leave_fresh: None, _golden: Path) -> Sandbox:
+    """A sandbox as just built: every host on the first revision, no run yet."""
+    layout = restore(_golden)
     first = json.loads((layout.base / "layout.json").read_text())["first"]
     return Sandbox(layout, CONFIG, first)
 
