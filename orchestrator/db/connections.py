@@ -29,7 +29,9 @@ The terminate method has nothing to restore: clients reconnect by themselves.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -320,6 +322,13 @@ class ConnectionControl:
             finally:
                 killer.close()
             worker.join(self.settings.terminate_deadline_s)
+            if worker.is_alive():
+                # KILL did not end the PAUSE in time. psycopg2's close() would wait for the
+                # worker's query forever: cut the socket under it first, so that it fails
+                self.log.warning("connections.pause_abandoned",
+                                 consequence="the console connection is cut")
+                _shut(self._console)
+                worker.join(self.settings.terminate_deadline_s)
             self._close_console()
             return True
         if done and done[0] is not None:
@@ -467,6 +476,23 @@ def _console_rows(console: Connection, command: str) -> list[dict[str, Any]]:
         cur.execute(command)
         names = [column[0] for column in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _shut(connection: Connection | None) -> None:
+    """Shut down ``connection``'s socket under a query another thread waits on: the query
+    then fails at once, where ``close()`` would block behind it."""
+    if connection is None or connection.closed:
+        return
+    try:
+        sock = socket.socket(fileno=os.dup(connection.fileno()))
+    except OSError:
+        return  # the socket is already gone: the waiting query fails by itself
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return  # not connected any more: the same
+    finally:
+        sock.close()
 
 
 def _name(db: str) -> str:
