@@ -16,6 +16,7 @@ from orchestrator.config import Config, HostSettings, SshSettings, load_config
 from orchestrator.errors import BadInput, ConfigError
 from orchestrator.remote.endpoints import (
     Endpoints,
+    QuickAckSocket,
     Reject,
     StrictConnection,
     fingerprint,
@@ -147,6 +148,22 @@ def test_hops_are_chained_first_to_last(files: Path) -> None:
     assert (last.user, last.host, last.port) == ("v", "10.0.0.2", 2022)
     first = last.gateway
     assert (first.user, first.host, first.port, first.gateway) == ("u", "10.0.0.1", 22, False)
+
+
+def test_only_jump_hosts_acknowledge_at_once(files: Path) -> None:
+    """A jump host's socket ACKs every read at once (its sshd leaves Nagle on, and our
+    delayed ACK would hold its next write 40 ms); a host's socket is left as it was."""
+    conn = endpoints(files, proxy_jump="u@10.0.0.1,v@10.0.0.2").for_host(HOST)
+    assert (conn.jump_host, conn.gateway.jump_host, conn.gateway.gateway.jump_host) == (
+        False, True, True)
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, socket.create_connection(server.getsockname()) as plain:
+        quick = QuickAckSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        peer, _ = server.accept()
+        with quick, peer:
+            peer.sendall(b"hello")
+            assert quick.recv(5) == b"hello"
+            assert quick.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
 
 
 def test_a_host_that_is_its_own_jump_host_is_reached_directly(files: Path) -> None:
