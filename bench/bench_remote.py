@@ -1,4 +1,5 @@
-"""Remote execution: a no-op on 40 hosts vs on 1, and staging to 20 hosts vs to 1.
+"""Remote execution: a no-op on 40 hosts vs on 1, and staging to 20 hosts vs to 1; a no-op
+directly vs through a jump host.
 
 Real sshd hosts (bench/sshfarm.py) on loopback; connections are opened
 first (a run keeps them warm), then each measurement is the median of
@@ -116,6 +117,31 @@ def noop(farm: SshFarm) -> None:
     report("no-op", len(hosts), one, many, 2)
 
 
+def through_jump(farm: SshFarm) -> None:
+    """A warm no-op on one host directly and through the jump host, alternating command by
+    command so both see the same machine; then on every host through the jump host. The
+    extra hop is another sshd relaying each packet on these same cores, and paramiko
+    encrypting twice (the jump host's transport carries the host's)."""
+    command = Command(("true",))
+    direct_config = farm.config(parallelism=40)
+    hosts = list(direct_config.hosts)
+    with Remote(direct_config) as direct, \
+            Remote(farm.config(parallelism=40, jump=True)) as jumped:
+        assert direct.connect_all(hosts).ok and jumped.connect_all(hosts).ok
+        times: dict[str, list[float]] = {"direct": [], "jump": []}
+        for _ in range(ROUNDS * 20):
+            for name, remote in (("direct", direct), ("jump", jumped)):
+                started = time.perf_counter()
+                assert remote.run(hosts[0], command).ok
+                times[name].append(time.perf_counter() - started)
+        many = measure([lambda: jumped.run_all(hosts, command)] * ROUNDS, len(hosts))
+    one, hop = statistics.median(times["direct"]), statistics.median(times["jump"])
+    print(f"warm no-op on 1 host, direct: {one * 1000:.2f} ms; through the jump host: "
+          f"{hop * 1000:.2f} ms ({(hop / one - 1) * 100:+.0f}%)")
+    print(f"no-op on {len(hosts)} hosts through the jump host: {many.wall_s * 1000:.1f} ms "
+          f"(CPU per host, whole machine: {many.machine_cpu_s * 1000:.2f} ms)")
+
+
 def staging(farm: SshFarm) -> None:
     """Stage a real revision (the project's own, ~1 MB) to 1 and to 20 hosts."""
     repo = str(PROJECT_ROOT)
@@ -143,4 +169,5 @@ def staging(farm: SshFarm) -> None:
 def main() -> None:
     with SshFarm(40) as farm:
         noop(farm)
+        through_jump(farm)
         staging(farm)

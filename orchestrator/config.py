@@ -135,12 +135,26 @@ class WindowSettings:
 
 @dataclass(frozen=True)
 class SshSettings:
-    """``[ssh]``: how to reach every host."""
+    """``[ssh]``: how to reach every host.
+
+    ``user``, ``key``, ``port`` and ``proxy_jump`` left out here (and on the host) come
+    from the operator's ssh_config, then from the defaults: see
+    :mod:`orchestrator.remote.endpoints`. Host keys never do: only ``known_hosts``.
+    """
 
     known_hosts: str = field(metadata=_PATH)
-    user: str = "deploy"
+    user: str | None = None
+    """Login user; unset: ssh_config's ``User``, else ``deploy``."""
     key: str | None = field(default=None, metadata=_PATH)
-    port: int = 22
+    """Private key; unset: ssh_config's ``IdentityFile``, else the agent and ~/.ssh."""
+    port: int | None = None
+    """sshd port of every host; unset: ssh_config's ``Port``, else 22."""
+    ssh_config: str | None = field(default=None, metadata=_PATH)
+    """The OpenSSH client config read for what this file leaves out; unset:
+    ``~/.ssh/config`` (when it exists); ``""``: none."""
+    proxy_jump: str | None = None
+    """``[user@]host[:port]`` (comma-separated for several hops) every host is reached
+    through; unset: ssh_config's ``ProxyJump``; ``""`` or ``"none"``: direct."""
     connect_timeout_s: float = 5.0
     command_timeout_s: float = 60.0
     parallelism: int = 16
@@ -154,9 +168,18 @@ class HostSettings:
     name: str
     role: str
     address: str
-    port: int
+    """Address or name to connect to (a ``Host`` alias of ssh_config works too)."""
+    port: int | None = None
+    """sshd port; ``None``: ``[ssh] port``, ssh_config's ``Port``, 22 (the loader fills in
+    ``[ssh] port``)."""
     root: str | None = field(default=None, metadata=_PATH)
     """Per-host app root; ``None`` means ``[app] root``."""
+    user: str | None = None
+    """Login user for this host, over ``[ssh] user``."""
+    key: str | None = field(default=None, metadata=_PATH)
+    """Private key for this host, over ``[ssh] key``."""
+    proxy_jump: str | None = None
+    """Jump host(s) for this host, over ``[ssh] proxy_jump`` (``""``: direct)."""
 
 
 @dataclass(frozen=True)
@@ -383,7 +406,7 @@ class _Loader:
     def hosts(self, section: Any, ssh: Any) -> tuple[HostSettings, ...]:
         if not isinstance(section, dict):
             raise self.error("hosts", "must be a table of roles")
-        default_port = ssh.get("port", 22) if isinstance(ssh, dict) else 22
+        default_port = ssh.get("port") if isinstance(ssh, dict) else None
         seen: set[str] = set()
         hosts = []
         for role, members in section.items():
@@ -398,7 +421,8 @@ class _Loader:
                 seen.add(name)
                 if not isinstance(table, dict):
                     raise self.error(key, "must be a table")
-                table = {"port": default_port, **table, "name": name, "role": role}
+                defaults = {"port": default_port} if default_port is not None else {}
+                table = {**defaults, **table, "name": name, "role": role}
                 hosts.append(self.build(HostSettings, table, key))
         return tuple(hosts)
 
@@ -469,7 +493,7 @@ class _Loader:
         return _ENV.sub(substitute, value)
 
     def resolve(self, value: str) -> str:
-        if is_url(value):
+        if not value or is_url(value):  # "" stays "" (``ssh_config = ""``: none)
             return value
         return os.path.normpath(self.base / os.path.expanduser(value))
 
@@ -493,6 +517,12 @@ class _Loader:
             raise self.error("hosts.lb", "[lb] is configured but no host has the role lb")
         if config.ssh and config.ssh.parallelism < 1:
             raise self.error("ssh.parallelism", "must be at least 1")
+        jumps = [("ssh.proxy_jump", config.ssh.proxy_jump)] if config.ssh else []
+        jumps += [(f"hosts.{h.role}.{h.name}.proxy_jump", h.proxy_jump) for h in config.hosts]
+        for key, jump in jumps:
+            problem = jump_problem(jump) if jump is not None else None
+            if problem:
+                raise self.error(key, problem)
         nodowntime = config.nodowntime
         if nodowntime.batch_size < 1 or nodowntime.max_out_of_rotation < nodowntime.batch_size:
             raise self.error("nodowntime.batch_size",
@@ -534,8 +564,9 @@ class _Loader:
                         and value is not None and value <= 0):
                     raise self.error(f"{section}.{spec.name}", "must be more than 0 (a zero "
                                      "timeout would wait forever or never)")
-        ports = [("ssh.port", config.ssh.port)] if config.ssh else []
-        ports += [(f"hosts.{h.role}.{h.name}.port", h.port) for h in config.hosts]
+        given = [("ssh.port", config.ssh.port)] if config.ssh else []
+        given += [(f"hosts.{h.role}.{h.name}.port", h.port) for h in config.hosts]
+        ports = [(key, port) for key, port in given if port is not None]
         app_ports = config.app.ports if config.app else ()
         ports += [(f"app.ports[{i}]", port) for i, port in enumerate(app_ports)]
         for key, port in ports:
@@ -592,6 +623,26 @@ def check_private_file(path: str, key: str, where: str | None = None) -> None:
     if mode & 0o022:
         raise ConfigError(where or path, key, f"{path} is writable by group or others "
                                               f"(mode {mode & 0o777:o}): chmod go-w it")
+
+
+_HOP = re.compile(r"(?:[^@\s,:]+@)?[^@\s,:]+(?::(?P<port>\d+))?")
+
+
+def jump_problem(value: str) -> str | None:
+    """What is wrong with a ``proxy_jump`` value, or None: ``""`` or ``none`` (direct), or
+    ``[user@]host[:port]`` hops separated by commas, as OpenSSH's ProxyJump (an IPv6 jump
+    host needs an ssh_config ``Host`` alias: its colons cannot be told from the port's)."""
+    if value.strip().lower() in ("", "none"):
+        return None
+    for hop in value.split(","):
+        match = _HOP.fullmatch(hop.strip())
+        if match is None:
+            return (f"{hop.strip()!r} is not a jump host: write [user@]host[:port], "
+                    "several separated by commas (an IPv6 address: a Host alias of "
+                    "ssh_config)")
+        if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+            return f"{match['port']} is not a port (1-65535)"
+    return None
 
 
 def _tname(value: Any) -> str:

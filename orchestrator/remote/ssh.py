@@ -1,31 +1,33 @@
 """SSH to the inventory: strict host keys, warm connections, commands with real timeouts.
 
-paramiko directly (not Fabric's Connection, whose Invoke runner costs threads
-and milliseconds per command, and whose default policy trusts unknown keys):
+Where each host is and how it is reached (our config, then the operator's
+ssh_config through Fabric's Connection, jump hosts) is
+:mod:`orchestrator.remote.endpoints`. Fabric is kept to connecting: its
+``run`` costs Invoke runner threads and milliseconds per command, so commands
+go on channels of the paramiko transport directly:
 
-- host keys come only from ``[ssh] known_hosts``; an unknown or changed key
-  is refused (:class:`HostKeyRejected`, naming host and fingerprint);
+- host keys come only from ``[ssh] known_hosts``, for jump hosts too; an
+  unknown or changed key is refused (:class:`HostKeyRejected`, naming host
+  and fingerprint);
 - sockets get TCP_NODELAY (paramiko leaves Nagle on: ~40 ms per command);
 - AES-GCM is preferred where the server offers it: paramiko checks a
   non-AEAD MAC byte by byte in Python, a quarter of its CPU per command;
 - connecting is retried (tenacity) within the connect timeout; a command
   that changes state is never retried;
-- one connection per host, reused for the whole run; commands run on new
-  channels of it, in parallel across hosts up to ``[ssh] parallelism``;
+- one connection per host, reused for the whole run, and one per jump host,
+  shared by the hosts behind it; commands run on new channels of the host's
+  connection, in parallel across hosts up to ``[ssh] parallelism``;
 - every command runs under coreutils ``timeout`` on the host, so a command
   that hangs is killed there, not merely abandoned.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import select
 import shlex
-import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,22 +38,22 @@ import tenacity
 from orchestrator.config import Config, HostSettings, SshSettings, check_private_file
 from orchestrator.errors import BadInput
 from orchestrator.remote.commands import Command
+from orchestrator.remote.endpoints import (
+    Endpoints,
+    HopFailed,
+    StrictConnection,
+    load_ssh_config,
+)
 from orchestrator.remote.results import (
     FAILED,
     OK,
     TIMEOUT,
     UNREACHABLE,
     GroupResult,
-    HostKeyRejected,
     HostResult,
     tail,
 )
 
-KEEPALIVE_S = 5
-"""SSH keepalive interval: a host that stops answering is found by the command deadline and
-the transport, not after the kernel's TCP timeouts."""
-AEAD_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-"""Ciphers put first in what we offer, when paramiko knows them (see the module text)."""
 SEND_CHUNK = 1 << 15
 """Stdin goes out in slices of this size: paramiko's ``sendall`` re-slices the whole
 remainder after every packet, which copies a 1 MB archive about 30 times."""
@@ -64,35 +66,11 @@ class Unreachable(Exception):
     """A host could not be connected to (after retries, within the connect timeout)."""
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """The key's fingerprint as OpenSSH prints it: ``SHA256:...``."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-class _Reject(paramiko.MissingHostKeyPolicy):
-    """RejectPolicy that says which host and which key it refused."""
-
-    def __init__(self, host: HostSettings) -> None:
-        self.host = host
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
-        raise HostKeyRejected(self.host.name, f"{self.host.address}:{self.host.port}",
-                              fingerprint(key), "is not in known_hosts")
-
-
-def aead_first(sock: socket.socket, **kwargs: Any) -> paramiko.Transport:
-    """A paramiko Transport offering AES-GCM first, then its other ciphers in their order.
-
-    Nothing is removed from the offer: a server without GCM negotiates as before.
-    """
-    transport = paramiko.Transport(sock, **kwargs)
-    options = transport.get_security_options()
-    offered = tuple(options.ciphers)
-    options.ciphers = (tuple(c for c in AEAD_CIPHERS if c in offered)
-                       + tuple(c for c in offered if c not in AEAD_CIPHERS))
-    return transport
+def _hop_key(conn: StrictConnection) -> Hashable:
+    """Which jump host connections are the same one: endpoint, login, and the path there."""
+    via = _hop_key(conn.gateway) if isinstance(conn.gateway, StrictConnection) else None
+    keys = tuple(conn.connect_kwargs.get("key_filename") or ())
+    return (conn.user, conn.host, conn.port, keys, conn.connect_kwargs.get("allow_agent"), via)
 
 
 class Remote:
@@ -102,87 +80,90 @@ class Remote:
         self.config = config
         self.ssh: SshSettings = config.need("ssh")
         self.log = log or structlog.get_logger("remote")
-        self._clients: dict[str, paramiko.SSHClient] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        where = str(config.path)
+        self._conns: dict[str, StrictConnection] = {}
+        self._jumps: dict[Hashable, StrictConnection] = {}
+        self._locks: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=self.ssh.parallelism,
                                         thread_name_prefix="ssh")
-        self._host_keys = paramiko.HostKeys()
-        check_private_file(self.ssh.known_hosts, "ssh.known_hosts", str(config.path))
-        if self.ssh.key:
-            check_private_file(self.ssh.key, "ssh.key", str(config.path))
+        check_private_file(self.ssh.known_hosts, "ssh.known_hosts", where)
+        for key, path in [("ssh.key", self.ssh.key), *(
+                (f"hosts.{h.role}.{h.name}.key", h.key) for h in config.hosts)]:
+            if path:
+                check_private_file(path, key, where)
         try:
-            self._host_keys.load(self.ssh.known_hosts)
+            paramiko.HostKeys().load(self.ssh.known_hosts)
         except (FileNotFoundError, OSError) as exc:
             raise BadInput(f"[ssh] known_hosts {self.ssh.known_hosts}: {exc}") from None
+        self.endpoints = Endpoints(self.ssh, load_ssh_config(self.ssh, where))
+        for host in config.hosts:  # a malformed ProxyJump is named now, not mid-run
+            self.endpoints.jump_spec(host)
 
     # --- connections ------------------------------------------------------------------
 
+    def _lock(self, key: Hashable) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
     def connection(self, host: HostSettings) -> paramiko.SSHClient:
         """The host's connection: opened on first use (with retries), then reused."""
-        with self._guard:
-            lock = self._locks.setdefault(host.name, threading.Lock())
-        with lock:
-            client = self._clients.get(host.name)
-            transport = client.get_transport() if client else None
-            if client is not None and transport is not None and transport.is_active():
-                return client
-            client = self._connect(host)
-            self._clients[host.name] = client
-            return client
+        with self._lock(("host", host.name)):
+            conn = self._conns.get(host.name)
+            if conn is not None and conn.is_connected:
+                return conn.client
+            conn = self._connect(host)
+            self._conns[host.name] = conn
+            return conn.client
 
-    def _connect(self, host: HostSettings) -> paramiko.SSHClient:
+    def _connect(self, host: HostSettings) -> StrictConnection:
         deadline = time.monotonic() + self.ssh.connect_timeout_s
+        first = self.endpoints.for_host(host)
+        where = first.describe()
 
         @tenacity.retry(
-            retry=tenacity.retry_if_exception_type((OSError, EOFError, paramiko.SSHException))
-            & tenacity.retry_if_not_exception_type((HostKeyRejected,
-                                                    paramiko.BadHostKeyException,
-                                                    paramiko.AuthenticationException)),
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, HopFailed)
+                and not isinstance(exc.cause, paramiko.AuthenticationException)),
             stop=tenacity.stop_after_attempt(max(1, self.ssh.connect_retries))
             | tenacity.stop_before_delay(self.ssh.connect_timeout_s),
             wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
             reraise=True)
-        def attempt() -> paramiko.SSHClient:
-            remaining = max(0.05, deadline - time.monotonic())
-            sock = socket.create_connection((host.address, host.port), timeout=remaining)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = paramiko.SSHClient()
-            client.load_host_keys(self.ssh.known_hosts)
-            client.set_missing_host_key_policy(_Reject(host))
-            try:
-                client.connect(host.address, port=host.port, username=self.ssh.user,
-                               key_filename=self.ssh.key, look_for_keys=self.ssh.key is None,
-                               allow_agent=self.ssh.key is None, sock=sock, timeout=remaining,
-                               banner_timeout=remaining, auth_timeout=remaining,
-                               transport_factory=aead_first)
-            except BaseException:
-                client.close()
-                sock.close()
-                raise
-            transport = client.get_transport()
-            if transport is not None:  # a lost host is noticed, not waited on for ever
-                transport.set_keepalive(KEEPALIVE_S)
-            return client
+        def attempt() -> StrictConnection:
+            conn = self.endpoints.for_host(host)
+            if isinstance(conn.gateway, StrictConnection):
+                conn.gateway = self._jump(conn.gateway, deadline)
+            conn.open_within(max(0.05, deadline - time.monotonic()))
+            return conn
 
         started = time.monotonic()
         try:
-            client = attempt()
-        except paramiko.BadHostKeyException as exc:
-            raise HostKeyRejected(host.name, f"{host.address}:{host.port}",
-                                  fingerprint(exc.key),
-                                  f"presented a key that differs from known_hosts "
-                                  f"(expected {fingerprint(exc.expected_key)})") from None
-        except paramiko.AuthenticationException as exc:
-            raise Unreachable(f"{host.name} ({host.address}:{host.port}): login as "
-                              f"{self.ssh.user} refused: {exc}") from None
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise Unreachable(f"{host.name} ({host.address}:{host.port}): cannot connect "
-                              f"within {self.ssh.connect_timeout_s:g} s: "
-                              f"{exc or type(exc).__name__}") from None
-        self.log.debug("ssh.connected", host=host.name,
+            conn = attempt()
+        except HopFailed as exc:
+            hop = "" if exc.where == where else f" on the jump host {exc.where}"
+            if isinstance(exc.cause, paramiko.AuthenticationException):
+                raise Unreachable(f"{host.name} ({where}): login as {exc.user}{hop} refused: "
+                                  f"{exc.reason}") from None
+            raise Unreachable(f"{host.name} ({where}): cannot connect within "
+                              f"{self.ssh.connect_timeout_s:g} s{hop}: {exc.reason}") from None
+        self.log.debug("ssh.connected", host=host.name, via=where,
                        duration_s=round(time.monotonic() - started, 6))
-        return client
+        return conn
+
+    def _jump(self, fresh: StrictConnection, deadline: float) -> StrictConnection:
+        """The open connection to a jump host: the one already open for another host, or
+        ``fresh``, opened now (its own jump host first)."""
+        key = _hop_key(fresh)
+        with self._lock(("jump", key)):
+            conn = self._jumps.get(key)
+            if conn is not None and conn.is_connected:
+                return conn
+            if isinstance(fresh.gateway, StrictConnection):
+                fresh.gateway = self._jump(fresh.gateway, deadline)
+            fresh.open_within(max(0.05, deadline - time.monotonic()))
+            self._jumps[key] = fresh
+            self.log.debug("ssh.jump_connected", jump=fresh.describe())
+            return fresh
 
     def connect_all(self, hosts: Sequence[HostSettings]) -> GroupResult:
         """Open every host's connection in parallel (warming up before time matters)."""
@@ -282,10 +263,13 @@ class Remote:
         return channel
 
     def close(self) -> None:
-        """Close every connection."""
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
+        """Close every connection: the hosts', then the jump hosts' they went through."""
+        for conn in self._conns.values():
+            conn.client.close()
+        for jump in reversed(list(self._jumps.values())):  # the first hop was opened first
+            jump.client.close()
+        self._conns.clear()
+        self._jumps.clear()
         self._pool.shutdown(wait=False)
 
     def __enter__(self) -> Remote:

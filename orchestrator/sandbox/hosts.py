@@ -4,7 +4,8 @@ Login is as the non-root ``deploy`` user with the sandbox's client key; the
 host keys are collected into ``<sandbox>/ssh/known_hosts``. App hosts get the
 control script, their host-local config and the first revision staged under
 ``releases/<sha>`` with ``current`` pointing at it, and run it on the first
-instance port; the script host runs the fragile script.
+instance port; the script host runs the fragile script. The bastion (role
+``bastion``) is an sshd and nothing else: a jump host that forwards TCP.
 """
 
 from __future__ import annotations
@@ -80,9 +81,9 @@ def ensure_client_key(layout: L.Layout) -> None:
 
 
 def write_known_hosts(layout: L.Layout) -> None:
-    """``known_hosts`` with every host's key, as ``[address]:port``."""
+    """``known_hosts`` with every host's key and the bastion's, as ``[address]:port``."""
     lines = []
-    for host in layout.hosts:
+    for host in (*layout.hosts, layout.bastion):
         kind, key = (_sshd_dir(host) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
         lines.append(f"[{host.address}]:{L.SSH_PORT} {kind} {key}\n")
     layout.known_hosts.write_text("".join(lines))

@@ -35,6 +35,9 @@ REVISION_TABLE = "LaunchpadDatabaseRevision"
 BRANCH = "db-stable"
 LB_ADDRESS = "127.0.0.2"
 SCRIPTS_ADDRESS = "127.0.0.3"
+BASTION_ADDRESS = "127.0.0.4"
+"""The jump host: an sshd like the others' (deploy user, same keys), outside the inventory;
+``[ssh] proxy_jump = "deploy@127.0.0.4:2222"`` reaches every host through it."""
 FIRST_APP_OCTET = 11
 MAX_APP_HOSTS = 200
 MAX_ROWS = 100_000_000
@@ -81,6 +84,16 @@ class Layout:
 
     def role(self, role: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.role == role)
+
+    @property
+    def bastion(self) -> Host:
+        """The jump host (not in :attr:`hosts`, the inventory the config lists)."""
+        return Host("bastion1", "bastion", BASTION_ADDRESS, self.base / "hosts" / "bastion1")
+
+    @property
+    def bastion_jump(self) -> str:
+        """The bastion as ``proxy_jump`` names it."""
+        return f"{DEPLOY_USER}@{BASTION_ADDRESS}:{SSH_PORT}"
 
     @property
     def lb(self) -> Host:

@@ -89,6 +89,7 @@ def components(ctx: Context, first: str = "", baseline: list[str] | None = None,
     ``item`` table is topped up to that many rows."""
     primary = Primary(ctx, baseline or [], rows)
     parts: list[Component] = [primary, Standby(ctx, primary), Pgbouncer(ctx)]
+    parts.append(SandboxHost(ctx, ctx.layout.bastion, first))
     parts += [SandboxHost(ctx, host, first) for host in ctx.layout.hosts]
     parts.append(Haproxy(ctx))
     return parts

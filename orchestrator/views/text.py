@@ -128,6 +128,8 @@ def print_sandbox_status(state: Mapping[str, Any], console: Console) -> None:
             detail = ", ".join(f"{s}={st}" for s, st in info["servers"].items())
         elif "streaming" in info:
             detail = "streaming" if info["streaming"] else "not streaming"
+        elif info.get("role") == "bastion":
+            detail = "jump host (proxy_jump)"
         colour = "green" if info["state"] == "up" else "red"
         table.add_row(name, f"[{colour}]{info['state']}[/]", where, detail)
     console.print(table)

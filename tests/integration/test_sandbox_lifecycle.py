@@ -30,11 +30,12 @@ def pids(ctx: Context) -> set[int]:
 
 def test_status_json_names_every_component(sandbox: Context,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """status --json names primary, standby, pgbouncer, haproxy and every host, all up."""
+    """status --json names primary, standby, pgbouncer, haproxy, the bastion and every host,
+    all up."""
     assert main(["sandbox", "status", "--json"]) == 0
     components = json.loads(capsys.readouterr().out)["components"]
     hosts = {h.name for h in sandbox.layout.hosts}
-    expected = {"primary", "standby", "pgbouncer", "haproxy"} | hosts
+    expected = {"primary", "standby", "pgbouncer", "haproxy", sandbox.layout.bastion.name} | hosts
     assert set(components) == expected
     assert {c["state"] for c in components.values()} == {"up"}
     assert components["standby"]["streaming"] is True

@@ -15,8 +15,9 @@ import pytest
 
 from orchestrator.config import Config, HostSettings
 from orchestrator.remote.commands import Command
+from orchestrator.remote.endpoints import AEAD_CIPHERS, aead_first, fingerprint
 from orchestrator.remote.results import HostKeyRejected
-from orchestrator.remote.ssh import AEAD_CIPHERS, SEND_CHUNK, Remote, aead_first, fingerprint
+from orchestrator.remote.ssh import SEND_CHUNK, Remote
 from orchestrator.sandbox import layout as L
 
 pytestmark = pytest.mark.integration

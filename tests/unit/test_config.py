@@ -48,7 +48,7 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     assert config.window.patch_budget_s == 15.0
     assert config.database.max_replay_lag_s == 60.0
     assert config.source.branch == "db-stable"
-    assert config.hosts[0].port == 22 and config.hosts[0].role == "app"
+    assert config.hosts[0].port is None and config.hosts[0].role == "app"  # ssh_config, or 22
     assert config.ssh.known_hosts == str(tmp_path / "known_hosts")
 
 

@@ -141,3 +141,33 @@ def test_down_never_kills_a_process_that_is_not_the_sandboxs(tmp_path: Path) -> 
         if bystander.poll() is None:
             bystander.kill()
             bystander.wait()
+
+
+def test_the_bastion_is_a_host_of_the_sandbox_but_not_of_the_inventory(tmp_path: Path) -> None:
+    """The bastion's sshd comes up before the hosts behind it and goes down after them; its
+    key is in known_hosts; the config lists no host at its address."""
+    from orchestrator.config import load_config
+    from orchestrator.sandbox import layout as L
+    from orchestrator.sandbox.component import Context
+    from orchestrator.sandbox.configfile import render_config
+    from orchestrator.sandbox.hosts import SandboxHost, write_known_hosts
+
+    layout = L.Layout(tmp_path, 2)
+    parts = manager.components(Context(layout, {}))
+    hosts = [p.host.name for p in parts if isinstance(p, SandboxHost)]
+    assert hosts == ["bastion1", *(h.name for h in layout.hosts)]
+    assert layout.bastion.address == L.BASTION_ADDRESS not in {h.address for h in layout.hosts}
+    for host in (*layout.hosts, layout.bastion):
+        sshd = host.root / "sshd"
+        sshd.mkdir(parents=True)
+        (sshd / "ssh_host_ed25519_key.pub").write_text(f"ssh-ed25519 KEY{host.name} c\n")
+    layout.ssh_dir.mkdir()
+    write_known_hosts(layout)
+    assert f"[{L.BASTION_ADDRESS}]:{L.SSH_PORT} ssh-ed25519 KEYbastion1\n" in \
+        layout.known_hosts.read_text()
+    (tmp_path / "sandbox.toml").write_text(render_config(layout))
+    config = load_config(tmp_path / "sandbox.toml")
+    assert config.ssh is not None and config.ssh.proxy_jump is None
+    assert config.ssh.ssh_config == ""
+    assert L.BASTION_ADDRESS not in {h.address for h in config.hosts}
+    assert f'# proxy_jump = "{layout.bastion_jump}"' in render_config(layout)
