@@ -102,11 +102,13 @@ class Sandbox:
         """A config for this sandbox (absolute paths) with ``key = value`` lines replaced.
 
         ``edits`` maps a key to its new TOML value, e.g. ``budget_s="3"``; the key
-        must occur exactly once in the rendered file.
+        must occur exactly once in the rendered file (a commented-out key counts: the
+        edit sets it).
         """
         lines = render_config(self.layout).splitlines()
         for key, value in edits.items():
-            hits = [i for i, line in enumerate(lines) if line.split(" = ")[0] == key]
+            hits = [i for i, line in enumerate(lines)
+                    if line.split(" = ")[0].removeprefix("# ") == key]
             assert len(hits) == 1, f"config key {key} occurs {len(hits)} times"
             lines[hits[0]] = f"{key} = {value}"
         path = directory / "sandbox.toml"

@@ -8,6 +8,7 @@ and what a client of our own saw through haproxy.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -112,10 +113,17 @@ def sigkill_at(sandbox: Sandbox, proc: subprocess.Popen[str],
     return run_id
 
 
-def test_full_deploy_serves_the_tip_at_the_newest_patch(fresh: Sandbox) -> None:
-    """A full deploy: every host serves the tip through haproxy, the database is at 2200-06-0."""
-    done = fresh.cli("deploy", "--yes", *approvals())
+def test_full_deploy_serves_the_tip_at_the_newest_patch(fresh: Sandbox, tmp_path: Path) -> None:
+    """A full deploy: every host serves the tip through haproxy, the database is at 2200-06-0.
+    The orchestrator reaches every host through the sandbox's bastion (a jump host, as
+    operators have them; tests/integration/test_ssh_bastion.py shows the routing)."""
+    config = fresh.write_config(tmp_path, proxy_jump=f'"{fresh.layout.bastion_jump}"')
+    bastion_log = fresh.layout.logs / f"sshd-{fresh.layout.bastion.name}.log"
+    logins = bastion_log.read_text().count("Accepted publickey")
+    done = fresh.cli("deploy", "--yes", "--json", *approvals(), config=config)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert bastion_log.read_text().count("Accepted publickey") > logins
+    assert json.loads(done.stdout) == fresh.show()  # --json: the summary alone on stdout
     tip = fresh.tip()
     assert_serving(fresh, tip)
     for host in fresh.app_hosts:
