@@ -296,10 +296,12 @@ class Hooks:
 
     @classmethod
     def for_run(cls, config: Config, journal: JournalPort, summary: Mapping[str, Any], *,
-                stage: str, summary_path: Path, journal_path: Path | None) -> Hooks:
-        """The hooks of the run whose first summary is ``summary``."""
+                stage: str, summary_path: Path, journal_path: Path | None,
+                command: str | None = None) -> Hooks:
+        """The hooks of the run whose first summary is ``summary`` (``command``: the command
+        that runs it, default ``deploy`` or ``rehearse`` as the summary says)."""
         base = {"run_id": summary["id"], "who": summary.get("who"),
-                "command": "rehearse" if summary.get("rehearse") else "deploy",
+                "command": command or ("rehearse" if summary.get("rehearse") else "deploy"),
                 "stage": stage, "from": summary.get("from"), "to": summary.get("to"),
                 "cut": summary.get("cut"),
                 "config": str(config.path) if config.path is not None else None,

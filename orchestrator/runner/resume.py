@@ -27,6 +27,7 @@ from orchestrator.errors import (
     FailedAfterCommit,
     FailedBeforeCommit,
     FastdowntimeError,
+    InternalError,
 )
 from orchestrator.plan import Plan
 from orchestrator.remote import operations as ops
@@ -46,8 +47,9 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     from orchestrator.db.lock import DeployLock, whoami
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.remote.ssh import Remote
+    from orchestrator.runner.hooks import Hooks
     from orchestrator.runner.journal import Journal, read_journal
-    from orchestrator.runner.runs import load_run, save_summary
+    from orchestrator.runner.runs import SUMMARY_NAME, load_run, save_summary
 
     runs_dir = Path(config.runs.dir)
     summary = load_run(runs_dir, ref)
@@ -66,8 +68,12 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
     lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)
     journal = Journal(runs_dir, summary["id"])
+    hooks = Hooks.for_run(config, journal, summary, stage="fastdowntime",
+                          summary_path=runs_dir / summary["id"] / SUMMARY_NAME,
+                          journal_path=journal.path, command="resume")
     outcome = Outcome.FAILED
     problem: FailedAfterCommit | None = None
+    ended: FastdowntimeError | None = None
     try:
         # COMMIT may have happened without the journal hearing of it: ask the database
         committed = (any(e.get("event") == "commit" for e in events)
@@ -111,17 +117,37 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         if run.host_states:
             summary["hosts"] = {**summary.get("hosts", {}), **run.host_states}
         save_summary(runs_dir, summary["id"], summary)
+    except FastdowntimeError as exc:
+        ended = exc
+        raise
+    except BaseException as exc:  # noqa: BLE001 - told to the hooks, then raised on
+        ended = InternalError(exc, summary["id"])
+        raise
     finally:
         journal.event("resume.end", outcome=outcome)
-        journal.close()
-        # the resumed run is settled only when resume got to an end, not when it failed
-        lock.finish(outcome, settles=None if outcome == Outcome.FAILED else summary["id"])
+        try:
+            # the resumed run is settled only when resume got to an end, not when it failed
+            lock.finish(outcome, settles=None if outcome == Outcome.FAILED else summary["id"])
+        finally:
+            # on_done / on_failure once the record is final and the lock free, as a
+            # deploy's end fires them (journaled); a failing hook only warns
+            hooks.run_ended({**summary, "outcome": outcome},
+                            _ending(outcome, ended or problem))
+            journal.close()
     if problem is not None:
         raise problem
     if not committed:
         raise FailedBeforeCommit(f"run {summary['id']} restored: every host serves "
                                  f"{summary['from'][:12]}, the schema is unchanged")
     return summary
+
+
+def _ending(outcome: Outcome, error: FastdowntimeError | None) -> FastdowntimeError | None:
+    """The error the hooks are told resume ended with (None: done); one that was raised is
+    ``error``, so what is left without one is a restore (exit 1)."""
+    if error is not None or outcome == Outcome.DONE:
+        return error
+    return FailedBeforeCommit("resumed: restored, nothing changed")
 
 
 def _rolled_forward(journal: Any, problem: FailedAfterCommit | None,

@@ -270,15 +270,27 @@ def test_unhealthy_code_on_restart_playbook_goes_back_after_commit(fresh: Sandbo
 
 
 def test_resume_after_sigkill_inside_the_window(fresh: Sandbox, tmp_path: Path) -> None:
-    """Orchestrator SIGKILLed inside the window: resume puts every host back, the lock is free."""
+    """Orchestrator SIGKILLed inside the window: resume puts every host back, the lock is
+    free, and resume's end fires the run's on_failure hook (the deploy could not)."""
+    from tests.e2e.test_hooks_deploy import calls, hooked_config
+    from tests.webhook import Webhook
+
     fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(2)})
-    proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"),
-                       log=tmp_path / "deploy.log")
-    run_id = sigkill_at(fresh, proc, (event_named("window.open"), 30, "window.open"),
-                        (step_started("apply_cold_patches"), 5, "apply_cold_patches"))
-    assert get().status != 200, "the window was open: nobody is serving"
-    resumed = fresh.cli("resume", run_id)
-    assert resumed.returncode == 1, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    with Webhook() as webhook:
+        config = hooked_config(fresh, tmp_path, webhook)
+        proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"), config=config,
+                           log=tmp_path / "deploy.log")
+        run_id = sigkill_at(fresh, proc, (event_named("window.open"), 30, "window.open"),
+                            (step_started("apply_cold_patches"), 5, "apply_cold_patches"))
+        assert get().status != 200, "the window was open: nobody is serving"
+        resumed = fresh.cli("resume", run_id, config=config)
+        assert resumed.returncode == 1, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+        assert webhook.events == ["before_window", "on_failure"]
+    [ended] = calls(tmp_path, "on_failure")
+    assert (ended["FASTDOWNTIME_COMMAND"], ended["FASTDOWNTIME_RUN_ID"]) == ("resume", run_id)
+    assert (ended["FASTDOWNTIME_OUTCOME"], ended["FASTDOWNTIME_EXIT_CODE"]) == (
+        "rolled-back", "1")
+    assert calls(tmp_path, "after_window") == calls(tmp_path, "on_done") == []
     assert_old_state(fresh)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
