@@ -6,6 +6,7 @@ FDT := .venv/bin/fastdowntime
 
 install: .venv/.installed
 	@tools/install-system-packages
+	@tools/install-other-pythons
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv && .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]' && touch $@
@@ -32,4 +33,4 @@ sandbox-down: install
 	$(FDT) sandbox down
 
 clean:
-	-[ -x $(FDT) ] && $(FDT) sandbox down; rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	-[ -x $(FDT) ] && $(FDT) sandbox down; rm -rf .venv .venv-py3.* .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
