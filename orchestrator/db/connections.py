@@ -48,6 +48,9 @@ from orchestrator.errors import FailedBeforeCommit, FastdowntimeError, Refused
 
 POLL_S = 0.002
 """Pause between two polls of pg_stat_activity or pgbouncer's pools."""
+PAUSE_ANSWER_S = 0.2
+"""After the fallback KILL, how long the pending PAUSE may take to answer before its
+console connection is cut (KILL leaves the database paused, answered or not)."""
 LOGIN_SETTLE_S = 0.25
 """At most this long (and never past the deadline) waiting for server logins before KILL."""
 
@@ -321,12 +324,14 @@ class ConnectionControl:
                     _admin(killer, f"KILL {_name(db)}", "KILL")
             finally:
                 killer.close()
-            worker.join(self.settings.terminate_deadline_s)
+            worker.join(PAUSE_ANSWER_S)
             if worker.is_alive():
-                # KILL did not end the PAUSE in time. psycopg2's close() would wait for the
-                # worker's query forever: cut the socket under it first, so that it fails
-                self.log.warning("connections.pause_abandoned",
-                                 consequence="the console connection is cut")
+                # pgbouncer may never answer the pending PAUSE once KILL took the database
+                # (seen with no other traffic): the database is paused and empty either
+                # way. psycopg2's close() would wait for the worker's query forever, so the
+                # socket under it is cut first and the query fails
+                self.log.info("connections.pause_unanswered",
+                              consequence="its console connection is cut")
                 _shut(self._console)
                 worker.join(self.settings.terminate_deadline_s)
             self._close_console()
