@@ -58,6 +58,12 @@ runs at COMMIT). By fault:
   the swap back.
 
 Besides, every journal must still read back whole (``resume`` appends to it).
+
+The matrix runs a drained window (``mode = "drain"``), whose steps talk to haproxy inside
+it. :data:`HOLD_CELLS` add the held window (the default) where it differs: signals as PAUSE
+opens it, at COMMIT and as RESUME closes it, deaths inside it, after COMMIT and in the swap
+that follows the window, a terminated cold transaction, and the LB lost during the swap;
+a held run that lives to its end must have failed none of its probe's requests.
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class Cell:
     """sshd, hang: the host it hits."""
     command: str = "appctl"
     """hang: which host command hangs (``appctl`` or ``scriptctl``)."""
+    mode: str = "drain"
+    """The window's mode: the matrix is a drained window's; :data:`HOLD_CELLS` hold."""
 
     @property
     def point(self) -> str:
@@ -137,7 +145,9 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.fault.replace(' ', '_')}-{self.at}" + (f"-{self.host}" if self.host else "")
+        return (f"{self.fault.replace(' ', '_')}-{self.at}" + (f"-{self.host}" if self.host
+                                                               else "")
+                + ("-hold" if self.mode == "hold" else ""))
 
 
 CELLS = (
@@ -182,6 +192,19 @@ CELLS = (
     Cell("lost answer", "open_window"),
     Cell("lost answer", "close_window"),
 )
+HOLD_CELLS = (
+    Cell("SIGINT", "cut_connections", mode="hold"),
+    Cell("SIGTERM", "commit", mode="hold"),
+    Cell("SIGINT", "restore_connections", mode="hold"),
+    Cell("SIGKILL", "apply_cold_patches", mode="hold"),
+    Cell("SIGKILL", "committed", mode="hold"),
+    Cell("SIGKILL", "close_window", mode="hold"),
+    Cell("backend", "apply_cold_patches", mode="hold"),
+    Cell("sshd", "close_window", host="lb1", mode="hold"),
+)
+"""The held window (the default mode) where it differs from the drained one: PAUSE opens
+it and RESUME closes it, before haproxy hears of the swap. Users only wait there: a run
+that lives to its end (every cell but SIGKILL's) fails no request of its probe."""
 
 
 # --- the bench: one sandbox for the module, and the matrix it fills ------------------------
@@ -258,7 +281,7 @@ def render_matrix(matrix: dict[tuple[str, str], list[str]]) -> list[str]:
         lines.append(point.ljust(width) + "  " + "  ".join(row))
     lines += ["", "0 done, 1 rolled back, 4 rolled forward (failed after COMMIT), 1u undo "
                   "failed, K killed (SIGKILL); '>N': then `resume` exited N; FAILED: a check "
-                  "failed"]
+                  "failed; h: in a held window (mode = \"hold\")"]
     return lines
 
 
@@ -572,7 +595,7 @@ def cell_bench(bench: Bench) -> Bench:
     return bench
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
+@pytest.mark.parametrize("cell", CELLS + HOLD_CELLS, ids=[c.id for c in CELLS + HOLD_CELLS])
 def test_fault(cell_bench: Bench, cell: Cell, tmp_path: Path) -> None:
     """The fault at its point leaves the old or the new schema, never a mix; the exit code and
     the run record say which; resume settles what the run could not; then everything
@@ -582,9 +605,8 @@ def test_fault(cell_bench: Bench, cell: Cell, tmp_path: Path) -> None:
     name, text = cold_patch(number)
     sandbox.commit(f"Add column fault_{number} to item (cold)", {name: text})
     # the matrix's points are those of a drained window (the drain and the swap back talk to
-    # haproxy inside it); hold mode's own faults are tests/e2e/test_hold_deploy.py's and the
-    # engine's unit tests'
-    edits: dict[str, str] = {"mode": '"drain"'}
+    # haproxy inside it); HOLD_CELLS are where a held window differs
+    edits: dict[str, str] = {"mode": json.dumps(cell.mode)}
     runs = bench.runs_dir(cell)
     if runs != sandbox.runs:
         edits["dir"] = json.dumps(str(runs))
@@ -626,7 +648,8 @@ def test_fault(cell_bench: Bench, cell: Cell, tmp_path: Path) -> None:
     try:
         found = check_fault(bench, cell, config, deploy, code, old, old_release)
     finally:
-        bench.matrix.setdefault((cell.fault, cell.point), []).append(found)
+        bench.matrix.setdefault((cell.fault, cell.point), []).append(
+            f"h{found}" if cell.mode == "hold" else found)
 
 
 def check_fault(bench: Bench, cell: Cell, config: Path, deploy: Deploy, code: int,
@@ -658,6 +681,8 @@ def check_fault(bench: Bench, cell: Cell, config: Path, deploy: Deploy, code: in
             assert record.get("outcome") == settled_as, (record.get("outcome"), settled_as)
             probe = record.get("probe") or {}
             assert probe.get("down_at_end") is False, probe
+            if cell.mode == "hold":  # the held window turned nobody away
+                assert record.get("failed_requests") == 0, probe
         if settled_as != "done" and settled_as != "rolled-back":
             # the advice is a command that settles this very run
             assert f"`fastdowntime resume {run_id}`" in output, output
