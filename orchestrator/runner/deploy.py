@@ -342,6 +342,10 @@ def _states(run: Run) -> str:
     if run.committed and run.window_opened is not None and run.window_closed is None:
         return ("not confirmed: the window did not close (haproxy may not have put the new "
                 "instances in service)")
+    if run.committed and run.window_closed is not None and not run.settled:
+        # a held window closed at RESUME; the swap after it did not get through
+        return ("the old instances still serve, on the new schema (their code works on it); "
+                "the cut's instances run beside them, not yet in service")
     return "unchanged"
 
 

@@ -262,3 +262,18 @@ def test_resume_knows_the_window_the_dead_run_closed(monkeypatch: pytest.MonkeyP
     run = new_run(Hosts({}))
     _finish_window(run, [*journal, window[0]])
     assert (run.window_opened, run.window_closed) == (100.0, None)
+
+
+def test_what_a_run_says_of_its_hosts_when_it_ends_after_commit() -> None:
+    """The exit-4 message's ``hosts:``: per host when steps said, else what the window left."""
+    from orchestrator.runner.deploy import _states
+
+    run = make_run(committed=True, window_opened=1.0)
+    assert _states(run).startswith("not confirmed: the window did not close")
+    run = make_run(committed=True, window_opened=1.0, window_closed=1.2)
+    # a held window closed at RESUME, and the swap after it did not get through
+    assert _states(run).startswith("the old instances still serve, on the new schema")
+    run = make_run(committed=True, window_opened=1.0, window_closed=1.2, settled=True)
+    assert _states(run) == "unchanged"
+    run.host_states = {"app1": "serving the cut"}
+    assert _states(run) == "app1: serving the cut"
