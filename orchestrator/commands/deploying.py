@@ -38,18 +38,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     options = Options(stage=args.stage, dry_run=args.dry_run, yes=args.yes,
                       approve=args.approve, rehearse=args.command == "rehearse",
                       to_rev=args.to_rev)
-    try:
+
+    def run() -> dict[str, Any]:
         with Progress(view, config.window.budget_s) as progress:
-            summary = deploy(config, options, ask=_ask(args), show=shown(args),
-                             progress=progress, show_plan=lambda plan: print_plan(plan, view))
-    except FastdowntimeError as exc:
-        failed = _in_run(args, config, exc)
-        if failed is None:
-            raise
-        raise failed from exc
-    if wants_json(args):
-        emit(recorded(config, summary))
-    elif summary.get("id"):
+            return deploy(config, options, ask=_ask(args), show=shown(args),
+                          progress=progress, show_plan=lambda plan: print_plan(plan, view))
+
+    summary = _ran(args, config, run)
+    if not wants_json(args) and summary.get("id"):
         out(f"run {summary['id']}: {summary['outcome']}, outage {summary['outage_s']} s "
             f"(budget {summary['window_budget_s']} s), seen by the probe "
             f"{(summary.get('probe') or {}).get('longest_s')} s")
@@ -62,18 +58,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from orchestrator.views.progress import Progress
 
     config = load(args)
-    try:
+
+    def run() -> dict[str, Any]:
         with Progress(console(args), config.window.budget_s) as progress:
-            summary = rollback(config, args.to, yes=args.yes, ask=_ask(args),
-                               show=shown(args), progress=progress)
-    except FastdowntimeError as exc:
-        failed = _in_run(args, config, exc)
-        if failed is None:
-            raise
-        raise failed from exc
-    if wants_json(args):
-        emit(recorded(config, summary))
-    else:
+            return rollback(config, args.to, yes=args.yes, ask=_ask(args), show=shown(args),
+                            progress=progress)
+
+    summary = _ran(args, config, run)
+    if not wants_json(args):
         out(f"run {summary['id']}: {summary['outcome']}: every app host serves "
             f"{str(summary['to'])[:12]}; failed requests {summary.get('failed_requests')}")
     return ExitCode.OK
@@ -86,16 +78,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     config = load(args)
     run_id = str(load_run(Path(config.runs.dir), args.run)["id"])
-    try:
-        summary = resume(config, run_id, show=shown(args))
-    except FastdowntimeError as exc:
-        failed = _in_run(args, config, exc, run_id)
-        if failed is None:
-            raise
-        raise failed from exc
-    if wants_json(args):
-        emit(recorded(config, summary))
-    else:
+    summary = _ran(args, config, lambda: resume(config, run_id, show=shown(args)), run_id)
+    if not wants_json(args):
         out(f"run {summary['id']}: {summary['outcome']}")
     return ExitCode.OK
 
@@ -131,6 +115,22 @@ def recorded(config: Config, summary: dict[str, Any]) -> dict[str, Any]:
         return load_run(Path(config.runs.dir), str(summary["id"]))
     except (FastdowntimeError, OSError, ValueError):
         return summary
+
+
+def _ran(args: argparse.Namespace, config: Config, run: Callable[[], dict[str, Any]],
+         run_id: str | None = None) -> dict[str, Any]:
+    """``run()``'s summary, printed under ``--json`` as ``show RUN --json`` prints it; an
+    error that ended a run carries that run's summary beside it (:func:`_in_run`)."""
+    try:
+        summary = run()
+    except FastdowntimeError as exc:
+        failed = _in_run(args, config, exc, run_id)
+        if failed is None:
+            raise
+        raise failed from exc
+    if wants_json(args):
+        emit(recorded(config, summary))
+    return summary
 
 
 def _in_run(args: argparse.Namespace, config: Config, error: FastdowntimeError,
