@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -35,8 +36,11 @@ def fresh(rows: int, runs: Path | None = None, timings: Path | None = None) -> P
     layout = manager.up(4, rows)
     text = render_config(layout)
     if runs is not None:
-        text = text.replace(f'dir = "{layout.base / "runs"}"', f'dir = "{runs}"')
+        text, found = re.subn(r'^dir = ".*"$', f'dir = "{runs}"', text, count=1,
+                              flags=re.MULTILINE)
+        assert found == 1, "the sandbox's config has no [runs] dir line"
     if timings is not None:
+        assert "[database]\n" in text
         text = text.replace("[database]\n", f'[database]\ntimings_file = "{timings}"\n', 1)
     path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "sandbox.toml"
     path.write_text(text)

@@ -153,10 +153,11 @@ def estimate_for(config: Config, plan: Plan, timings: Rehearsed, read_sizes: boo
 
 def _overhead(config: Config) -> Overhead:
     """The window overhead learned from this config's run history (``[runs] dir``)."""
-    from orchestrator.runner.runs import list_runs
+    from orchestrator.runner.runs import summaries
 
     runs_dir = Path(config.runs.dir)
-    return learned_overhead(list_runs(runs_dir)) if runs_dir.is_dir() else Overhead.assumed()
+    # whole summaries: the overhead is each run's window less its cold patches' seconds
+    return learned_overhead(summaries(runs_dir)) if runs_dir.is_dir() else Overhead.assumed()
 
 
 def connect_hosts(config: Config) -> Remote:

@@ -98,11 +98,16 @@ def save_summary(runs_dir: Path, run_id: str, summary: Mapping[str, Any]) -> boo
 
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     """Every run, newest first: ``id, started, finished, outcome, cut, outage_s, who``."""
-    runs = [_load_dir(directory) for directory in _run_dirs(Path(runs_dir).expanduser())]
-    runs.sort(key=lambda run: (_epoch(run.get("started")) or 0.0, run["id"]), reverse=True)
     return [{key: run.get(key) for key in
              ("id", "started", "finished", "outcome", "cut", "outage_s", "who")}
-            for run in runs]
+            for run in summaries(runs_dir)]
+
+
+def summaries(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every run's whole summary, newest first."""
+    runs = [_load_dir(directory) for directory in _run_dirs(Path(runs_dir).expanduser())]
+    runs.sort(key=lambda run: (_epoch(run.get("started")) or 0.0, run["id"]), reverse=True)
+    return runs
 
 
 def load_run(runs_dir: Path, ref: str) -> dict[str, Any]:
@@ -277,6 +282,5 @@ def epoch(value: Any) -> float | None:
 
 
 __all__ = ["ENVELOPE", "OUTCOMES", "PROBE_REPORT", "RUN_END", "RUN_START", "SUMMARY_NAME",
-           "epoch",
-           "list_runs", "load_run", "steps_from_journal", "summary_from_journal",
-           "write_summary"]
+           "epoch", "list_runs", "load_run", "steps_from_journal", "summaries",
+           "summary_from_journal", "write_summary"]

@@ -3,6 +3,8 @@ overhead this environment's runs measured."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from orchestrator.estimate import (
@@ -122,3 +124,22 @@ def test_the_overhead_is_the_median_of_the_latest_successful_runs() -> None:
 def test_no_history_assumes_the_constant() -> None:
     got = learned_overhead([summary("failed", 1.0, 0.1)])
     assert got.seconds == WINDOW_OVERHEAD_S and "no history" in got.source
+
+
+def test_the_overhead_is_learned_from_the_runs_directory(tmp_path: Path) -> None:
+    """Through ``[runs] dir`` as preflight reads it: the summaries written there, whole (the
+    run list alone lacks the cold patches' seconds, and learned nothing)."""
+    import dataclasses
+
+    from orchestrator.config import Config, RunsSettings
+    from orchestrator.runner.preflight import _overhead
+    from orchestrator.runner.runs import write_summary
+
+    config = dataclasses.replace(Config(path=None), runs=RunsSettings(dir=str(tmp_path)))
+    assert "no history" in _overhead(config).source
+    for number, (outage, cold) in enumerate([(0.150, 0.100), (0.090, 0.060)]):
+        write_summary(tmp_path, f"2026120{number}-000000-aaaa", {
+            **summary("done", outage, cold), "id": f"2026120{number}-000000-aaaa",
+            "started": f"2026-12-0{number + 1}T00:00:00Z"})
+    got = _overhead(config)
+    assert got.seconds == pytest.approx(0.04) and got.source == "median of 2 runs"
