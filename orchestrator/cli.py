@@ -10,6 +10,8 @@ the process's (SPEC section 3).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
 import signal
@@ -88,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _route_signals()
     try:
         parser = build_parser()
+        if as_json and ("-h" in argv or "--help" in argv):
+            # argparse prints help and exits 0: under --json, the help as one document
+            said = io.StringIO()
+            with contextlib.redirect_stdout(said), contextlib.suppress(SystemExit):
+                parser.parse_args(argv)
+            emit({"help": said.getvalue()})
+            return ExitCode.OK
         args = parser.parse_args(argv)
         as_json = wants_json(args) or getattr(args, "format", None) == "json"
         configure_logging(getattr(args, "verbose", False))

@@ -315,9 +315,13 @@ class ConnectionControl:
         worker = threading.Thread(target=pause, name="pgbouncer-pause", daemon=True)
         worker.start()
         worker.join(max(0.0, deadline - self.clock()))
-        if worker.is_alive():
-            self.log.warning("connections.pause_timeout",
-                             consequence="killing the remaining connections")
+        if not worker.is_alive():
+            if done and done[0] is not None:
+                raise done[0]
+            return True
+        self.log.warning("connections.pause_timeout",
+                         consequence="killing the remaining connections")
+        try:
             killer = admin_console(self.settings)
             try:
                 for db in databases:
@@ -325,6 +329,9 @@ class ConnectionControl:
             finally:
                 killer.close()
             worker.join(PAUSE_ANSWER_S)
+        finally:
+            # however KILL went (an error, an interrupt): never leave the console to the
+            # worker's pending PAUSE, or the restore that follows would wait on it
             if worker.is_alive():
                 # pgbouncer may never answer the pending PAUSE once KILL took the database
                 # (seen with no other traffic): the database is paused and empty either
@@ -335,9 +342,6 @@ class ConnectionControl:
                 _shut(self._console)
                 worker.join(self.settings.terminate_deadline_s)
             self._close_console()
-            return True
-        if done and done[0] is not None:
-            raise done[0]
         return True
 
     def _await_logins(self, console: Connection, databases: tuple[str, ...],

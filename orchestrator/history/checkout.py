@@ -40,11 +40,14 @@ from typing import Any
 from orchestrator.errors import BadInput
 from orchestrator.history import git
 
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:", re.IGNORECASE)
 """``scheme://...`` or scp-like ``user@host:path`` (a path with a colon but no ``@`` stays a
 path)."""
-_USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:]*)"
-                       r"(?::(?P<password>[^/@]*))?@")
+_USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<info>[^/]*)@", re.IGNORECASE)
+"""A URL's ``user[:password]@`` (up to its last ``@`` before the path: a password may hold
+one)."""
+_TOKEN_SCHEMES = ("http://", "https://")
+"""Where a user name alone may be a secret (``https://<token>@host/...``, as forges issue)."""
 _BRANCH = re.compile(r"[^\s:?*\[\\^~]+")
 """What a branch name may hold here: it is written into a refspec."""
 REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -63,11 +66,17 @@ def is_url(repo: str) -> bool:
 
 def masked(url: str) -> str:
     """``url`` fit to print and keep: a password in it (``https://user:token@host``) is
-    replaced by ``***``."""
+    replaced by ``***``, and so is an http(s) URL's user name (``https://<token>@host``);
+    an ssh login name (``ssh://git@host``) stays."""
     found = _USERINFO.match(url)
-    if found is None or found["password"] is None:
+    if found is None:
         return url
-    return f"{found['scheme']}{found['user']}:***@{url[found.end():]}"
+    scheme, info, rest = found["scheme"], found["info"], url[found.end():]
+    if ":" in info:
+        return f"{scheme}{info.split(':', 1)[0]}:***@{rest}"
+    if scheme.lower() in _TOKEN_SCHEMES:
+        return f"{scheme}***@{rest}"
+    return url
 
 
 def without_userinfo(url: str) -> str:

@@ -107,8 +107,11 @@ _NETWORK_PASSED = ("SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "http_proxy", "https_prox
 their own), proxies and CA certificates. ssh reads ``~/.ssh`` from the passwd entry's home,
 whatever ``HOME`` says."""
 
-_FETCH_OPTIONS = ("-c", "credential.helper=", "-c", "protocol.ext.allow=never")
-"""No credential helper (a program) from any config, no ``ext::`` URL (a command)."""
+_FETCH_OPTIONS = ("-c", "credential.helper=", "-c", "protocol.ext.allow=never",
+                  "-c", "gc.auto=0", "-c", "maintenance.auto=false")
+"""No credential helper (a program) from any config, no ``ext::`` URL (a command); no
+automatic gc or maintenance detached after the fetch, holding the repository's locks while
+the next command (a cut's tag, another fetch) needs them."""
 
 
 def fetch(repo: str, source: str, refspecs: Sequence[str], *, what: str,

@@ -26,7 +26,11 @@ is reached directly.
 Nothing in ssh_config weakens host keys: ``StrictHostKeyChecking``,
 ``UserKnownHostsFile`` and the like are ignored; every hop, jump hosts
 included, is checked against ``[ssh] known_hosts`` alone and an unknown or
-changed key is refused (never added). Every hop that opens a TCP connection
+changed key is refused (never added). A ``ProxyCommand`` is the one exception,
+and only for what it opens itself: it is the operator's own transport (its
+``ssh -W`` checks the hops it reaches with the operator's settings), while the
+host at its end is checked against ``[ssh] known_hosts`` like any, so nothing
+on the way can stand in for it. Every hop that opens a TCP connection
 sets TCP_NODELAY on it and offers AES-GCM first; a hop behind a jump host runs
 its SSH transport over a ``direct-tcpip`` channel of the jump host's, and the
 jump host's socket acknowledges at once (:class:`QuickAckSocket`).
@@ -296,8 +300,12 @@ class Endpoints:
                     gateway: StrictConnection | bool = False) -> StrictConnection:
         # A fresh connect_kwargs dict each time: Fabric would otherwise extend the shared
         # config's own key list with every host's IdentityFile.
-        conn = StrictConnection(target, user=user, port=port, config=self.fabric,
-                                gateway=gateway, connect_kwargs={"look_for_keys": False})
+        try:
+            conn = StrictConnection(target, user=user, port=port, config=self.fabric,
+                                    gateway=gateway, connect_kwargs={"look_for_keys": False})
+        except ValueError as exc:  # Fabric: a user or port both in the address and given
+            raise BadInput(f"{label}: address {target!r}: {exc} (give the host's user and "
+                           "port as their own keys, the address alone)") from None
         conn.label = label
         conn.client.load_host_keys(self.ssh.known_hosts)
         conn.client.set_missing_host_key_policy(Reject(label, f"{conn.host}:{conn.port}"))

@@ -134,10 +134,18 @@ def _backend(lines: list[list[str]]) -> Backend:
             servers.append(_pairs(words[3:]))
     paces = [{**default_server, **own} for own in servers] or [default_server]
     inter = min(seconds(p["inter"]) if "inter" in p else CHECK_INTER_S for p in paces)
-    fall = min(int(p["fall"]) if "fall" in p else CHECK_FALL for p in paces)
+    fall = min(_count(p["fall"]) if "fall" in p else CHECK_FALL for p in paces)
     check_timeout = timeouts.get("check", inter)
     return Backend(Timeouts(timeouts.get("server"), timeouts.get("queue", timeouts.get("connect"))),
                    Checks(path, check_timeout, fall, inter))
+
+
+def _count(value: str) -> int:
+    """An haproxy count (``fall 3``); :class:`BadInput` for anything else (``"${FALL}"``: an
+    environment variable haproxy would expand, which this reading cannot)."""
+    if not value.isdigit():
+        raise BadInput(f"not an haproxy count: {value!r}")
+    return int(value)
 
 
 def _check_path(words: list[str]) -> str:

@@ -10,9 +10,10 @@ resolve the ends, after at most one fetch (:func:`checked_out`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from orchestrator.config import Config
+from orchestrator.errors import BadInput
 from orchestrator.history import git, read_history, read_patch_texts
 from orchestrator.history.checkout import Checkout, checkout
 from orchestrator.plan import PathRules, Plan, make_plan
@@ -39,6 +40,18 @@ def checked_out(config: Config, *, fetch: bool = True) -> Config:
     found = checkout(source.repo, source.branch, remote=source.fetch,
                      cache_dir=source.cache_dir, fetch=fetch, timeout_s=source.fetch_timeout_s)
     return dataclasses.replace(config, checkout=found)
+
+
+def refreshed(config: Config, show: Callable[[str], None]) -> Config:
+    """For ``rollback`` and ``resume``: ``config`` fetched as a plan would be, so that the
+    revisions a deploy from another machine fetched are here too; when the fetch fails,
+    what the last fetch left (said through ``show``): an emergency does not wait on the
+    network, and a revision still missing is named by git where it is read."""
+    try:
+        return checked_out(config)
+    except BadInput as exc:
+        show(f"warning: {exc}; reading the repository as the last fetch left it")
+        return checked_out(config, fetch=False)
 
 
 def build_plan(repo: str, branch: str, from_rev: str, to_rev: str | None, rules: PathRules,

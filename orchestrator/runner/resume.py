@@ -33,7 +33,7 @@ from orchestrator.plan import Plan
 from orchestrator.remote import operations as ops
 from orchestrator.runner.context import Run
 from orchestrator.runner.outcome import Outcome
-from orchestrator.runner.planning import checked_out
+from orchestrator.runner.planning import refreshed
 
 if TYPE_CHECKING:
     from orchestrator.db.cold import Backend
@@ -63,7 +63,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         config = dataclasses.replace(config, window=dataclasses.replace(config.window,
                                                                           mode=mode))
     # a step run again may stage the release: from the repository the run fetched it into
-    config = checked_out(config, fetch=False)
+    config = refreshed(config, show)
     settings = config.need("database")
     lock = DeployLock(settings, f"{summary['id']}-resume", whoami())
     lock.acquire()  # the dead run's lock died with its session; a live one refuses (exit 5)
@@ -131,8 +131,9 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         finally:
             # on_done / on_failure once the record is final and the lock free, as a
             # deploy's end fires them (journaled); a failing hook only warns
-            hooks.run_ended({**summary, "outcome": outcome},
-                            _ending(outcome, ended or problem))
+            error = _ending(outcome, ended or problem)
+            told = str(ended or problem) if ended or problem else summary.get("error")
+            hooks.run_ended({**summary, "outcome": outcome, "error": told}, error)
             journal.close()
     if problem is not None:
         raise problem

@@ -26,7 +26,7 @@ from orchestrator.history import git
 from orchestrator.plan import Plan
 from orchestrator.runner.deploy import Options, execute
 from orchestrator.runner.outcome import Outcome
-from orchestrator.runner.planning import checked_out
+from orchestrator.runner.planning import refreshed
 
 
 def rollback(config: Config, to: str | None = None, *, yes: bool = False,
@@ -41,7 +41,7 @@ def rollback(config: Config, to: str | None = None, *, yes: bool = False,
     settings = config.need("database")
     config.need("app")
     config.need("lb")
-    config = checked_out(config, fetch=False)  # the revisions kept were fetched to deploy
+    config = refreshed(config, show)  # a deploy from elsewhere may have fetched them
     repo = config.repository
     with Remote(config) as remote:
         current = ops.agreed_revision(remote, config)

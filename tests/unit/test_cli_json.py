@@ -461,3 +461,10 @@ def test_a_dry_run_returns_the_plan_and_the_checks() -> None:
     assert (dry["from"], dry["to"], dry["cut"]) == ("a" * 40, "a" * 40, None)
     assert dry["plan"] == plan.to_json() and dry["checks"] == [checks[0].to_json()]
     assert json.loads(json.dumps(dry)) == dry
+
+
+def test_help_under_json_is_one_document(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help --json``: the help text as ``{"help": ...}``, stdout one document, exit 0."""
+    assert cli.main(["plan", "--help", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["help"].startswith("usage: fastdowntime plan")

@@ -224,6 +224,8 @@ def test_haproxy_health_checks_are_read_as_the_least_patient_server() -> None:
     assert quiet.down_after_s == 60.0
     assert read_backend(CHECKED, "plain").checks.path is None  # no HTTP checks
     assert read_backend(CHECKED, "modern").checks.path == "/+alive"
+    with pytest.raises(BadInput, match="not an haproxy count: '\"\\$\\{FALL\\}\"'"):
+        read_backend(CHECKED.replace("fall 3", 'fall "${FALL}"'), "app")
 
 
 def test_health_checks_that_wait_for_the_database_refuse_a_held_window() -> None:

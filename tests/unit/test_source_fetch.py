@@ -89,6 +89,11 @@ def test_a_password_in_a_url_is_never_shown_nor_names_the_mirror(cache: Path) ->
     assert masked("https://ci:s3cret@git.example.com/app.git") == \
         "https://ci:***@git.example.com/app.git"
     assert masked("ssh://git@git.example.com/app.git") == "ssh://git@git.example.com/app.git"
+    # a forge's token as the user name, a password holding an @, an upper-case scheme
+    assert masked("https://ghp_T0KEN@github.com/o/r.git") == "https://***@github.com/o/r.git"
+    assert masked("https://ci:p@ss@git.example.com/app.git") == \
+        "https://ci:***@git.example.com/app.git"
+    assert masked("HTTPS://ci:s3cret@h/app.git") == "HTTPS://ci:***@h/app.git"
     assert mirror_path("https://ci:s3cret@git.example.com/app.git", cache) == \
         mirror_path("https://ci:other@git.example.com/app.git", cache)
     name = cache_name("git@git.example.com:app/app.git")
@@ -399,3 +404,26 @@ def test_the_cut_is_tagged_in_the_mirror_and_shipped_from_it(
     assert refs(Path(config.repository))["refs/tags/fastdowntime/20270101-1"] == plan.cut
     assert "refs/tags/fastdowntime/20270101-1" not in refs(upstream)
     assert ops.archive(config.repository, plan.cut).data[:100]
+
+
+def test_rollback_and_resume_fetch_but_do_without_the_network(
+        upstream: Path, cache: Path, work: GitRepo, tmp_path: Path) -> None:
+    """``refreshed`` fetches (a revision deployed from elsewhere is then here); when the URL
+    cannot be reached it reads the mirror as the last fetch left it, and says so."""
+    import dataclasses
+
+    from orchestrator.config import Config, SourceSettings
+    from orchestrator.runner.planning import refreshed
+
+    config = dataclasses.replace(Config(path=None), source=SourceSettings(
+        repo=url_of(upstream), cache_dir=str(cache), fetch_timeout_s=30))
+    checked_out(config)  # the mirror, as a deploy left it
+    newer = advance(work, upstream, "Deployed from another machine")
+    said: list[str] = []
+    found = refreshed(config, said.append)
+    assert found.checkout is not None and found.checkout.tip == newer and not said
+    upstream.rename(tmp_path / "gone.git")
+    found = refreshed(config, said.append)
+    assert found.checkout is not None and found.checkout.fetched is None
+    assert len(said) == 1 and "as the last fetch left it" in said[0]
+    assert git.resolve(found.repository, newer, what="test") == newer  # the last fetch's

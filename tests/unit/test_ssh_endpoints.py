@@ -318,3 +318,13 @@ def test_a_changed_bastion_key_is_refused(files: Path,
         with pytest.raises(HostKeyRejected, match="differs from known_hosts") as caught:
             remote.connection(HOST)
     assert fingerprint(key) in str(caught.value) and fingerprint(other) in str(caught.value)
+
+
+def test_an_address_that_also_names_a_user_or_port_is_bad_input(files: Path) -> None:
+    """Fabric refuses a user or port given twice (in the address and as a key) with a bare
+    ValueError: it is bad input naming the host, not an internal error."""
+    with pytest.raises(BadInput, match="app1: address 'admin@10.0.0.5'"):
+        endpoints(files, user="deploy").for_host(
+            dataclasses.replace(HOST, address="admin@10.0.0.5"))
+    with pytest.raises(BadInput, match="own keys"):
+        endpoints(files, port=22).for_host(dataclasses.replace(HOST, address="10.0.0.5:2200"))
