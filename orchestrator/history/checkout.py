@@ -39,6 +39,7 @@ from typing import Any
 
 from orchestrator.errors import BadInput
 from orchestrator.history import git
+from orchestrator.instants import iso_ms
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^[^/]+@[^/]+:", re.IGNORECASE)
 """``scheme://...`` or scp-like ``user@host:path`` (a path with a colon but no ``@`` stays a
@@ -268,13 +269,6 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
-
-
-def iso_ms(t: float) -> str:
-    """Epoch seconds as a UTC ISO instant to the millisecond: ``2026-11-25T16:40:26.123Z``
-    (the journal's format)."""
-    seconds, ms = divmod(round(t * 1000), 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ms:03d}Z"
 
 
 __all__ = ["REMOTE_NAME", "Checkout", "cache_name", "cache_root", "check_branch", "checkout",

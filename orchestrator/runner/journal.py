@@ -38,6 +38,7 @@ from typing import Any
 import structlog
 
 from orchestrator.errors import BadInput
+from orchestrator.instants import iso_ms
 
 MASK = "***"
 JOURNAL_NAME = "journal.jsonl"
@@ -58,17 +59,6 @@ _URI_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)[^@/\s]
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _MAX_DEPTH = 32
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def iso_ms(t: float) -> str:
-    """Epoch seconds as a UTC ISO instant to the millisecond: ``2026-11-25T16:40:26.123Z``."""
-    seconds, ms = divmod(round(t * 1000), 1000)
-    return f"{_second(seconds)}.{ms:03d}Z"
-
-
-@functools.lru_cache(maxsize=4)
-def _second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def parse_iso(text: str) -> float:
