@@ -301,3 +301,74 @@ def test_fragile_script_holds_one_connection_and_stops_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _serve(sample: SampleRepo, root: Path, etc: dict[str, object]) -> Instance:
+    """The tip's app server, started with ``etc`` as its host config, listening."""
+    release = root / "release"
+    if not release.exists():
+        archive = subprocess.run(["git", "archive", sample.revisions[-1]], cwd=sample.path,
+                                 capture_output=True, check=True).stdout
+        release.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(release)], input=archive, check=True)
+    config = root / f"app-{uuid.uuid4().hex[:6]}.json"
+    config.write_text(json.dumps(etc))
+    port = _free_port()
+    log = root / f"{config.stem}.log"
+    argv = [PYTHON, str(release / "app/server.py"), "--bind", "127.0.0.1", "--port", str(port),
+            "--config", str(config)]
+    began = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(proc, port, log)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return Instance(sample.revisions[-1], port, proc, log, time.monotonic() - began)
+
+
+def _stop(instance: Instance) -> None:
+    instance.proc.send_signal(signal.SIGTERM)
+    assert instance.proc.wait(timeout=STOP_DEADLINE_S) == 0, instance.log.read_text()
+
+
+def test_pool_is_warm_before_the_server_listens(
+    sample: SampleRepo, database: str, tmp_path: Path
+) -> None:
+    """Traffic moved to a new instance finds its connections open: no login on the way."""
+    name = f"warm-{uuid.uuid4().hex[:8]}"
+    dsn = psycopg2.extensions.make_dsn(database, options="-c role=app", application_name=name)
+    counted = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+    conn = psycopg2.connect(database)
+    conn.autocommit = True
+    try:
+        for etc, expected in (({"pool_size": 3}, 3), ({"pool_size": 3, "pool_warm": 1}, 1),
+                              ({"pool_size": 2, "pool_warm": 5}, 2)):
+            instance = _serve(sample, tmp_path, {"dsn": dsn, "passfile": "", **etc})
+            try:
+                with conn.cursor() as cur:  # before any request
+                    cur.execute(counted, (name,))
+                    assert cur.fetchone()[0] == expected, (etc, instance.log.read_text())
+                assert instance.get("/+health")[0] == 200
+            finally:
+                _stop(instance)
+    finally:
+        conn.close()
+
+
+def test_server_listens_when_the_database_cannot_be_reached(
+    sample: SampleRepo, tmp_path: Path
+) -> None:
+    """A pool that cannot warm is said in the log; the server listens and connects on demand."""
+    dsn = psycopg2.extensions.make_dsn(host="127.0.0.1", port=_free_port(), dbname="app",
+                                       user="app", connect_timeout=2)
+    instance = _serve(sample, tmp_path, {"dsn": dsn, "passfile": ""})
+    try:
+        status, body = instance.get("/+health")
+        assert status == 503 and b'"ok": false' in body, body
+        assert instance.get("/+alive")[0] == 200
+    finally:
+        _stop(instance)
+    assert "warming the pool:" in instance.log.read_text()

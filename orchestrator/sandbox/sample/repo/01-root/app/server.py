@@ -4,7 +4,9 @@
     python3 app/server.py --bind ADDR --port PORT --config ETC_JSON
 
 ETC_JSON is the host's ``{"dsn": "...", "passfile": "..."}`` (optional
-``"pool_size"``, and ``"pool_wait_s"``: how long a request waits for a free connection). Routes:
+``"pool_size"``; ``"pool_warm"``, how many connections open before the server listens,
+``pool_size`` unless told; and ``"pool_wait_s"``: how long a request waits for a free
+connection). Routes:
 
 - ``GET /``: the item list (HTML, built by ``items`` and ``render``);
 - ``GET /+health``: ``{"ok": true, "revision": SHA, "patch": [major, minor, point]}``
@@ -16,8 +18,13 @@ The revision is the name of the release directory this file runs from
 (``releases/<sha>/app/server.py``). Database work runs on a small pool and is
 retried once on a fresh connection when the connection dropped (the deploy
 cuts connections during its window). SIGTERM stops accepting, finishes the
-requests in flight and exits 0. Nothing connects before the first request, so
-the server listens within a fraction of a second.
+requests in flight and exits 0.
+
+The pool is warm before the server listens: a load balancer moving traffic here
+must not find it opening connections, each a login of some milliseconds, while
+requests queue behind them (on a cold pool, every slow login lets more requests
+pile up and ask for more connections). When the database cannot be reached, the
+server logs it and listens anyway: it connects on demand, as requests come.
 """
 
 import argparse
@@ -89,6 +96,22 @@ class Pool:
             return result
         finally:
             self._slots.release()
+
+    def warm(self, count):
+        """Open up to ``count`` idle connections now; stop at the first that fails and
+        return its error (None when all opened)."""
+        opened = []
+        try:
+            for _ in range(count):
+                conn = self._connect()
+                conn.autocommit = True
+                opened.append(conn)
+        except DROPPED as exc:
+            return exc
+        finally:
+            with self._lock:
+                self._idle.extend(opened)
+        return None
 
     def close(self):
         """Close every idle connection; busy ones are closed when their request ends."""
@@ -202,8 +225,12 @@ def main(argv=None):
     with open(args.config, encoding="utf-8") as f:
         config = json.load(f)
     stop = stop_signals((signal.SIGTERM, signal.SIGINT))
-    pool = Pool(connector(config), int(config.get("pool_size", 8)),
-                float(config.get("pool_wait_s", 10.0)))
+    size = int(config.get("pool_size", 8))
+    pool = Pool(connector(config), size, float(config.get("pool_wait_s", 10.0)))
+    failed = pool.warm(min(size, int(config.get("pool_warm", size))))
+    if failed is not None:
+        print(f"warming the pool: {failed}".rstrip() + "; connecting on demand",
+              file=sys.stderr, flush=True)
     Handler.pool = pool
     server = Server((args.bind, args.port), Handler)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
