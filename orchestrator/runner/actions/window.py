@@ -12,6 +12,9 @@ from typing import Any
 import psycopg2
 
 from orchestrator.config import HostSettings
+from orchestrator.db.cold import ColdPatch, CommitLost, apply_cold, committed_by, render_cold
+from orchestrator.db.connect import connect
+from orchestrator.db.connections import ConnectionControl
 from orchestrator.errors import (
     CommitUnknown,
     FailedBeforeCommit,
@@ -42,9 +45,6 @@ from orchestrator.runner.context import Run
 
 
 def _open_connections(run: Run, answers: Answers) -> None:
-    from orchestrator.db.connect import connect
-    from orchestrator.db.connections import ConnectionControl
-
     settings = run.config.need("database")
     if run.primary is None:
         run.primary = connect(settings, what="primary")
@@ -194,8 +194,6 @@ PERMISSIONS = "<permissions>"
 def cold_patches(plan: Plan, texts: Mapping[str, str]) -> list[Any]:
     """The :class:`~orchestrator.db.cold.ColdPatch` of each of ``plan``'s cold patches, from
     the ``texts`` the planner read: what the window applies."""
-    from orchestrator.db.cold import ColdPatch
-
     return [ColdPatch(plan.reports[name], texts[name], blob_sha(texts[name].encode()))
             for name in plan.cold_patches]
 
@@ -224,8 +222,6 @@ class ApplyColdPatches(Action):
         patches = self.patches(run)
 
         def shown(run: Run) -> list[str]:
-            from orchestrator.db.cold import render_cold
-
             return [f"db: {line}" for line in render_cold(
                 patches, self.permissions(run), run.config.need("database").revision_table)]
         return (Sql(shown, lambda run, answers: self._apply(run, patches), key="cold"),
@@ -237,8 +233,6 @@ class ApplyColdPatches(Action):
         return dict(answers["cold"])
 
     def _apply(self, run: Run, patches: list[Any]) -> dict[str, Any]:
-        from orchestrator.db.cold import CommitLost, apply_cold
-
         settings = run.config.need("database")
         deadline = (run.window_deadline if run.window_deadline is not None
                     else run.clock() + run.config.window.budget_s) - self.params.reserve_s
@@ -261,9 +255,6 @@ class ApplyColdPatches(Action):
     def _settle(self, run: Run, lost: Any) -> bool:
         """Ask the primary, on a new connection, whether the lost COMMIT happened; raise
         :class:`CommitUnknown` (the engine restores the hosts, exit 4) if it cannot say."""
-        from orchestrator.db.cold import committed_by
-        from orchestrator.db.connect import connect
-
         try:
             conn = connect(run.config.need("database"), what="primary", autocommit=True)
             try:
