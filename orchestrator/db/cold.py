@@ -520,20 +520,43 @@ def _one(cur: Any) -> Any:
 
 def _record(cur: Any, table: str, rows: list[tuple[Any, ...]], patches: Sequence[ColdPatch],
             timings: Sequence[PatchTiming], run_id: str | None) -> None:
-    """Insert missing revision rows, set every row's times, and store the checksums."""
+    """Insert missing revision rows, set every row's times, and store the checksums, in one
+    round trip (each costs the held requests a few milliseconds more under load)."""
     missing = [r[:5] for r in rows if not r[5]]
-    if missing:
-        psycopg2.extras.execute_values(cur, _ROW_INSERT.format(table=table), missing,
-                                       template=_ROW_INSERT_TEMPLATE)
     present = [r[:5] for r in rows if r[5]]
-    if present:
-        psycopg2.extras.execute_values(cur, _ROW_UPDATE.format(table=table), present,
-                                       template=_ROW_UPDATE_TEMPLATE)
-    psycopg2.extras.execute_values(
-        cur, _CHECKSUMS,
-        [(p.filename, p.report.name.major, p.report.name.minor, p.report.name.point,  # type: ignore[union-attr]
-          p.checksum, t.duration_s, run_id) for p, t in zip(patches, timings, strict=True)],
-        template=_CHECKSUM_TEMPLATE)
+    checksums = [(p.filename, p.report.name.major, p.report.name.minor, p.report.name.point,  # type: ignore[union-attr]
+                  p.checksum, t.duration_s, run_id)
+                 for p, t in zip(patches, timings, strict=True)]
+    statements = [_values(cur, query, template, values) for query, template, values in (
+        (_ROW_INSERT.format(table=table), _ROW_INSERT_TEMPLATE, missing),
+        (_ROW_UPDATE.format(table=table), _ROW_UPDATE_TEMPLATE, present),
+        (_CHECKSUMS, _CHECKSUM_TEMPLATE, checksums)) if values]
+    cur.execute(b";\n".join(statements))
+
+
+def _values(cur: Any, query: str, template: str, rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """``query`` with its ``%s`` as ``rows`` through ``template``, quoted by the connection
+    (what :func:`psycopg2.extras.execute_values` sends for one page)."""
+    return query.encode() % b",".join(cur.mogrify(template, row) for row in rows)
+
+
+def warm_cold(conn: Connection, patches: Sequence[ColdPatch], revision_table: str) -> None:
+    """Run the cold transaction's reads once on ``conn`` and roll back, before the window:
+    the server then has their catalogs and plans' tables cached, and the window's first
+    statements do not pay for it (2-6 ms each on a loaded machine, measured here)."""
+    with conn.cursor() as cur:
+        try:
+            for step in cold_transaction(patches, None, revision_table):
+                if step.kind == "begin":
+                    cur.execute(step.sql)
+                elif step.kind == "check" and step.patch is not None:
+                    name = step.patch.report.name
+                    assert name is not None
+                    cur.execute(step.sql, (name.major, name.minor, name.point))
+            if schema_exists(conn):
+                cur.execute("SELECT 1 FROM fastdowntime.applied_patch WHERE filename = ''")
+        finally:
+            conn.rollback()
 
 
 def _rollback(conn: Connection) -> None:

@@ -10,6 +10,8 @@ import threading
 import time
 
 import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 import pytest
 
 from orchestrator.config import DatabaseSettings
@@ -21,6 +23,7 @@ from orchestrator.db.cold import (
     apply_cold,
     committed_by,
     render_cold,
+    warm_cold,
 )
 from orchestrator.db.connect import DatabaseUnreachable, connect
 from orchestrator.db.schema import ensure_schema
@@ -84,6 +87,23 @@ def test_patches_and_permissions_commit_together(scratch_db: DatabaseSettings, c
         assert cur.fetchall() == [(p.filename, p.checksum, "test-run") for p in reversed(patches)]
         cur.execute("SELECT has_table_privilege('fragile', 'item', 'SELECT')")
         assert cur.fetchone()[0] is True
+
+
+def test_warm_up_reads_and_leaves_nothing(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """Before the window, the cold transaction's reads run once and roll back: no row, no
+    open transaction, no lock; a revision table that is not there fails it before the
+    window, as it would fail the window."""
+    patches = [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n")]
+    warm_cold(conn, patches, "LaunchpadDatabaseRevision")
+    assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert revisions(scratch_db) == [(2200, 0, 0, False)]
+    assert "note" not in columns(scratch_db)
+    with pytest.raises(psycopg2.errors.UndefinedTable):
+        warm_cold(conn, patches, "NoSuchRevisionTable")
+    assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    result = apply_cold(conn, patches, deadline=time.monotonic() + 10, run_id="warmed")
+    assert [t.filename for t in result.timings] == ["patch-2200-09-0.sql"]
+    assert revisions(scratch_db) == [(2200, 0, 0, False), (2200, 9, 0, True)]
 
 
 def test_failure_halfway_rolls_everything_back(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,14 @@ from typing import Any
 import psycopg2
 
 from orchestrator.config import HostSettings
-from orchestrator.db.cold import ColdPatch, CommitLost, apply_cold, committed_by, render_cold
+from orchestrator.db.cold import (
+    ColdPatch,
+    CommitLost,
+    apply_cold,
+    committed_by,
+    render_cold,
+    warm_cold,
+)
 from orchestrator.db.connect import connect
 from orchestrator.db.connections import ConnectionControl
 from orchestrator.errors import (
@@ -48,6 +55,7 @@ def _open_connections(run: Run, answers: Answers) -> None:
     settings = run.config.need("database")
     if run.primary is None:
         run.primary = connect(settings, what="primary")
+    warm_cold(run.primary, cold_patches(run.plan, run.texts), settings.revision_table)
     if not run.control:
         run.control = ConnectionControl(settings, connect(settings, what="primary",
                                                           autocommit=True))
@@ -63,7 +71,9 @@ class PrepareWindow(Action):
 
     def reads(self, run: Run) -> Script:
         opening = Sql(lambda run: ("-- open the primary, pgbouncer's admin console and "
-                                   "haproxy's admin channel",), _open_connections)
+                                   "haproxy's admin channel; run the cold transaction's reads "
+                                   "once and roll back (the window finds them cached)",),
+                      _open_connections)
         return (opening, *(() if run.slots else (ReadSlots(),)))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
