@@ -88,7 +88,7 @@ def components(ctx: Context, first: str = "", baseline: list[str] | None = None,
     """Every component in start order (stop order is the reverse); ``rows``: the sample's
     ``item`` table is topped up to that many rows."""
     primary = Primary(ctx, baseline or [], rows)
-    parts: list[Component] = [primary, Standby(ctx, primary), Pgbouncer(ctx)]
+    parts: list[Component] = [primary, Standby(ctx, primary), Pgbouncer(ctx, primary)]
     parts.append(SandboxHost(ctx, ctx.layout.bastion, first))
     parts += [SandboxHost(ctx, host, first) for host in ctx.layout.hosts]
     parts.append(Haproxy(ctx))

@@ -114,6 +114,27 @@ def test_pgbouncer_pause_holds_and_resume_releases(sandbox: Context) -> None:
     adm.close()
 
 
+def test_pgbouncer_keeps_verifiers_not_passwords(sandbox: Context) -> None:
+    """pgbouncer's userlist holds the primary's SCRAM verifiers and no password; each role
+    logs in through it, reaches the primary (pgbouncer's own login, with the keys the
+    client proved), and a wrong password is refused."""
+    userlist = (sandbox.layout.pgbouncer_dir / "userlist.txt").read_text()
+    assert not [pw for pw in sandbox.passwords.values() if pw in userlist]
+    entries = [line.split(" ", 1) for line in userlist.splitlines()]
+    assert [role.strip('"') for role, _ in entries] == ["app", "fragile", "fdt_admin",
+                                                        "pgbouncer_admin"]
+    assert all(secret.startswith('"SCRAM-SHA-256$4096:') for _, secret in entries)
+    for user in ("app", "fragile", "fdt_admin"):
+        conn = connect(sandbox, L.PGBOUNCER_PORT, user)
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == (user,)
+        conn.close()
+    with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
+        psycopg2.connect(host="127.0.0.1", port=L.PGBOUNCER_PORT, user="app", dbname=L.DB_NAME,
+                         password="not-the-password", connect_timeout=5)
+
+
 def test_fragile_script_connection_visible(sandbox: Context) -> None:
     """The script host's fragile script holds a connection as its own database user."""
     with connect(sandbox, L.PRIMARY_PORT, "fdt_admin") as conn, conn.cursor() as cur:
