@@ -299,9 +299,12 @@ class Endpoints:
                     lookup: paramiko.SSHConfigDict, keys: tuple[str | None, str | None],
                     gateway: StrictConnection | bool = False) -> StrictConnection:
         # A fresh connect_kwargs dict each time: Fabric would otherwise extend the shared
-        # config's own key list with every host's IdentityFile.
+        # config's own key list with every host's IdentityFile. And a config of its own:
+        # Fabric keeps the one it is given, and Invoke rebuilds a config from empty on any
+        # write to it, so a connection opening in another thread could find it empty
+        # (seen: "No attribute or config key found for 'authentication'", exit 70).
         try:
-            conn = StrictConnection(target, user=user, port=port, config=self.fabric,
+            conn = StrictConnection(target, user=user, port=port, config=self.fabric.clone(),
                                     gateway=gateway, connect_kwargs={"look_for_keys": False})
         except ValueError as exc:  # Fabric: a user or port both in the address and given
             raise BadInput(f"{label}: address {target!r}: {exc} (give the host's user and "

@@ -328,3 +328,16 @@ def test_an_address_that_also_names_a_user_or_port_is_bad_input(files: Path) -> 
             dataclasses.replace(HOST, address="admin@10.0.0.5"))
     with pytest.raises(BadInput, match="own keys"):
         endpoints(files, port=22).for_host(dataclasses.replace(HOST, address="10.0.0.5:2200"))
+
+
+def test_each_connection_has_a_config_of_its_own(files: Path) -> None:
+    """Invoke rebuilds a config from empty on any write to it: shared between connections
+    opening in threads, one could read it empty mid-write (seen as an internal error,
+    "No attribute or config key found for 'authentication'"). A write to one connection's
+    config leaves every other's alone."""
+    ends = endpoints(files, ALIAS)
+    first, second = ends.for_host(HOST), ends.for_host(dataclasses.replace(HOST, name="app2"))
+    assert first.config is not second.config and first.gateway.config is not first.config
+    first.config.timeouts.connect = 3
+    assert second.config.timeouts.connect != 3
+    assert ends.fabric.timeouts.connect != 3
