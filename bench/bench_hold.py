@@ -37,8 +37,11 @@ TARGET_S = 0.05
 
 def deploy_probed(config: Path) -> tuple[dict[str, Any], ProbeReport]:
     fdt = [sys.executable, "-m", "orchestrator", "-c", str(config)]
-    plan = json.loads(subprocess.run([*fdt, "plan", "--json"], capture_output=True, text=True,
-                                     check=True).stdout)
+    planned = subprocess.run([*fdt, "plan", "--json"], capture_output=True, text=True,
+                             check=False)
+    if planned.returncode != 0:
+        raise RuntimeError(f"plan exited {planned.returncode}: {planned.stderr[-3000:]}")
+    plan = json.loads(planned.stdout)
     approvals = [f"--approve={p}:bench" for p in plan["fastdowntime"]["cold_patches"]]
     settings = load_config(config)
     probe = Probe(settings.need("lb").public_url + "+health", interval_s=0.005,
