@@ -11,11 +11,13 @@ deadline included, rolls everything back and raises
 The ``fastdowntime`` schema must exist beforehand (the deploy lock creates
 it), so the window runs no DDL of the orchestrator's own. Round trips are
 few: one per statement (as ``psql -f`` does), one per patch for its end
-time and row check, and three for the whole transaction.
+time and row check, and one each to begin, to record the rows and checksums,
+for the permissions and for COMMIT.
 
 The transaction is described once, by :func:`cold_transaction`: :func:`apply_cold`
-executes it, :func:`render_cold` shows it for ``--dry-run`` and :func:`review_cold`
-writes it as SQL a reviewer can run in psql (``plan --sql``).
+executes it, :func:`render_cold` shows it for ``--dry-run``, :func:`review_cold`
+writes it as SQL a reviewer can run in psql (``plan --sql``), and :func:`warm_cold`
+runs its reads once before the window.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.extras
 import structlog
 
 from orchestrator.db.connect import Connection
@@ -327,8 +328,8 @@ def _at(patch: ColdPatch | None) -> str:
 
 
 def _rows(query: str, rows: Sequence[str]) -> list[str]:
-    """``query`` with its ``%s`` as ``rows``, one a line, as :func:`psycopg2.extras.execute_values`
-    sends them (on one line)."""
+    """``query`` with its ``%s`` as ``rows``, one a line, as :func:`_values` sends them (on
+    one line)."""
     text = query % ("\n  " + ",\n  ".join(rows)) + ";"
     return [line.rstrip() for line in text.splitlines()]
 
@@ -531,21 +532,35 @@ def _record(cur: Any, table: str, rows: list[tuple[Any, ...]], patches: Sequence
         (_ROW_INSERT.format(table=table), _ROW_INSERT_TEMPLATE, missing),
         (_ROW_UPDATE.format(table=table), _ROW_UPDATE_TEMPLATE, present),
         (_CHECKSUMS, _CHECKSUM_TEMPLATE, checksums)) if values]
-    cur.execute(b";\n".join(statements))
+    if statements:
+        cur.execute(b";\n".join(statements))
 
 
 def _values(cur: Any, query: str, template: str, rows: Sequence[tuple[Any, ...]]) -> bytes:
-    """``query`` with its ``%s`` as ``rows`` through ``template``, quoted by the connection
-    (what :func:`psycopg2.extras.execute_values` sends for one page)."""
-    return query.encode() % b",".join(cur.mogrify(template, row) for row in rows)
+    """``query`` with its one ``%s`` as ``rows`` through ``template``, each quoted by the
+    connection, in the connection's encoding. ``query`` holds no other ``%`` (its table
+    name is an :func:`~orchestrator.db.schema.identifier`: letters, digits, ``_``)."""
+    encoding = psycopg2.extensions.encodings[cur.connection.encoding]
+    return query.encode(encoding) % b",".join(cur.mogrify(template, row) for row in rows)
+
+
+WARM_TIMEOUT_S = 5.0
+"""How long the warm-up's reads may wait for a lock or run (it holds nothing up)."""
 
 
 def warm_cold(conn: Connection, patches: Sequence[ColdPatch], revision_table: str) -> None:
-    """Run the cold transaction's reads once on ``conn`` and roll back, before the window:
-    the server then has their catalogs and plans' tables cached, and the window's first
-    statements do not pay for it (2-6 ms each on a loaded machine, measured here)."""
-    with conn.cursor() as cur:
-        try:
+    """Run the cold transaction's reads once on ``conn`` (idle, not in a transaction) and
+    roll back, before the window: the backend then has their catalogs and tables cached,
+    and the window's first statements do not pay for it (2-6 ms each on a loaded machine,
+    measured here). Raises FailedBeforeCommit naming the warm-up when a read fails (a
+    revision table that is not there fails here, before anything is held)."""
+    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        raise FailedBeforeCommit("warming the primary connection before the window: it is "
+                                 "in a transaction already (a bug: it was opened for this)")
+    try:
+        with conn.cursor() as cur:
+            ms = round(WARM_TIMEOUT_S * 1000)
+            cur.execute(f"SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}")
             for step in cold_transaction(patches, None, revision_table):
                 if step.kind == "begin":
                     cur.execute(step.sql)
@@ -555,8 +570,13 @@ def warm_cold(conn: Connection, patches: Sequence[ColdPatch], revision_table: st
                     cur.execute(step.sql, (name.major, name.minor, name.point))
             if schema_exists(conn):
                 cur.execute("SELECT 1 FROM fastdowntime.applied_patch WHERE filename = ''")
-        finally:
-            conn.rollback()
+    except psycopg2.Error as exc:
+        reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
+        raise FailedBeforeCommit(f"warming the primary connection before the window (the "
+                                 f"cold transaction's reads of {revision_table}, "
+                                 f"[database] revision_table): {reason}") from None
+    finally:
+        _rollback(conn)
 
 
 def _rollback(conn: Connection) -> None:

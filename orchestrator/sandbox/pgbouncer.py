@@ -5,7 +5,9 @@ password: pgbouncer then checks a client's proof without deriving its key (4096
 rounds of PBKDF2 on pgbouncer's one thread, per login), and logs in to the primary
 with the keys the client proved. Measured here: a client login 12.8 -> 5.0 ms, a
 server login (the first query after PAUSE/RESUME) 13.2 -> 5.0 ms, medians of 30. A
-window's held queries wait for those server logins.
+window's held queries wait for those server logins. The userlist is written as
+pgbouncer starts: a role whose password changes on the primary afterwards (a new
+salt, a new verifier) cannot log in through it until pgbouncer restarts.
 
 ``pgbouncer -d`` exits 0 even when the daemon dies at once, so readiness is
 polled (an admin-console ``SHOW VERSION``) with a deadline, and a dead pid

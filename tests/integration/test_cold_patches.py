@@ -10,7 +10,6 @@ import threading
 import time
 
 import psycopg2
-import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
@@ -27,6 +26,7 @@ from orchestrator.db.cold import (
 )
 from orchestrator.db.connect import DatabaseUnreachable, connect
 from orchestrator.db.schema import ensure_schema
+from orchestrator.errors import FailedBeforeCommit
 from orchestrator.history.git import blob_sha
 from orchestrator.patches import analyse
 from orchestrator.sandbox.component import Context
@@ -98,9 +98,15 @@ def test_warm_up_reads_and_leaves_nothing(scratch_db: DatabaseSettings, conn) ->
     assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
     assert revisions(scratch_db) == [(2200, 0, 0, False)]
     assert "note" not in columns(scratch_db)
-    with pytest.raises(psycopg2.errors.UndefinedTable):
+    with pytest.raises(FailedBeforeCommit, match='warming the primary.*"nosuchrevisiontable" '
+                       'does not exist'):
         warm_cold(conn, patches, "NoSuchRevisionTable")
     assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")  # a transaction of someone else's: not warm_cold's to end
+    with pytest.raises(FailedBeforeCommit, match="in a transaction already"):
+        warm_cold(conn, patches, "LaunchpadDatabaseRevision")
+    conn.rollback()
     result = apply_cold(conn, patches, deadline=time.monotonic() + 10, run_id="warmed")
     assert [t.filename for t in result.timings] == ["patch-2200-09-0.sql"]
     assert revisions(scratch_db) == [(2200, 0, 0, False), (2200, 9, 0, True)]

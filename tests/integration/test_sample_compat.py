@@ -338,14 +338,16 @@ def test_pool_is_warm_before_the_server_listens(
     sample: SampleRepo, database: str, tmp_path: Path
 ) -> None:
     """Traffic moved to a new instance finds its connections open: no login on the way."""
-    name = f"warm-{uuid.uuid4().hex[:8]}"
-    dsn = psycopg2.extensions.make_dsn(database, options="-c role=app", application_name=name)
     counted = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
     conn = psycopg2.connect(database)
     conn.autocommit = True
     try:
         for etc, expected in (({"pool_size": 3}, 3), ({"pool_size": 3, "pool_warm": 1}, 1),
-                              ({"pool_size": 2, "pool_warm": 5}, 2)):
+                              ({"pool_size": 2, "pool_warm": 5}, 2),
+                              ({"pool_size": 2, "pool_warm": None}, 2)):
+            name = f"warm-{uuid.uuid4().hex[:8]}"  # a stopped instance's backends may linger
+            dsn = psycopg2.extensions.make_dsn(database, options="-c role=app",
+                                               application_name=name)
             instance = _serve(sample, tmp_path, {"dsn": dsn, "passfile": "", **etc})
             try:
                 with conn.cursor() as cur:  # before any request

@@ -23,8 +23,9 @@ requests in flight and exits 0.
 The pool is warm before the server listens: a load balancer moving traffic here
 must not find it opening connections, each a login of some milliseconds, while
 requests queue behind them (on a cold pool, every slow login lets more requests
-pile up and ask for more connections). When the database cannot be reached, the
-server logs it and listens anyway: it connects on demand, as requests come.
+pile up and ask for more connections). When the database cannot be reached (within
+the connection's 5 s timeout), the server logs it and listens anyway: it connects on
+demand, as requests come.
 """
 
 import argparse
@@ -106,7 +107,7 @@ class Pool:
                 conn = self._connect()
                 conn.autocommit = True
                 opened.append(conn)
-        except DROPPED as exc:
+        except psycopg2.Error as exc:
             return exc
         finally:
             with self._lock:
@@ -227,7 +228,8 @@ def main(argv=None):
     stop = stop_signals((signal.SIGTERM, signal.SIGINT))
     size = int(config.get("pool_size", 8))
     pool = Pool(connector(config), size, float(config.get("pool_wait_s", 10.0)))
-    failed = pool.warm(min(size, int(config.get("pool_warm", size))))
+    warm = config.get("pool_warm")
+    failed = pool.warm(min(size, size if warm is None else int(warm)))
     if failed is not None:
         print(f"warming the pool: {failed}".rstrip() + "; connecting on demand",
               file=sys.stderr, flush=True)
