@@ -53,6 +53,8 @@ PAUSE_ANSWER_S = 0.2
 console connection is cut (KILL leaves the database paused, answered or not)."""
 LOGIN_SETTLE_S = 0.25
 """At most this long (and never past the deadline) waiting for server logins before KILL."""
+SERVED_S = 1.0
+"""After RESUME, at most this long waiting for pgbouncer to serve the clients it held."""
 
 _COLUMNS = ("pid", "usename", "application_name", "client_addr", "state")
 _APP_BACKENDS = """
@@ -261,6 +263,44 @@ class ConnectionControl:
                 raise ConnectionsNotRestored(again.command, again.reason) from None
         self.log.info("connections.restored", method=self.method, commands=done,
                       duration_s=round(self.clock() - started, 6))
+
+    def served(self, within_s: float = SERVED_S) -> int:
+        """After :meth:`restore`: poll SHOW POOLS until no client of our databases waits for
+        a server (the queries held by PAUSE have all run), for at most ``within_s``.
+        Returns how many clients still wait (0: all served).
+
+        The run's next steps (health probes over SSH, restarts) would otherwise take the
+        machine's CPU while pgbouncer logs in again, one server connection at a time, and
+        serves the held queue: users' longest waits grow. Nothing here can fail the run:
+        a console error is logged and the run goes on.
+        """
+        if self.method != "pgbouncer" or not self._databases:
+            return 0
+        databases = self._databases
+        started = self.clock()
+        until = started + within_s
+        try:
+            console = self._console_connection()
+            while True:
+                pools = _console_rows(console, "SHOW POOLS")
+                waiting = sum(int(p["cl_waiting"]) for p in pools if p["database"] in databases)
+                if waiting == 0 or self.clock() >= until:
+                    break
+                self._pause(until)
+        except (psycopg2.Error, DatabaseUnreachable) as exc:
+            self.log.warning("connections.served_unknown", error=_one_line(exc),
+                             consequence="going on without waiting for the held clients")
+            return 0
+        (self.log.warning if waiting else self.log.info)(
+            "connections.served", waiting=waiting, duration_s=round(self.clock() - started, 6))
+        return waiting
+
+    def render_served(self) -> list[str]:
+        """The commands :meth:`served` runs, one line each (dry runs)."""
+        if self.method != "pgbouncer":
+            return []
+        return [f"served pgbouncer: SHOW POOLS -- every {POLL_S * 1000:g} ms, at most "
+                f"{SERVED_S:g} s, until no client waits for a server"]
 
     def close(self) -> None:
         """Close the admin console connection (the primary belongs to the caller)."""

@@ -233,6 +233,33 @@ def test_pause_keeps_clients_connected_and_waiting(sandbox: Context,
         conn.close()
 
 
+def test_served_sees_held_clients_wait_and_be_served(sandbox: Context,
+                                                     pausing: ConnectionControl) -> None:
+    """SHOW POOLS counts the clients PAUSE holds; after RESUME, served() returns once
+    pgbouncer has given each of them a server."""
+    import threading
+
+    held = [client(sandbox) for _ in range(3)]
+    pausing.cut(time.monotonic() + 5)
+    done = [threading.Event() for _ in held]
+    waiters = [threading.Thread(target=lambda c=conn, d=event: (answers(c), d.set()))
+               for conn, event in zip(held, done, strict=True)]
+    try:
+        for waiter in waiters:
+            waiter.start()
+        deadline = time.monotonic() + 5
+        while pausing.served(0.0) < len(held):  # one poll each: how many wait now
+            assert time.monotonic() < deadline, "pgbouncer never counted the held clients"
+        assert not any(event.is_set() for event in done)
+    finally:
+        pausing.restore()
+    assert pausing.served(5.0) == 0
+    assert all(event.wait(5) for event in done), "a held query did not run after RESUME"
+    for waiter, conn in zip(waiters, held, strict=True):
+        waiter.join()
+        conn.close()
+
+
 def test_pause_that_cannot_finish_falls_back_to_kill(sandbox: Context,
                                                      pausing: ConnectionControl) -> None:
     """A transaction that does not end by the deadline is killed; the cut still completes."""

@@ -100,6 +100,8 @@ class FakeBouncer:
         self.paused = False
         self.disabled = False
         self.logins = list(logins or [])
+        self.waiting: list[int] = []
+        """Clients waiting for a server, one figure per SHOW POOLS (the last one stays)."""
         self.fail = fail
         self.commands: list[str] = []
         self.conn = FakeConn(self.handle)
@@ -114,7 +116,10 @@ class FakeBouncer:
                      ("pgbouncer", "pgbouncer", 0, 0)], "SHOW")
         if sql == "SHOW POOLS":
             login = self.logins.pop(0) if self.logins else 0
-            return ["database", "user", "sv_login"], [("app", "app", login)], "SHOW"
+            waiting = (self.waiting.pop(0) if len(self.waiting) > 1 else
+                       self.waiting[0] if self.waiting else 0)
+            return (["database", "user", "sv_login", "cl_waiting"],
+                    [("app", "app", login, waiting), ("other", "app", 0, 7)], "SHOW")
         verb = sql.split()[0]
         if verb == "RESUME" and not self.paused:
             raise psycopg2.OperationalError("database app is not paused")
@@ -355,3 +360,54 @@ def test_render_is_what_cut_and_restore_send(bouncer: FakeBouncer, method: str) 
         else:
             assert conditional, f"{sql} is shown but was not sent"
     assert next(rest, None) is None, "a command was sent that the dry run does not show"
+
+
+# --- after RESUME: the held clients served ----------------------------------------------
+
+
+def test_served_polls_until_no_held_client_waits(bouncer: FakeBouncer) -> None:
+    """Only our databases' waiting clients count (``other`` always has some)."""
+    clock = FakeClock()
+    ctl = control(primary_listing([]), clock, pgbouncer=True)
+    ctl.prepare()
+    bouncer.commands.clear()
+    bouncer.waiting = [5, 2, 0]
+    assert ctl.served(1.0) == 0
+    assert bouncer.commands == ["SHOW POOLS"] * 3
+    assert clock.now - 1000.0 == pytest.approx(2 * POLL_S)
+
+
+def test_served_goes_on_after_its_bound(bouncer: FakeBouncer) -> None:
+    clock = FakeClock()
+    ctl = control(primary_listing([]), clock, pgbouncer=True)
+    ctl.prepare()
+    bouncer.waiting = [3]
+    with capture_logs() as logs:
+        assert ctl.served(0.5) == 3
+    assert 0.5 <= clock.now - 1000.0 < 0.5 + POLL_S
+    assert logs[-1]["event"] == "connections.served" and logs[-1]["waiting"] == 3
+
+
+def test_served_never_fails_the_run(bouncer: FakeBouncer) -> None:
+    """The window has closed by then: a console that errs is logged, not raised."""
+    ctl = control(primary_listing([]), FakeClock(), pgbouncer=True)
+    ctl.prepare()
+    bouncer.fail = "SHOW POOLS"
+    with capture_logs() as logs:
+        assert ctl.served(1.0) == 0
+    assert [log["event"] for log in logs] == ["connections.served_unknown"]
+    assert "SHOW POOLS refused" in logs[0]["error"]
+
+
+def test_served_without_pgbouncer_asks_nothing() -> None:
+    ctl = control(primary_listing([]), FakeClock())
+    assert ctl.served(1.0) == 0 and ctl.render_served() == []
+
+
+def test_render_served_says_what_served_sends(bouncer: FakeBouncer) -> None:
+    ctl = control(primary_listing([]), FakeClock(), pgbouncer=True)
+    ctl.prepare()
+    bouncer.commands.clear()
+    ctl.served(1.0)
+    [line] = ctl.render_served()
+    assert line.startswith("served pgbouncer: " + bouncer.commands[0] + " -- ")

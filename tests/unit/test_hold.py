@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.config import Config, load_config
 from orchestrator.db import connections
-from orchestrator.db.connections import PgbouncerLimits, _pgbouncer_seconds
+from orchestrator.db.connections import SERVED_S, PgbouncerLimits, _pgbouncer_seconds
 from orchestrator.db.preflight import Context, check_hold
 from orchestrator.errors import BadInput
 from orchestrator.remote.checks import check_haproxy_waits
@@ -56,8 +56,9 @@ def test_the_window_code_is_loaded_with_its_actions() -> None:
 class Recorder:
     """haproxy and the connection control, recording what they are asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
         self.sent: list[tuple[str, ...]] = []
+        self.clock = clock
 
     def set_state(self, servers: list[str], state: str) -> None:
         self.sent.append(("set", state, *servers))
@@ -69,13 +70,22 @@ class Recorder:
     def restore(self) -> None:
         self.sent.append(("RESUME",))
 
+    def served(self, within_s: float) -> int:
+        self.sent.append(("served", str(within_s)))
+        if self.clock is not None:
+            self.clock.advance(0.125)  # the held queue takes its time: after the window
+        return 0
+
     def render(self) -> list[str]:
         return ["restore pgbouncer: RESUME app -- if paused"]
 
+    def render_served(self) -> list[str]:
+        return ["served pgbouncer: SHOW POOLS"]
+
 
 def window_run(mode: str) -> Any:
-    recorder = Recorder()
     clock = FakeClock()
+    recorder = Recorder(clock)
     slots = {h.name: (8001, 8002) for h in SANDBOX.role("app")}
     run = make_run(configured(window={"mode": mode}), haproxy=recorder, control=recorder,
                    slots=slots, clock=clock, wall=clock)
@@ -93,13 +103,17 @@ def test_hold_opens_the_window_without_touching_haproxy() -> None:
 
 
 def test_hold_closes_the_window_as_the_held_queries_run() -> None:
-    """RESUME ends the window in hold mode; close_window after it does not move its end."""
+    """RESUME ends the window in hold mode; neither the wait for pgbouncer to serve the
+    held queries nor close_window after it moves its end."""
     run, recorder, clock = window_run("hold")
     ACTIONS["open_window"]().do(run)
     clock.advance(0.25)
     ACTIONS["restore_connections"]().do(run)
-    assert recorder.sent == [("RESUME",)]
+    assert recorder.sent == [("RESUME",), ("served", str(SERVED_S))]
     assert run.outage_s == 0.25
+    drain, drained, _ = window_run("drain")
+    ACTIONS["restore_connections"]().do(drain)
+    assert drained.sent == [("RESUME",)]  # users got no answer: nobody is held
     clock.advance(1.0)
     closed = run.window_closed
     from orchestrator.runner.actions.window import _window_closed

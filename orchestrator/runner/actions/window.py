@@ -21,7 +21,7 @@ from orchestrator.db.cold import (
     warm_cold,
 )
 from orchestrator.db.connect import connect
-from orchestrator.db.connections import ConnectionControl
+from orchestrator.db.connections import SERVED_S, ConnectionControl
 from orchestrator.errors import (
     CommitUnknown,
     FailedBeforeCommit,
@@ -299,8 +299,17 @@ class RestoreConnections(Action):
     def script(self, run: Run) -> Script:
         restore = Sql(_control_lines("restore"), lambda run, answers: run.control.restore())
         if holds(run):
-            return (restore, Effect(_window_closed))
+            # the window has closed; the next steps wait until pgbouncer has served the
+            # queries it held, so that they do not take the machine from them
+            served = Sql(_served_lines, lambda run, answers: run.control.served(SERVED_S))
+            return (restore, Effect(_window_closed), served)
         return (restore,)
+
+
+def _served_lines(run: Run) -> list[str]:
+    if not run.control:
+        return []
+    return [f"db: {line}" for line in run.control.render_served()]
 
 
 CLOSE_HEALTH_S = 2.0
