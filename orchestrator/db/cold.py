@@ -461,7 +461,7 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
             raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
                                   "deadline", deadline=True) from None
         sqlstate = getattr(exc, "pgcode", None)
-        reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
+        reason = _reason(exc)
         if current.kind == "commit" and conn.closed and backend is not None:
             # the server may have committed before the connection broke: say so, never
             # "rolled back"
@@ -571,12 +571,17 @@ def warm_cold(conn: Connection, patches: Sequence[ColdPatch], revision_table: st
             if schema_exists(conn):
                 cur.execute("SELECT 1 FROM fastdowntime.applied_patch WHERE filename = ''")
     except psycopg2.Error as exc:
-        reason = " ".join(str(getattr(exc, "pgerror", None) or exc).split())
+        reason = _reason(exc)
         raise FailedBeforeCommit(f"warming the primary connection before the window (the "
                                  f"cold transaction's reads of {revision_table}, "
                                  f"[database] revision_table): {reason}") from None
     finally:
         _rollback(conn)
+
+
+def _reason(exc: BaseException) -> str:
+    """The server's message of a psycopg2 error (else the error's own), on one line."""
+    return " ".join(str(getattr(exc, "pgerror", None) or exc).split())
 
 
 def _rollback(conn: Connection) -> None:

@@ -276,17 +276,10 @@ class ConnectionControl:
         """
         if self.method != "pgbouncer" or not self._databases:
             return 0
-        databases = self._databases
         started = self.clock()
-        until = started + within_s
         try:
-            console = self._console_connection()
-            while True:
-                pools = _console_rows(console, "SHOW POOLS")
-                waiting = sum(int(p["cl_waiting"]) for p in pools if p["database"] in databases)
-                if waiting == 0 or self.clock() >= until:
-                    break
-                self._pause(until)
+            waiting = self._poll_pools(self._console_connection(), self._databases,
+                                       "cl_waiting", started + within_s)
         except (psycopg2.Error, DatabaseUnreachable) as exc:
             self.log.warning("connections.served_unknown", error=_one_line(exc),
                              consequence="going on without waiting for the held clients")
@@ -387,15 +380,20 @@ class ConnectionControl:
     def _await_logins(self, console: Connection, databases: tuple[str, ...],
                       until: float) -> None:
         """Poll SHOW POOLS until no server login of ``databases`` is in progress, or ``until``."""
+        logins = self._poll_pools(console, databases, "sv_login", until)
+        if logins:
+            self.log.warning("connections.kill_during_login", logins=logins,
+                             consequence="pgbouncer may refuse clients for server_login_retry")
+
+    def _poll_pools(self, console: Connection, databases: tuple[str, ...], column: str,
+                    until: float) -> int:
+        """Poll SHOW POOLS every POLL_S until ``column`` sums to 0 over ``databases``' pools,
+        or ``until``; the last sum."""
         while True:
             pools = _console_rows(console, "SHOW POOLS")
-            logins = sum(int(p["sv_login"]) for p in pools if p["database"] in databases)
-            if logins == 0:
-                return
-            if self.clock() >= until:
-                self.log.warning("connections.kill_during_login", logins=logins,
-                                 consequence="pgbouncer may refuse clients for server_login_retry")
-                return
+            count = sum(int(p[column]) for p in pools if p["database"] in databases)
+            if count == 0 or self.clock() >= until:
+                return count
             self._pause(until)
 
     def _terminate(self, started: float, deadline: float) -> tuple[int, int]:
