@@ -3,13 +3,17 @@
 In hold mode a request waits at the app for the whole window: haproxy must not
 give up on it first. ``timeout server`` bounds the wait for the server's
 answer, ``timeout queue`` the wait for a server slot (``timeout connect`` when
-unset). A ``backend`` section's own value wins over the last ``defaults``
-section before it; a timeout set nowhere is unbounded (None).
+unset). A ``backend`` section's own value wins over its ``defaults`` section's
+(the one it names with ``from``, else the last one before it); a timeout set
+nowhere is unbounded (None).
 
 The backend's health checks matter too: a check that asks a page which waits
 for the database is held like any request, and after ``fall`` checks that time
 out haproxy marks the server down and answers 503 for it. :class:`Checks` says
-what the checks ask and how soon they would give a held server up.
+what the checks ask and how soon they would give a held server up. Only servers
+with ``check`` (on their line or their ``default-server`` line, and no
+``no-check``) are checked at all; ``no option httpchk`` or another check option
+(``option tcp-check``...) means the checks ask no page.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class Checks:
 
     path: str | None
     """The path ``option httpchk`` (or ``http-check send ... uri``) asks; None: no HTTP
-    checks (``option httpchk`` absent), so a held page cannot fail them."""
+    checks (``option httpchk`` absent or cancelled, or no server checked), so a held page
+    cannot fail them."""
     timeout_s: float
     """How long one check may take: ``timeout check`` where set, else ``inter``."""
     fall: int
@@ -89,55 +94,134 @@ def backend_timeouts(text: str, backend: str) -> Timeouts:
 
 def read_backend(text: str, backend: str) -> Backend:
     """``backend`` (a ``backend`` or ``listen`` section) of the configuration ``text``:
-    its timeouts and its health checks; :class:`BadInput` when it has no such section."""
+    its timeouts and its health checks; :class:`BadInput` when it has no such section.
+
+    A proxy section starts from the ``defaults`` section it names (``from NAME``) or else
+    from the last one before it; each ``defaults`` section starts afresh (or from the
+    one it names)."""
+    named: dict[str, list[list[str]]] = {}
     defaults: list[list[str]] = []
     found: list[list[str]] | None = None
     section: list[list[str]] | None = None
-    for raw in text.splitlines():
-        words = raw.split("#", 1)[0].split()
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = _words(raw, number)
         if not words:
             continue
-        if words[0] in _SECTIONS:
-            if words[0] == "defaults":
-                defaults = []
-                section = defaults
-            elif words[0] in ("backend", "listen") and words[1:2] == [backend]:
-                found = list(defaults)
-                section = found
-            else:
-                section = None
+        if words[0] not in _SECTIONS:
+            if section is not None:
+                section.append(words)
             continue
-        if section is not None:
-            section.append(words)
+        section = None
+        if words[0] in ("defaults", "backend", "listen"):
+            start: list[list[str]] = [] if words[0] == "defaults" else defaults
+            name, base = _header(words, named, start, number)
+            if words[0] == "defaults":
+                defaults = section = base
+                if name is not None:
+                    named[name] = defaults
+            elif name == backend:
+                found = section = base
     if found is None:
         raise BadInput(f"haproxy's configuration has no backend {backend!r}")
     return _backend(found)
 
 
+def _header(words: list[str], named: dict[str, list[list[str]]],
+            last: list[list[str]], number: int) -> tuple[str | None, list[list[str]]]:
+    """A section line's name and the lines it starts from (a copy of its defaults)."""
+    rest = words[1:]
+    base = last
+    if "from" in rest:
+        at = rest.index("from")
+        if at + 1 >= len(rest) or rest[at + 1] not in named:
+            wanted = rest[at + 1] if at + 1 < len(rest) else ""
+            raise BadInput(f"haproxy's configuration line {number}: {' '.join(words)!r} "
+                           f"names no defaults section {wanted!r} before it")
+        base = named[rest[at + 1]]
+        rest = rest[:at]
+    return (rest[0] if rest else None), list(base)
+
+
+def _words(line: str, number: int) -> list[str]:
+    """One configuration line's words as haproxy splits them: blanks separate, ``#``
+    starts a comment, quotes ("..." or '...') and a backslash keep what they enclose or
+    escape in one word."""
+    words: list[str] = []
+    word: list[str] = []
+    quote = ""
+    started = False
+    chars = iter(line)
+    for char in chars:
+        if char == "\\" and quote != "'":
+            escaped = next(chars, "")
+            word.append(_ESCAPES.get(escaped, escaped))
+            started = True
+        elif quote:
+            if char == quote:
+                quote = ""
+            else:
+                word.append(char)
+        elif char in "\"'":
+            quote, started = char, True
+        elif char == "#":
+            break
+        elif char in " \t":
+            if started:
+                words.append("".join(word))
+                word, started = [], False
+        else:
+            word.append(char)
+            started = True
+    if quote:
+        raise BadInput(f"haproxy's configuration line {number}: unterminated {quote} quote")
+    if started:
+        words.append("".join(word))
+    return words
+
+
+_ESCAPES = {"r": "\r", "n": "\n", "t": "\t"}
+_OLD_TIMEOUTS = {"contimeout": "connect", "srvtimeout": "server", "clitimeout": "client"}
+_OTHER_CHECKS = ("tcp-check", "ssl-hello-chk", "smtpchk", "mysql-check", "pgsql-check",
+                 "redis-check", "ldap-check", "spop-check", "external-check")
+"""``option`` checks that replace ``option httpchk``: they ask no page."""
+
+
 def _backend(lines: list[list[str]]) -> Backend:
     """The settings of one backend from its lines (its defaults' first, then its own)."""
     timeouts: dict[str, float] = {}
-    path: str | None = None
+    http = False  # the backend's checks are HTTP checks (option httpchk)
+    path = "/"  # what option httpchk asks
+    sent: str | None = None  # what http-check send asks, which wins
     default_server: dict[str, str] = {}
     servers: list[dict[str, str]] = []
     for words in lines:
         if words[0] == "timeout" and len(words) >= 3:
             timeouts[words[1]] = seconds(words[2])
+        elif words[0] in _OLD_TIMEOUTS and len(words) >= 2:
+            timeouts[_OLD_TIMEOUTS[words[0]]] = seconds(words[1])
         elif words[:2] == ["option", "httpchk"]:
-            path = _check_path(words[2:])
-        elif words[:2] == ["http-check", "send"] and "uri" in words:
-            at = words.index("uri") + 1
-            path = urlsplit(words[at]).path or "/" if at < len(words) else path
+            http, path = True, _check_path(words[2:])
+        elif words[:3] == ["no", "option", "httpchk"]:
+            http = False
+        elif words[0] == "option" and words[1:2] and words[1] in _OTHER_CHECKS:
+            http = False
+        elif words[:2] == ["http-check", "send"] and "uri" in words[:-1]:
+            sent = urlsplit(words[words.index("uri") + 1]).path or "/"
         elif words[0] == "default-server":
-            default_server.update(_pairs(words[1:]))
+            default_server.update(_params(words[1:]))
         elif words[0] == "server":
-            servers.append(_pairs(words[3:]))
-    paces = [{**default_server, **own} for own in servers] or [default_server]
+            servers.append(_params(words[3:]))
+        elif words[0] == "server-template":
+            servers.append(_params(words[4:]))
+    checked = [pace for pace in ({**default_server, **own} for own in servers)
+               if pace.get("check") == "on"]
+    paces = checked or [default_server]
     inter = min(seconds(p["inter"]) if "inter" in p else CHECK_INTER_S for p in paces)
     fall = min(_count(p["fall"]) if "fall" in p else CHECK_FALL for p in paces)
     check_timeout = timeouts.get("check", inter)
     return Backend(Timeouts(timeouts.get("server"), timeouts.get("queue", timeouts.get("connect"))),
-                   Checks(path, check_timeout, fall, inter))
+                   Checks((sent or path) if http and checked else None, check_timeout, fall,
+                          inter))
 
 
 def _count(value: str) -> int:
@@ -155,10 +239,17 @@ def _check_path(words: list[str]) -> str:
     return (urlsplit(words[0]).path or "/") if words else "/"
 
 
-def _pairs(words: list[str]) -> dict[str, str]:
-    """``inter 1s fall 2 check ...`` as ``{"inter": "1s", "fall": "2"}`` (the keys we read)."""
-    return {word: words[i + 1] for i, word in enumerate(words[:-1])
-            if word in ("inter", "fall", "fastinter")}
+def _params(words: list[str]) -> dict[str, str]:
+    """The settings we read of a ``server`` or ``default-server`` line: ``inter``, ``fall``
+    and ``fastinter`` with their values, and ``check`` ("on" for ``check``, "off" for
+    ``no-check``): ``check inter 1s fall 2`` -> ``{"check": "on", "inter": "1s",
+    "fall": "2"}``."""
+    params = {word: words[i + 1] for i, word in enumerate(words[:-1])
+              if word in ("inter", "fall", "fastinter")}
+    for word in words:
+        if word in ("check", "no-check"):
+            params["check"] = "on" if word == "check" else "off"
+    return params
 
 
 __all__ = ["Backend", "Checks", "Timeouts", "backend_timeouts", "read_backend", "seconds"]

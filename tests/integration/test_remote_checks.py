@@ -28,6 +28,8 @@ def test_healthy_hosts_pass(sandbox: Context, config: Config) -> None:
     assert {n: r.ok for n, r in results.items()} == {"hosts": True, "deployed_revision": True,
                                                      "haproxy": True, "haproxy_waits": True,
                                                      "free_disk": True}
+    # read from the LB host's real haproxy.cfg: its checked servers ask /+alive
+    assert results["haproxy_waits"].data["check_path"] == "/+alive"
 
 
 def test_wrong_from_and_unknown_keys_are_named(sandbox: Context, config: Config,

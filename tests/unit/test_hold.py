@@ -237,8 +237,9 @@ backend quiet
 backend plain
     server a 127.0.0.1:1
 backend modern
-    option httpchk
     http-check send meth GET uri /+alive?x=1 ver HTTP/1.1
+    option httpchk
+    server a 127.0.0.1:1 check
 """
 
 
@@ -252,8 +253,73 @@ def test_haproxy_health_checks_are_read_as_the_least_patient_server() -> None:
     assert quiet.down_after_s == 60.0
     assert read_backend(CHECKED, "plain").checks.path is None  # no HTTP checks
     assert read_backend(CHECKED, "modern").checks.path == "/+alive"
-    with pytest.raises(BadInput, match="not an haproxy count: '\"\\$\\{FALL\\}\"'"):
+    with pytest.raises(BadInput, match="not an haproxy count: '\\$\\{FALL\\}'"):
         read_backend(CHECKED.replace("fall 3", 'fall "${FALL}"'), "app")
+
+
+UNCHECKED = """\
+defaults
+    option httpchk GET /+health
+    timeout check 1s
+backend bare          # option httpchk inherited, but no server has check
+    server a 127.0.0.1:1
+    server b 127.0.0.1:2 inter 1s
+backend cancelled
+    no option httpchk
+    server a 127.0.0.1:1 check
+backend tcp
+    option tcp-check
+    server a 127.0.0.1:1 check
+backend all
+    default-server check inter 1s fall 2
+    server a 127.0.0.1:1
+    server b 127.0.0.1:2 no-check inter 100ms fall 1
+backend opted-out
+    default-server check
+    server a 127.0.0.1:1 no-check
+"""
+
+
+def test_only_checked_servers_and_http_checks_count() -> None:
+    """haproxy checks a server only with ``check``, and asks a page only with HTTP checks:
+    the rest must never refuse a held window."""
+    for name in ("bare", "cancelled", "tcp", "opted-out"):
+        assert read_backend(UNCHECKED, name).checks.path is None, name
+    every = read_backend(UNCHECKED, "all").checks
+    # b is not checked (no-check): its 100 ms x 1 does not count
+    assert (every.path, every.inter_s, every.fall, every.timeout_s) == ("/+health", 1.0, 2, 1.0)
+    result = check_haproxy_waits(ConfigHost(UNCHECKED.replace("backend bare", "backend app")),
+                                 SANDBOX)  # type: ignore[arg-type]
+    assert result.ok, result.detail
+    assert result.data["check_path"] is None
+
+
+NAMED = """\
+defaults slow
+    timeout server 90s
+    timeout queue 90s
+defaults quick  # the last defaults: what a section without "from" starts from
+    timeout server 2s
+backend app from slow
+    option httpchk 'GET' "/+health" HTTP/1.1\\r\\nHost:\\ app
+    server a 127.0.0.1:1 check inter "1s" fall 4  # checks: 4 x 1 s
+backend other
+    srvtimeout 45s
+    contimeout 3s
+"""
+
+
+def test_named_defaults_quotes_and_old_keywords() -> None:
+    app = read_backend(NAMED, "app")
+    assert (app.timeouts.server_s, app.timeouts.queue_s) == (90.0, 90.0)
+    assert (app.checks.path, app.checks.fall, app.checks.inter_s) == ("/+health", 4, 1.0)
+    other = read_backend(NAMED, "other").timeouts
+    assert (other.server_s, other.queue_s) == (45.0, 3.0)  # quick's 2 s overridden
+    with pytest.raises(BadInput, match="line 1: 'backend app from nowhere' names no defaults "
+                                       "section 'nowhere'"):
+        read_backend("backend app from nowhere\n", "app")
+    with pytest.raises(BadInput, match="line 2: unterminated \" quote"):
+        read_backend('backend app\n    option httpchk "/x\n', "app")
 
 
 def test_health_checks_that_wait_for_the_database_refuse_a_held_window() -> None:
