@@ -16,9 +16,9 @@ the exit codes of SPEC section 3.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from orchestrator.errors import (
 )
 from orchestrator.estimate import Sizes, StatementTiming
 from orchestrator.history import git
+from orchestrator.instants import iso_ms
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
 from orchestrator.runner.actions.window import PERMISSIONS
@@ -414,14 +415,13 @@ def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_ms(time.time())
 
 
 def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    """``epoch`` to the millisecond, rounded as the journal's instants are (truncating would
+    make the summary's window a millisecond shorter than its ``outage_s``)."""
+    return None if epoch is None else iso_ms(epoch)
 
 
 __all__ = ["Options", "deploy", "read_texts"]

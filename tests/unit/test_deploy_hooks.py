@@ -122,6 +122,21 @@ def test_a_done_deploy_fires_before_after_and_on_done_in_order(
     assert saved["outcome"] == "done"
 
 
+def test_the_summary_window_is_rounded_to_the_millisecond_as_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faked: list[str]) -> None:
+    """A window from ...26.7993 to ...26.8529 (53.6 ms) is saved as .799 to .853, the 54 ms
+    the journal says; truncating showed .852, a millisecond short."""
+    def window(run: Run) -> None:
+        run.window_opened, run.committed = 1796290406.7993283, True
+        run.window_closed = 1796290406.8529265
+
+    execute(tmp_path, monkeypatch, faked, window)
+    saved = json.loads((tmp_path / "runs" / "run-1" / "run.json").read_text())
+    assert saved["window"]["opened"] == "2026-12-03T09:33:26.799Z"
+    assert saved["window"]["closed"] == "2026-12-03T09:33:26.853Z"
+    assert saved["started"].endswith("Z") and len(saved["started"]) == 24
+
+
 def test_a_refusing_before_window_stops_the_run_before_its_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faked: list[str]) -> None:
     """before_window exiting 1: Refused (exit 3) naming it, the steps never ran, no
