@@ -3,8 +3,9 @@
 Fabric's :class:`~fabric.Connection` reads the operator's OpenSSH client config
 (``[ssh] ssh_config``, default ``~/.ssh/config``): ``Host`` aliases and their
 ``HostName``, ``User``, ``Port``, ``IdentityFile``, ``ProxyJump`` and
-``ProxyCommand``. What our own config says wins; ssh_config fills in what it
-leaves out, then the defaults:
+``ProxyCommand``, with the files its ``Include`` lines name read in their place
+(:func:`with_includes`: paramiko alone skips them). What our own config says wins;
+ssh_config fills in what it leaves out, then the defaults:
 
 ==========  ===============================================================================
 address     ssh_config's ``HostName`` for the host's ``address``, else ``address``
@@ -39,8 +40,10 @@ jump host's socket acknowledges at once (:class:`QuickAckSocket`).
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import os
+import re
 import shlex
 import socket
 from typing import Any
@@ -207,25 +210,111 @@ class StrictConnection(fabric.Connection):
 
 def load_ssh_config(ssh: SshSettings, where: str) -> str:
     """The text of the OpenSSH client config ``[ssh] ssh_config`` names: by default
-    ``~/.ssh/config`` (none when it does not exist); ``""``: none. BadInput when it cannot
-    be read or parsed; ConfigError when others may write it (whoever can, picks our jump
-    hosts)."""
+    ``~/.ssh/config`` (none when it does not exist); ``""``: none. Its ``Include`` lines are
+    replaced by the files they name (:func:`with_includes`). BadInput when it cannot be
+    read or parsed; ConfigError when others may write it or a file it includes (whoever
+    can, picks our jump hosts)."""
     path = DEFAULT_SSH_CONFIG if ssh.ssh_config is None else ssh.ssh_config
     if not path:
         return ""
     path = os.path.expanduser(path)
-    check_private_file(path, "ssh.ssh_config", where)
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-        paramiko.SSHConfig.from_text(text)
+        text = _read_private(path, where)
     except FileNotFoundError:
         if ssh.ssh_config is None:
             return ""
         raise BadInput(f"[ssh] ssh_config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, paramiko.ConfigParseError) as exc:
+    relative_to = SYSTEM_SSH_DIR if _under(path, SYSTEM_SSH_DIR) else os.path.expanduser(
+        "~/.ssh")
+    text = with_includes(text, path, relative_to, where)
+    try:
+        paramiko.SSHConfig.from_text(text)
+    except paramiko.ConfigParseError as exc:
         raise BadInput(f"[ssh] ssh_config {path}: {exc}") from None
     return text
+
+
+SYSTEM_SSH_DIR = "/etc/ssh"
+MAX_INCLUDE_DEPTH = 16
+"""How deep ``Include`` may nest, as OpenSSH's ``READCONF_MAX_DEPTH`` (deeper: a loop)."""
+_KEYWORD = re.compile(r"^\s*(?P<key>[A-Za-z]+)(?:\s*=\s*|\s+)(?P<value>.*?)\s*$")
+
+
+def with_includes(text: str, path: str, relative_to: str, where: str, depth: int = 0) -> str:
+    """``text`` (the ssh_config at ``path``) with each ``Include`` line replaced by the files
+    it names, as OpenSSH reads them (paramiko ignores ``Include``): several paths and glob
+    patterns per line, each pattern's matches in sorted order, ``~`` expanded, a relative
+    path taken under ``relative_to`` (``~/.ssh``; ``/etc/ssh`` for a system config), a
+    pattern matching nothing skipped. What follows an included file is back in the block
+    the ``Include`` was in (its ``Host``/``Match`` line is written again; ``Host *`` at the
+    top, which applies to every host as the top does).
+
+    BadInput for an ``Include`` inside a ``Host`` or ``Match`` block that does not apply to
+    every host (OpenSSH would read it only for the hosts matched: written inline it would
+    apply to others), for nesting deeper than :data:`MAX_INCLUDE_DEPTH`, and for a file it
+    cannot read; ConfigError for one others may write."""
+    lines: list[str] = []
+    block: str | None = None  # the Host/Match line the next lines belong to
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _KEYWORD.match(line)
+        key = match["key"].lower() if match else ""
+        if key in ("host", "match"):
+            assert match is not None
+            block = line if _every_host(key, match["value"]) else f"conditional {line.strip()}"
+        if key != "include":
+            lines.append(line)
+            continue
+        assert match is not None
+        at = f"[ssh] ssh_config {path} line {number}"
+        if block is not None and block.startswith("conditional "):
+            raise BadInput(f"{at}: Include inside {block.removeprefix('conditional ')!r} is "
+                           "not supported (OpenSSH reads it for those hosts only; read here "
+                           "it would apply to every host): move it to the top of the file or "
+                           "under Host *")
+        if depth >= MAX_INCLUDE_DEPTH:
+            raise BadInput(f"{at}: Include nested more than {MAX_INCLUDE_DEPTH} deep (does a "
+                           "file include itself?)")
+        try:
+            patterns = shlex.split(match["value"])
+        except ValueError as exc:
+            raise BadInput(f"{at}: Include {match['value']!r}: {exc}") from None
+        for pattern in patterns:
+            pattern = os.path.join(relative_to, os.path.expanduser(pattern))
+            for found in sorted(glob.glob(pattern)):
+                try:
+                    included = _read_private(found, where)
+                except OSError as exc:
+                    raise BadInput(f"{at}: Include {found}: {exc.strerror or exc}") from None
+                lines.append(with_includes(included, found, relative_to, where, depth + 1))
+        lines.append(block or "Host *")
+    return "\n".join(lines) + "\n"
+
+
+def _every_host(key: str, value: str) -> bool:
+    """Whether a ``Host``/``Match`` line's block applies to every host (``Host *``,
+    ``Match all``)."""
+    return value.split() == (["*"] if key == "host" else ["all"])
+
+
+def _read_private(path: str, where: str) -> str:
+    """The text of the ssh_config file ``path``, refused (ConfigError) when others may write
+    it; BadInput when it is not text."""
+    check_private_file(path, "ssh.ssh_config", where)
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"[ssh] ssh_config {path}: {exc}") from None
+    except IsADirectoryError:
+        raise BadInput(f"[ssh] ssh_config {path}: a directory, not a file") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise BadInput(f"[ssh] ssh_config {path}: {exc.strerror or exc}") from None
+
+
+def _under(path: str, directory: str) -> bool:
+    return os.path.realpath(path).startswith(directory.rstrip("/") + "/")
 
 
 class Endpoints:

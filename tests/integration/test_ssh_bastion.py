@@ -171,6 +171,24 @@ def test_ssh_config_aliases_are_honoured(sandbox: Context, config: Config,
     assert one.status == "unreachable" and "login as nobody" in one.stderr_tail
 
 
+def test_aliases_from_an_included_file_are_honoured(sandbox: Context, config: Config,
+                                                   tmp_path: Path) -> None:
+    """The aliases in a file the ssh_config Includes (by glob) connect through the bastion
+    as if written inline; paramiko alone would skip the Include and find no alias."""
+    (tmp_path / "config.d").mkdir()
+    write_ssh_config(tmp_path, sandbox.layout).rename(tmp_path / "config.d" / "fdt")
+    main = tmp_path / "main_config"
+    main.write_text(f"Include {tmp_path}/config.d/*\n")
+    main.chmod(0o600)
+    mine = aliased(config, main)
+    with Remote(mine) as remote:
+        result = remote.run_all(mine.hosts, WHO)
+        assert result.ok, result.failed
+        for r in result.results:
+            host = next(h for h in config.hosts if h.name == r.host)
+            assert connected_by(bastion_pidfile(sandbox), host, r.stdout.split()) == "bastion"
+
+
 def test_our_config_beats_ssh_config(sandbox: Context, config: Config,
                                      tmp_path: Path) -> None:
     """[ssh] user and proxy_jump = "" override the alias's User and ProxyJump."""

@@ -341,3 +341,44 @@ def test_each_connection_has_a_config_of_its_own(files: Path) -> None:
     first.config.timeouts.connect = 3
     assert second.config.timeouts.connect != 3
     assert ends.fabric.timeouts.connect != 3
+
+
+def test_included_files_are_read_as_openssh_reads_them(files: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Include`` at the top: relative paths under ~/.ssh, globs in sorted order, several
+    per line, nested, a pattern matching nothing skipped; the lines after an Include are
+    back at the top (for every host), not in the included file's last Host block."""
+    home = tmp_path / "home"
+    (home / ".ssh" / "config.d").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    (home / ".ssh" / "config.d" / "20-bastion").write_text(
+        f"Host bastion\n    HostName 10.0.0.4\n    User bob\n    IdentityFile {files}/id_bastion\n")
+    (home / ".ssh" / "config.d" / "10-app").write_text(
+        "Include ~/.ssh/nested\nHost app1.internal\n    HostName 10.0.0.11\n")
+    (home / ".ssh" / "nested").write_text("Host app1.internal\n    ProxyJump bastion\n")
+    main = ("Include config.d/* missing/none-*\n"
+            "User carol\n"
+            "Port 2200\n")
+    conn = endpoints(files, main).for_host(HOST)
+    assert (conn.host, conn.user, conn.port) == ("10.0.0.11", "carol", 2200)
+    jump = conn.gateway
+    assert isinstance(jump, StrictConnection)
+    assert (jump.host, jump.user, jump.port) == ("10.0.0.4", "bob", 2200)
+
+
+def test_an_include_ssh_would_read_otherwise_is_refused(files: Path, tmp_path: Path) -> None:
+    """An Include under a Host that is not every host (OpenSSH reads it for that host only),
+    a loop, and a file others may write are refused, each named where it was written."""
+    (files / "other").write_text("User dave\n")
+    with pytest.raises(BadInput, match=r"line 2: Include inside 'Host app1.internal' is not "
+                                       r"supported"):
+        endpoints(files, "Host app1.internal\n    Include $DIR/other\n")
+    assert endpoints(files, "Host *\n    Include $DIR/other\n").for_host(HOST).user == "dave"
+    (files / "loop").write_text(f"Include {files}/loop\n")
+    with pytest.raises(BadInput, match="nested more than 16 deep"):
+        endpoints(files, "Include $DIR/loop\n")
+    (files / "other").chmod(0o664)
+    with pytest.raises(ConfigError, match="other is writable by group or others"):
+        endpoints(files, "Include $DIR/other\n")
+    with pytest.raises(BadInput, match="No closing quotation"):
+        endpoints(files, 'Include "$DIR/other\n')
