@@ -185,8 +185,8 @@ def checkout(repo: str, branch: str, *, remote: str | None = None,
                                                   f"refs/remotes/origin/{branch}"))
         return Checkout(repo, repo, ref, tip)
     ref = f"refs/remotes/{remote}/{branch}"
-    lock = cache_root(cache_dir) / LOCKS / f"{cache_name(os.path.abspath(repo))}.lock"
-    with _locked(lock, f"{repo} (remote {remote})", _Waiter(timeout_s, sleep, clock)):
+    with _locked(_lock_path(repo, cache_root(cache_dir)), f"{repo} (remote {remote})",
+                 _Waiter(timeout_s, sleep, clock)):
         git.fetch(repo, remote, [f"+refs/heads/{branch}:{ref}"],
                   what=f"{branch} from remote {remote!r} of {repo}", timeout_s=timeout_s,
                   options=("-c", f"remote.{remote}.uploadpack=git-upload-pack"))
@@ -195,11 +195,29 @@ def checkout(repo: str, branch: str, *, remote: str | None = None,
     return Checkout(repo, repo, ref, tip, fetched, remote)
 
 
+@contextlib.contextmanager
+def fetch_lock(repo: str, *, cache_dir: str | None = None, timeout_s: float = git.TIMEOUT_S,
+               sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Hold the lock the fetches of ``repo`` (``[source] repo``: a URL or a local path) take
+    turns on, for a block that writes refs beside them (a cut's tag): a fetch into a
+    mirror rewrites its refs. Waits for a fetch at most ``timeout_s``, then BadInput."""
+    with _locked(_lock_path(repo, cache_root(cache_dir)), masked(repo),
+                 _Waiter(timeout_s, sleep, clock)):
+        yield
+
+
+def _lock_path(repo: str, cache: Path) -> Path:
+    """The fetch lock of ``repo``: its mirror's name for a URL, its absolute path's else."""
+    name = mirror_path(repo, cache).stem if is_url(repo) else cache_name(os.path.abspath(repo))
+    return cache / LOCKS / f"{name}.lock"
+
+
 def _mirror(url: str, branch: str, cache: Path, fetch: bool, timeout_s: float,
             now: Callable[[], float], waiter: _Waiter) -> Checkout:
     shown = masked(url)
     path = mirror_path(url, cache)
-    with _locked(cache / LOCKS / f"{path.stem}.lock", shown, waiter):
+    with _locked(_lock_path(url, cache), shown, waiter):
         exists = (path / "HEAD").exists()
         if exists and not fetch:
             return Checkout(shown, str(path), remote=shown)
@@ -272,4 +290,4 @@ def _user() -> str:
 
 
 __all__ = ["REMOTE_NAME", "Checkout", "cache_name", "cache_root", "check_branch", "checkout",
-           "is_url", "masked", "mirror_path", "without_userinfo"]
+           "fetch_lock", "is_url", "masked", "mirror_path", "without_userinfo"]

@@ -16,6 +16,7 @@ the exit codes of SPEC section 3.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from orchestrator.errors import (
 )
 from orchestrator.estimate import Sizes, StatementTiming
 from orchestrator.history import git
+from orchestrator.history.checkout import fetch_lock, is_url
 from orchestrator.instants import iso_ms
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
@@ -46,6 +48,9 @@ from orchestrator.runner.playbook import Playbook, load_playbook
 from orchestrator.runner.ports import NullJournal
 
 STAGES = ("all", "fastdowntime", "nodowntime")
+TAG_LOCK_S = 30.0
+"""How long the cut's tag waits for another command's fetch of the repository; past it the
+tag is skipped (journaled as refused): the deploy itself is over."""
 
 
 @dataclass
@@ -332,7 +337,15 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any, staged: Si
         # in the repository read: a URL's mirror keeps it across fetches; pushing it to the
         # URL is the user's choice
         tag = f"fastdowntime/{run.run_id}"
-        refused = git.tag(config.repository, tag, plan.cut)
+        # another command's fetch of a mirror (or of [source] fetch's remote) rewrites its
+        # refs: take turns with it
+        fetched = is_url(config.source.repo) or config.source.fetch is not None
+        try:
+            with (fetch_lock(config.source.repo, cache_dir=config.source.cache_dir,
+                             timeout_s=TAG_LOCK_S) if fetched else contextlib.nullcontext()):
+                refused = git.tag(config.repository, tag, plan.cut)
+        except BadInput as exc:
+            refused = str(exc)
         journal.event("tag", tag=tag, ok=refused is None, error=refused or "",
                       repository=config.repository)
 

@@ -406,6 +406,42 @@ def test_the_cut_is_tagged_in_the_mirror_and_shipped_from_it(
     assert ops.archive(config.repository, plan.cut).data[:100]
 
 
+def test_the_cut_tag_takes_turns_with_a_fetch_of_the_mirror(
+        tmp_path: Path, upstream: Path, work: GitRepo, cache: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another command fetching the mirror holds its lock: the tag waits for it, and is
+    made once it lets go; a fetch that outlasts the wait leaves the tag unmade, journaled
+    as refused naming the holder (the deploy is over, it does not fail)."""
+    from orchestrator.runner import deploy as deploy_module
+    from orchestrator.runner.planning import build_plan, rules_for
+    from tests.fakes import RecordingJournal, make_run
+
+    base = work.git("rev-list", "--max-parents=0", "HEAD")
+    config = checked_out(load_config(write_config(
+        tmp_path, f'repo = "{url_of(upstream)}"\ncache_dir = "{cache}"')))
+    plan = build_plan(config.repository, "db-stable", base, None, rules_for(config),
+                      source=config.checkout)
+    lock = cache / "locks" / f"{mirror_path(url_of(upstream), cache).stem}.lock"
+    held = lock.open("r+")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    held.write("pid 4242, alice, fetching\n")
+    held.flush()
+    monkeypatch.setattr(deploy_module, "TAG_LOCK_S", 0.3)
+    journal = RecordingJournal()
+    run = make_run(config, plan=plan, journal=journal, committed=True, run_id="20270101-1")
+    deploy_module._after_window(config, plan, run, journal, {})
+    event = journal.named("tag")[0]
+    assert event["ok"] is False and "pid 4242, alice" in event["error"]
+    assert "refs/tags/fastdowntime/20270101-1" not in refs(Path(config.repository))
+    monkeypatch.setattr(deploy_module, "TAG_LOCK_S", 30.0)
+    threading.Timer(0.3, held.close).start()  # the fetch ends while the tag waits
+    started = time.monotonic()
+    again = make_run(config, plan=plan, journal=journal, committed=True, run_id="20270101-2")
+    deploy_module._after_window(config, plan, again, journal, {})
+    assert journal.named("tag")[1]["ok"] is True and time.monotonic() - started >= 0.25
+    assert refs(Path(config.repository))["refs/tags/fastdowntime/20270101-2"] == plan.cut
+
+
 def test_rollback_and_resume_fetch_but_do_without_the_network(
         upstream: Path, cache: Path, work: GitRepo, tmp_path: Path) -> None:
     """``refreshed`` fetches (a revision deployed from elsewhere is then here); when the URL
