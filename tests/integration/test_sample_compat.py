@@ -374,3 +374,48 @@ def test_server_listens_when_the_database_cannot_be_reached(
     finally:
         _stop(instance)
     assert "warming the pool:" in instance.log.read_text()
+
+
+def _forward(port: int, to: dict[str, str]) -> subprocess.Popen[bytes]:
+    """socat on ``port`` forwarding each connection to the database ``to`` names: the
+    database "coming back" (its own session, so stopping it drops every connection)."""
+    proc = subprocess.Popen(["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+                             f"TCP:{to['host']}:{to['port']}"], start_new_session=True)
+    deadline = time.monotonic() + START_DEADLINE_S
+    while not _listening(port):
+        assert proc.poll() is None and time.monotonic() < deadline, "socat did not listen"
+        time.sleep(0.01)  # polling readiness, bounded by the deadline above
+    return proc
+
+
+def _drop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_server_serves_once_the_database_returns(
+    sample: SampleRepo, database: str, tmp_path: Path
+) -> None:
+    """Started while the database is unreachable, the server answers 503, then 200 once it
+    is back, without a restart; when every connection then drops (the database restarted),
+    the next request is retried once on a fresh connection and answers 200."""
+    port = _free_port()
+    target = psycopg2.extensions.parse_dsn(database)
+    dsn = psycopg2.extensions.make_dsn(database, host="127.0.0.1", port=port,
+                                       options="-c role=app", connect_timeout=2)
+    instance = _serve(sample, tmp_path, {"dsn": dsn, "passfile": "", "pool_size": 2})
+    forwarder = None
+    try:
+        assert instance.get("/+health")[0] == 503
+        forwarder = _forward(port, target)
+        status, body = instance.get("/+health")
+        assert status == 200 and json.loads(body)["ok"] is True, body
+        _drop(forwarder)
+        forwarder = _forward(port, target)
+        status, body = instance.get("/+health")
+        assert status == 200, (body, instance.log.read_text())
+    finally:
+        if forwarder is not None:
+            _drop(forwarder)
+        _stop(instance)
+    assert "warming the pool:" in instance.log.read_text()
