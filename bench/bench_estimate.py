@@ -102,9 +102,13 @@ def main() -> None:
     learned = fourth["estimate"]["overhead_s"]
     measured = fourth["outage_s"] - sum(p["duration_s"] for p in fourth["cold_patches"])
     gap = abs(learned - measured)
+    seen = fourth["estimate"].get("overhead_seen_s")
+    within = ("" if seen is None else
+              f"; {'inside' if seen[0] <= measured <= seen[1] else 'outside'} the "
+              f"{seen[0] * 1000:.1f}-{seen[1] * 1000:.1f} ms the 3 deploys saw")
     print(f"learned overhead after 3 deploys: {learned * 1000:.1f} ms "
           f"({fourth['estimate']['overhead_source']}); the 4th deploy measured "
           f"{measured * 1000:.1f} ms: {gap * 1000:.1f} ms apart (target <= 10 ms) "
-          f"{'ok' if gap <= 0.010 else 'OVER TARGET'}", flush=True)
+          f"{'ok' if gap <= 0.010 else 'OVER TARGET'}{within}", flush=True)
     manager.down()
     manager.up()

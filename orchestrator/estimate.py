@@ -14,7 +14,9 @@ Pure. The window lasts the cold patches' own time plus the window's overhead
   sizes here the rehearsed seconds are taken as they are.
 - **The overhead** is learned: the median of (window - cold patch time) over this
   environment's last successful runs (:func:`learned_overhead`); with no history,
-  :data:`WINDOW_OVERHEAD_S` is assumed.
+  :data:`WINDOW_OVERHEAD_S` is assumed. The least and the most those runs took are
+  kept beside it: one window's overhead varies from run to run (the machine's load,
+  in-flight queries to wait for), and the release manager sees by how much.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class Overhead:
 
     seconds: float
     source: str
+    seen_s: tuple[float, float] | None = None
+    """The least and the most overhead of the runs learned from (None: fewer than two)."""
 
     @classmethod
     def assumed(cls) -> Overhead:
@@ -126,7 +130,10 @@ class Estimate:
 
     def to_json(self) -> dict[str, Any]:
         return {"total_s": self.total_s, "overhead_s": round(self.overhead.seconds, 6),
-                "overhead_source": self.overhead.source, "sizes_read": self.sizes_read,
+                "overhead_source": self.overhead.source,
+                "overhead_seen_s": (None if self.overhead.seen_s is None
+                                    else [round(v, 6) for v in self.overhead.seen_s]),
+                "sizes_read": self.sizes_read,
                 "patches": [p.to_json() for p in self.patches]}
 
     @property
@@ -216,7 +223,11 @@ def learned_overhead(summaries: Iterable[Mapping[str, Any]],
     if not seen:
         return Overhead.assumed()
     median = statistics.median(seen)
-    return Overhead(median, f"median of {len(seen)} run{'s' if len(seen) > 1 else ''}")
+    if len(seen) == 1:
+        return Overhead(median, "1 run")
+    low, high = min(seen), max(seen)
+    return Overhead(median, f"median of {len(seen)} runs, {low * 1000:.0f}-{high * 1000:.0f} ms "
+                            "seen", (low, high))
 
 
 def _round(value: float | None) -> float | None:

@@ -118,7 +118,14 @@ def test_the_overhead_is_the_median_of_the_latest_successful_runs() -> None:
             summary("done", 0.500, 0.430),          # 70 ms
             summary("done", 1.0, 0.0)]              # beyond the latest 3
     got = learned_overhead(runs, runs=3)
-    assert got.seconds == pytest.approx(0.05) and got.source == "median of 3 runs"
+    assert got.seconds == pytest.approx(0.05)
+    # the spread is shown beside the median: one window's overhead varies
+    assert got.source == "median of 3 runs, 40-70 ms seen"
+    assert got.seen_s == pytest.approx((0.04, 0.07))
+    one = learned_overhead(runs[:1])
+    assert (one.seconds, one.source, one.seen_s) == (pytest.approx(0.05), "1 run", None)
+    shown = estimate(["p.sql"], {"p.sql": 1.0}, {}, None, got).to_json()
+    assert shown["overhead_seen_s"] == [pytest.approx(0.04), pytest.approx(0.07)]
 
 
 def test_no_history_assumes_the_constant() -> None:
@@ -142,4 +149,4 @@ def test_the_overhead_is_learned_from_the_runs_directory(tmp_path: Path) -> None
             **summary("done", outage, cold), "id": f"2026120{number}-000000-aaaa",
             "started": f"2026-12-0{number + 1}T00:00:00Z"})
     got = _overhead(config)
-    assert got.seconds == pytest.approx(0.04) and got.source == "median of 2 runs"
+    assert got.seconds == pytest.approx(0.04) and got.source == "median of 2 runs, 30-50 ms seen"
