@@ -255,22 +255,20 @@ def with_includes(text: str, path: str, relative_to: str, where: str, depth: int
     cannot read; ConfigError for one others may write."""
     lines: list[str] = []
     block: str | None = None  # the Host/Match line the next lines belong to
+    conditional = False  # that block applies to some hosts only
     for number, line in enumerate(text.splitlines(), 1):
         match = _KEYWORD.match(line)
-        key = match["key"].lower() if match else ""
-        if key in ("host", "match"):
-            assert match is not None
-            block = line if _every_host(key, match["value"]) else f"conditional {line.strip()}"
-        if key != "include":
+        key = match["key"].lower() if match is not None else ""
+        if match is None or key != "include":
+            if match is not None and key in ("host", "match"):
+                block, conditional = line, not _every_host(key, match["value"])
             lines.append(line)
             continue
-        assert match is not None
         at = f"[ssh] ssh_config {path} line {number}"
-        if block is not None and block.startswith("conditional "):
-            raise BadInput(f"{at}: Include inside {block.removeprefix('conditional ')!r} is "
-                           "not supported (OpenSSH reads it for those hosts only; read here "
-                           "it would apply to every host): move it to the top of the file or "
-                           "under Host *")
+        if block is not None and conditional:
+            raise BadInput(f"{at}: Include inside {block.strip()!r} is not supported (OpenSSH "
+                           "reads it for those hosts only; read here it would apply to every "
+                           "host): move it to the top of the file or under Host *")
         if depth >= MAX_INCLUDE_DEPTH:
             raise BadInput(f"{at}: Include nested more than {MAX_INCLUDE_DEPTH} deep (does a "
                            "file include itself?)")
@@ -283,8 +281,8 @@ def with_includes(text: str, path: str, relative_to: str, where: str, depth: int
             for found in sorted(glob.glob(pattern)):
                 try:
                     included = _read_private(found, where)
-                except OSError as exc:
-                    raise BadInput(f"{at}: Include {found}: {exc.strerror or exc}") from None
+                except FileNotFoundError:  # gone since the glob saw it
+                    raise BadInput(f"{at}: Include {found}: no such file") from None
                 lines.append(with_includes(included, found, relative_to, where, depth + 1))
         lines.append(block or "Host *")
     return "\n".join(lines) + "\n"
@@ -298,7 +296,7 @@ def _every_host(key: str, value: str) -> bool:
 
 def _read_private(path: str, where: str) -> str:
     """The text of the ssh_config file ``path``, refused (ConfigError) when others may write
-    it; BadInput when it is not text."""
+    it; BadInput when it cannot be read as text; FileNotFoundError left to the caller."""
     check_private_file(path, "ssh.ssh_config", where)
     try:
         with open(path, encoding="utf-8") as file:
