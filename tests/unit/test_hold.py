@@ -277,6 +277,8 @@ backend all
 backend opted-out
     default-server check
     server a 127.0.0.1:1 no-check
+backend templated
+    server-template app 1-3 127.0.0.1:8000 check inter 3s
 """
 
 
@@ -288,6 +290,8 @@ def test_only_checked_servers_and_http_checks_count() -> None:
     every = read_backend(UNCHECKED, "all").checks
     # b is not checked (no-check): its 100 ms x 1 does not count
     assert (every.path, every.inter_s, every.fall, every.timeout_s) == ("/+health", 1.0, 2, 1.0)
+    templated = read_backend(UNCHECKED, "templated").checks
+    assert (templated.path, templated.inter_s) == ("/+health", 3.0)
     result = check_haproxy_waits(ConfigHost(UNCHECKED.replace("backend bare", "backend app")),
                                  SANDBOX)  # type: ignore[arg-type]
     assert result.ok, result.detail
