@@ -270,9 +270,9 @@ def _locked(path: Path, what: str, waiter: _Waiter) -> Iterator[None]:
             except BlockingIOError:
                 if waiter.clock() >= deadline:
                     holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-                    raise BadInput(f"{what}: another fetch of it has held {path} for more "
-                                   f"than {waiter.timeout_s:g} s ({holder or 'holder unknown'})"
-                                   ) from None
+                    raise BadInput(f"{what}: another command (a fetch, or a cut's tag) has "
+                                   f"held {path} for more than {waiter.timeout_s:g} s "
+                                   f"({holder or 'holder unknown'})") from None
                 waiter.sleep(LOCK_POLL_S)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {_user()}, since {iso_ms(time.time())}\n".encode(),

@@ -224,9 +224,8 @@ def load_ssh_config(ssh: SshSettings, where: str) -> str:
         if ssh.ssh_config is None:
             return ""
         raise BadInput(f"[ssh] ssh_config {path}: no such file") from None
-    relative_to = SYSTEM_SSH_DIR if _under(path, SYSTEM_SSH_DIR) else os.path.expanduser(
-        "~/.ssh")
-    text = with_includes(text, path, relative_to, where)
+    # a config named with ssh -F is a user's: relative includes are under ~/.ssh
+    text = with_includes(text, path, os.path.expanduser("~/.ssh"), where)
     try:
         paramiko.SSHConfig.from_text(text)
     except paramiko.ConfigParseError as exc:
@@ -234,7 +233,6 @@ def load_ssh_config(ssh: SshSettings, where: str) -> str:
     return text
 
 
-SYSTEM_SSH_DIR = "/etc/ssh"
 MAX_INCLUDE_DEPTH = 16
 """How deep ``Include`` may nest, as OpenSSH's ``READCONF_MAX_DEPTH`` (deeper: a loop)."""
 _KEYWORD = re.compile(r"^\s*(?P<key>[A-Za-z]+)(?:\s*=\s*|\s+)(?P<value>.*?)\s*$")
@@ -244,29 +242,28 @@ def with_includes(text: str, path: str, relative_to: str, where: str, depth: int
     """``text`` (the ssh_config at ``path``) with each ``Include`` line replaced by the files
     it names, as OpenSSH reads them (paramiko ignores ``Include``): several paths and glob
     patterns per line, each pattern's matches in sorted order, ``~`` expanded, a relative
-    path taken under ``relative_to`` (``~/.ssh``; ``/etc/ssh`` for a system config), a
-    pattern matching nothing skipped. What follows an included file is back in the block
-    the ``Include`` was in (its ``Host``/``Match`` line is written again; ``Host *`` at the
-    top, which applies to every host as the top does).
+    path taken under ``relative_to`` (``~/.ssh``), a pattern matching nothing skipped.
+    Each included file starts, and what follows it resumes, where the ``Include`` stood:
+    for every host (``Host *`` is written after each file, as OpenSSH restores its scope
+    after each).
 
     BadInput for an ``Include`` inside a ``Host`` or ``Match`` block that does not apply to
     every host (OpenSSH would read it only for the hosts matched: written inline it would
     apply to others), for nesting deeper than :data:`MAX_INCLUDE_DEPTH`, and for a file it
     cannot read; ConfigError for one others may write."""
     lines: list[str] = []
-    block: str | None = None  # the Host/Match line the next lines belong to
-    conditional = False  # that block applies to some hosts only
+    conditional: str | None = None  # the Host/Match line of a block for some hosts only
     for number, line in enumerate(text.splitlines(), 1):
         match = _KEYWORD.match(line)
         key = match["key"].lower() if match is not None else ""
         if match is None or key != "include":
             if match is not None and key in ("host", "match"):
-                block, conditional = line, not _every_host(key, match["value"])
+                conditional = None if _every_host(key, match["value"]) else line.strip()
             lines.append(line)
             continue
         at = f"[ssh] ssh_config {path} line {number}"
-        if block is not None and conditional:
-            raise BadInput(f"{at}: Include inside {block.strip()!r} is not supported (OpenSSH "
+        if conditional is not None:
+            raise BadInput(f"{at}: Include inside {conditional!r} is not supported (OpenSSH "
                            "reads it for those hosts only; read here it would apply to every "
                            "host): move it to the top of the file or under Host *")
         if depth >= MAX_INCLUDE_DEPTH:
@@ -284,7 +281,7 @@ def with_includes(text: str, path: str, relative_to: str, where: str, depth: int
                 except FileNotFoundError:  # gone since the glob saw it
                     raise BadInput(f"{at}: Include {found}: no such file") from None
                 lines.append(with_includes(included, found, relative_to, where, depth + 1))
-        lines.append(block or "Host *")
+                lines.append("Host *")
     return "\n".join(lines) + "\n"
 
 
@@ -309,10 +306,6 @@ def _read_private(path: str, where: str) -> str:
         raise
     except OSError as exc:
         raise BadInput(f"[ssh] ssh_config {path}: {exc.strerror or exc}") from None
-
-
-def _under(path: str, directory: str) -> bool:
-    return os.path.realpath(path).startswith(directory.rstrip("/") + "/")
 
 
 class Endpoints:

@@ -11,9 +11,9 @@ The backend's health checks matter too: a check that asks a page which waits
 for the database is held like any request, and after ``fall`` checks that time
 out haproxy marks the server down and answers 503 for it. :class:`Checks` says
 what the checks ask and how soon they would give a held server up. Only servers
-with ``check`` (on their line or their ``default-server`` line, and no
-``no-check``) are checked at all; ``no option httpchk`` or another check option
-(``option tcp-check``...) means the checks ask no page.
+with ``check`` (on their line or a ``default-server`` line before it, and no
+``no-check``) are checked at all; another check option (``option tcp-check``...)
+means the checks ask no page.
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Checks:
-    """A backend's HTTP health checks: the path they ask and their pace (the least
-    patient of its servers)."""
+    """A backend's HTTP health checks: the path they ask and the pace of its least patient
+    checked server (the fewest ``fall`` x check seconds)."""
 
     path: str | None
     """The path ``option httpchk`` (or ``http-check send ... uri``) asks; None: no HTTP
-    checks (``option httpchk`` absent or cancelled, or no server checked), so a held page
+    checks (``option httpchk`` absent or replaced, or no server checked), so a held page
     cannot fail them."""
     timeout_s: float
     """How long one check may take: ``timeout check`` where set, else ``inter``."""
@@ -128,33 +128,44 @@ def read_backend(text: str, backend: str) -> Backend:
 
 def _header(words: list[str], named: dict[str, list[list[str]]],
             last: list[list[str]], number: int) -> tuple[str | None, list[list[str]]]:
-    """A section line's name and the lines it starts from (a copy of its defaults)."""
+    """A section line's name and the lines it starts from (a copy of its defaults):
+    ``backend NAME [from DEFAULTS]``, ``defaults [NAME] [from DEFAULTS]``."""
     rest = words[1:]
-    base = last
-    if "from" in rest:
-        at = rest.index("from")
-        if at + 1 >= len(rest) or rest[at + 1] not in named:
-            wanted = rest[at + 1] if at + 1 < len(rest) else ""
-            raise BadInput(f"haproxy's configuration line {number}: {' '.join(words)!r} "
-                           f"names no defaults section {wanted!r} before it")
-        base = named[rest[at + 1]]
-        rest = rest[:at]
-    return (rest[0] if rest else None), list(base)
+    name: str | None
+    origin: list[str] | None
+    if words[0] == "defaults" and rest[:1] == ["from"]:
+        name, origin = None, rest[1:]
+    else:
+        name, origin = (rest[0] if rest else None), (rest[2:] if rest[1:2] == ["from"] else None)
+    if origin is None:
+        return name, list(last)
+    if not origin or origin[0] not in named:
+        wanted = origin[0] if origin else ""
+        raise BadInput(f"haproxy's configuration line {number}: {' '.join(words)!r} "
+                       f"names no defaults section {wanted!r} before it")
+    return name, list(named[origin[0]])
 
 
 def _words(line: str, number: int) -> list[str]:
     """One configuration line's words as haproxy splits them: blanks separate, ``#``
-    starts a comment, quotes ("..." or '...') and a backslash keep what they enclose or
-    escape in one word."""
+    starts a comment, quotes ("..." or '...') keep what they enclose in one word, and a
+    backslash escapes (outside single quotes) a blank, ``#``, a quote or a backslash,
+    stands for ``\\r``, ``\\n``, ``\\t`` or ``\\xHH``, and is kept before anything else."""
     words: list[str] = []
     word: list[str] = []
     quote = ""
     started = False
-    chars = iter(line)
-    for char in chars:
-        if char == "\\" and quote != "'":
-            escaped = next(chars, "")
-            word.append(_ESCAPES.get(escaped, escaped))
+    at = 0
+    while at < len(line):
+        char = line[at]
+        at += 1
+        if char == "\\" and quote != "'" and at < len(line):
+            escaped, at = line[at], at + 1
+            if escaped == "x" and _HEX.fullmatch(line[at:at + 2]):
+                word.append(chr(int(line[at:at + 2], 16)))
+                at += 2
+            else:
+                word.append(_ESCAPES.get(escaped, "\\" + escaped))
             started = True
         elif quote:
             if char == quote:
@@ -179,8 +190,9 @@ def _words(line: str, number: int) -> list[str]:
     return words
 
 
-_ESCAPES = {"r": "\r", "n": "\n", "t": "\t"}
-_OLD_TIMEOUTS = {"contimeout": "connect", "srvtimeout": "server", "clitimeout": "client"}
+_ESCAPES = {"r": "\r", "n": "\n", "t": "\t", " ": " ", "#": "#", "\\": "\\", '"': '"',
+            "'": "'"}
+_HEX = re.compile(r"[0-9A-Fa-f]{2}")
 _OTHER_CHECKS = ("tcp-check", "ssl-hello-chk", "smtpchk", "mysql-check", "pgsql-check",
                  "redis-check", "ldap-check", "spop-check", "external-check")
 """``option`` checks that replace ``option httpchk``: they ask no page."""
@@ -197,31 +209,33 @@ def _backend(lines: list[list[str]]) -> Backend:
     for words in lines:
         if words[0] == "timeout" and len(words) >= 3:
             timeouts[words[1]] = seconds(words[2])
-        elif words[0] in _OLD_TIMEOUTS and len(words) >= 2:
-            timeouts[_OLD_TIMEOUTS[words[0]]] = seconds(words[1])
         elif words[:2] == ["option", "httpchk"]:
             http, path = True, _check_path(words[2:])
-        elif words[:3] == ["no", "option", "httpchk"]:
-            http = False
         elif words[0] == "option" and words[1:2] and words[1] in _OTHER_CHECKS:
             http = False
         elif words[:2] == ["http-check", "send"] and "uri" in words[:-1]:
             sent = urlsplit(words[words.index("uri") + 1]).path or "/"
         elif words[0] == "default-server":
             default_server.update(_params(words[1:]))
-        elif words[0] == "server":
-            servers.append(_params(words[3:]))
-        elif words[0] == "server-template":
-            servers.append(_params(words[4:]))
-    checked = [pace for pace in ({**default_server, **own} for own in servers)
-               if pace.get("check") == "on"]
-    paces = checked or [default_server]
-    inter = min(seconds(p["inter"]) if "inter" in p else CHECK_INTER_S for p in paces)
-    fall = min(_count(p["fall"]) if "fall" in p else CHECK_FALL for p in paces)
-    check_timeout = timeouts.get("check", inter)
+        elif words[0] in ("server", "server-template"):
+            # as haproxy: a server takes the default-server lines written before it
+            own = words[3:] if words[0] == "server" else words[4:]
+            servers.append({**default_server, **_params(own)})
+    checked = [server for server in servers if server.get("check") == "on"]
+    check = timeouts.get("check")
+    # the least patient checked server: the fewest seconds of failed checks before down
+    fall, inter, timeout = min((_pace(server, check) for server in checked or [default_server]),
+                               key=lambda pace: pace[0] * pace[2])
     return Backend(Timeouts(timeouts.get("server"), timeouts.get("queue", timeouts.get("connect"))),
-                   Checks((sent or path) if http and checked else None, check_timeout, fall,
-                          inter))
+                   Checks((sent or path) if http and checked else None, timeout, fall, inter))
+
+
+def _pace(server: dict[str, str], check: float | None) -> tuple[int, float, float]:
+    """A server's ``fall``, ``inter`` and how long one check may take (``timeout check``
+    where set, else ``inter``)."""
+    inter = seconds(server["inter"]) if "inter" in server else CHECK_INTER_S
+    fall = _count(server["fall"]) if "fall" in server else CHECK_FALL
+    return fall, inter, inter if check is None else check
 
 
 def _count(value: str) -> int:

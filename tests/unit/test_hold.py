@@ -21,7 +21,7 @@ from orchestrator.db.connections import SERVED_S, PgbouncerLimits, _pgbouncer_se
 from orchestrator.db.preflight import Context, check_hold
 from orchestrator.errors import BadInput
 from orchestrator.remote.checks import check_haproxy_waits
-from orchestrator.remote.haproxy_config import backend_timeouts, read_backend, seconds
+from orchestrator.remote.haproxy_config import _words, backend_timeouts, read_backend, seconds
 from orchestrator.remote.results import FAILED, OK, HostResult
 from orchestrator.runner.actions import ACTIONS
 from orchestrator.runner.actions.script import script_lines
@@ -245,9 +245,10 @@ backend modern
 
 def test_haproxy_health_checks_are_read_as_the_least_patient_server() -> None:
     app = read_backend(CHECKED, "app").checks
-    # app1_8002 checks every 500 ms (fall 3): 1.5 s; app1_8001 1 s x 2: 2 s -> the least
-    assert (app.path, app.fall, app.inter_s) == ("/+health", 2, 0.5)
-    assert app.down_after_s == 1.0  # fall 2 x inter 0.5 s (no timeout check)
+    # app1_8002 checks every 500 ms (fall 3): 1.5 s; app1_8001 1 s x 2: 2 s -> 8002's pace,
+    # never one server's fall with another's inter
+    assert (app.path, app.fall, app.inter_s) == ("/+health", 3, 0.5)
+    assert app.down_after_s == 1.5  # fall 3 x inter 0.5 s (no timeout check)
     quiet = read_backend(CHECKED, "quiet").checks
     assert (quiet.path, quiet.timeout_s, quiet.fall) == ("/", 20.0, 3)  # haproxy's defaults
     assert quiet.down_after_s == 60.0
@@ -264,9 +265,9 @@ defaults
 backend bare          # option httpchk inherited, but no server has check
     server a 127.0.0.1:1
     server b 127.0.0.1:2 inter 1s
-backend cancelled
-    no option httpchk
-    server a 127.0.0.1:1 check
+backend late         # a default-server line counts for the servers after it only
+    server a 127.0.0.1:1
+    default-server check
 backend tcp
     option tcp-check
     server a 127.0.0.1:1 check
@@ -285,7 +286,7 @@ backend templated
 def test_only_checked_servers_and_http_checks_count() -> None:
     """haproxy checks a server only with ``check``, and asks a page only with HTTP checks:
     the rest must never refuse a held window."""
-    for name in ("bare", "cancelled", "tcp", "opted-out"):
+    for name in ("bare", "late", "tcp", "opted-out"):
         assert read_backend(UNCHECKED, name).checks.path is None, name
     every = read_backend(UNCHECKED, "all").checks
     # b is not checked (no-check): its 100 ms x 1 does not count
@@ -305,20 +306,24 @@ defaults slow
 defaults quick  # the last defaults: what a section without "from" starts from
     timeout server 2s
 backend app from slow
-    option httpchk 'GET' "/+health" HTTP/1.1\\r\\nHost:\\ app
+    option httpchk 'GET' "/+he\\x61lth" HTTP/1.1\\r\\nHost:\\ app
     server a 127.0.0.1:1 check inter "1s" fall 4  # checks: 4 x 1 s
 backend other
-    srvtimeout 45s
-    contimeout 3s
+    timeout server 45s
+    timeout connect 3s
+backend from         # a backend may be named "from"
+    server a 127.0.0.1:1 check
 """
 
 
-def test_named_defaults_quotes_and_old_keywords() -> None:
+def test_named_defaults_quotes_and_escapes() -> None:
     app = read_backend(NAMED, "app")
     assert (app.timeouts.server_s, app.timeouts.queue_s) == (90.0, 90.0)
     assert (app.checks.path, app.checks.fall, app.checks.inter_s) == ("/+health", 4, 1.0)
     other = read_backend(NAMED, "other").timeouts
     assert (other.server_s, other.queue_s) == (45.0, 3.0)  # quick's 2 s overridden
+    assert read_backend(NAMED, "from").timeouts.server_s == 2.0  # from quick, the last
+    assert _words(r"a\#b 'c\d' \1 \x4a#comment", 1) == ["a#b", "c\\d", "\\1", "J"]
     with pytest.raises(BadInput, match="line 1: 'backend app from nowhere' names no defaults "
                                        "section 'nowhere'"):
         read_backend("backend app from nowhere\n", "app")
@@ -331,7 +336,7 @@ def test_health_checks_that_wait_for_the_database_refuse_a_held_window() -> None
     waits = held.replace("backend x", "backend app", 1)
     result = check_haproxy_waits(ConfigHost(waits), SANDBOX)  # type: ignore[arg-type]
     assert not result.ok
-    assert "health checks ask /+health" in result.detail and "after about 1 s" in result.detail
+    assert "health checks ask /+health" in result.detail and "after about 1.5 s" in result.detail
     alive = waits.replace("GET /+health", "GET /+alive")
     result = check_haproxy_waits(ConfigHost(alive), SANDBOX)  # type: ignore[arg-type]
     assert result.ok, result.detail

@@ -345,25 +345,29 @@ def test_each_connection_has_a_config_of_its_own(files: Path) -> None:
 
 def test_included_files_are_read_as_openssh_reads_them(files: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """``Include`` at the top: relative paths under ~/.ssh, globs in sorted order, several
-    per line, nested, a pattern matching nothing skipped; the lines after an Include are
-    back at the top (for every host), not in the included file's last Host block."""
+    """``Include`` at the top: relative paths under ~/.ssh, globs in sorted order (the
+    first value found wins), several per line, nested, a pattern matching nothing
+    skipped; each included file starts for every host whatever the one before ended in,
+    and so do the lines after the Include."""
     home = tmp_path / "home"
-    (home / ".ssh" / "config.d").mkdir(parents=True)
+    included = home / ".ssh" / "config.d"
+    included.mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    (home / ".ssh" / "config.d" / "20-bastion").write_text(
-        f"Host bastion\n    HostName 10.0.0.4\n    User bob\n    IdentityFile {files}/id_bastion\n")
-    (home / ".ssh" / "config.d" / "10-app").write_text(
+    (included / "30-later").write_text("Host app1.internal\n    HostName 10.9.9.9\n")
+    (included / "20-bastion").write_text(  # starts at the top: for every host
+        f"Port 2300\nHost bastion\n    HostName 10.0.0.4\n    User bob\n"
+        f"    IdentityFile {files}/id_bastion\n")
+    (included / "10-app").write_text(  # ends inside Host app1.internal
         "Include ~/.ssh/nested\nHost app1.internal\n    HostName 10.0.0.11\n")
     (home / ".ssh" / "nested").write_text("Host app1.internal\n    ProxyJump bastion\n")
     main = ("Include config.d/* missing/none-*\n"
             "User carol\n"
             "Port 2200\n")
     conn = endpoints(files, main).for_host(HOST)
-    assert (conn.host, conn.user, conn.port) == ("10.0.0.11", "carol", 2200)
+    assert (conn.host, conn.user, conn.port) == ("10.0.0.11", "carol", 2300)
     jump = conn.gateway
     assert isinstance(jump, StrictConnection)
-    assert (jump.host, jump.user, jump.port) == ("10.0.0.4", "bob", 2200)
+    assert (jump.host, jump.user, jump.port) == ("10.0.0.4", "bob", 2300)
 
 
 def test_an_include_ssh_would_read_otherwise_is_refused(files: Path, tmp_path: Path) -> None:
