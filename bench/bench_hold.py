@@ -10,6 +10,9 @@ For both playbooks and both window modes, 10 runs each:
   hold mode is at most 50 ms. In drain mode the wait is short because users are turned
   away; its failures are the price.
 
+For the run with the max, the bench says where its longest request came from: when it
+started and answered against the window, and the window's steps (the overhead's parts).
+
 The machine's floor is printed beside it: the median latency of the same probe on an
 idle sandbox (2 cores serve the probe, haproxy, 8 app instances and the orchestrator).
 """
@@ -66,8 +69,29 @@ def floor(config: Path) -> float:
     return probe.stop().p50_s or 0.0
 
 
+WINDOW_STEPS = ("cut_connections", "apply_cold_patches", "restore_connections")
+
+
+def worst_of(run: dict[str, Any], report: ProbeReport, cold: float) -> str:
+    """Where a run's longest wait came from: its request against the window, and the
+    window's steps (the parts of the overhead), for the run whose figure is the max."""
+    start, end, _ = max(report.samples, key=lambda sample: sample[1] - sample[0])
+    window = run.get("window") or {}
+    opened, closed = epoch(window.get("opened")), epoch(window.get("closed"))
+    steps = {step["name"]: step["duration_s"] for step in run.get("steps", [])
+             if step.get("stage") == "fastdowntime" and step["name"] in WINDOW_STEPS}
+    parts = ", ".join(f"{name} {steps[name] * 1000:.1f} ms" for name in WINDOW_STEPS
+                      if isinstance(steps.get(name), (int, float)))
+    where = ("outside the window" if opened is None or closed is None
+             else f"started {(start - opened) * 1000:+.0f} ms from the window's opening, "
+                  f"answered {(end - closed) * 1000:+.0f} ms from its close")
+    return (f"longest request {(end - start) * 1000:.1f} ms, {where}; cold patches "
+            f"{cold * 1000:.1f} ms; {parts}")
+
+
 def case(playbook: str, mode: str) -> dict[str, Any]:
     failed, extra, rates, held = [], [], [], []
+    worst: tuple[float, str] | None = None
     idle = 0.0
     for number in range(RUNS):
         config = fresh(4, playbook, mode)
@@ -77,13 +101,16 @@ def case(playbook: str, mode: str) -> dict[str, Any]:
         cold = sum(p["duration_s"] for p in run["cold_patches"])
         failed.append(report.failures)
         extra.append(report.longest_wait_s - cold)
+        if report.samples and (worst is None or extra[-1] > worst[0]):
+            worst = (extra[-1], worst_of(run, report, cold))
         window = run.get("window") or {}
         opened, closed = epoch(window.get("opened")), epoch(window.get("closed"))
         if opened is not None and closed is not None:
             held.append(report.within(opened, closed).longest_wait_s - cold)
         assert report.first is not None and report.last is not None
         rates.append(report.requests / (report.last - report.first))
-    return {"failed": failed, "extra": extra, "rate": min(rates), "floor": idle, "held": held}
+    return {"failed": failed, "extra": extra, "rate": min(rates), "floor": idle, "held": held,
+            "worst": worst[1] if worst else ""}
 
 
 
@@ -105,5 +132,7 @@ def main() -> None:
                 line += (f"; target 0 failed and <= {TARGET_S * 1000:.0f} ms: "
                          f"{'ok' if ok else 'OVER TARGET'}")
             print(line, flush=True)
+            if got["worst"]:
+                print(f"    the max run: {got['worst']}", flush=True)
     manager.down()
     manager.up()
