@@ -196,12 +196,16 @@ def checkout(repo: str, branch: str, *, remote: str | None = None,
 
 
 @contextlib.contextmanager
-def fetch_lock(repo: str, *, cache_dir: str | None = None, timeout_s: float = git.TIMEOUT_S,
-               sleep: Callable[[float], None] = time.sleep,
+def fetch_lock(repo: str, *, remote: str | None = None, cache_dir: str | None = None,
+               timeout_s: float = git.TIMEOUT_S, sleep: Callable[[float], None] = time.sleep,
                clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
-    """Hold the lock the fetches of ``repo`` (``[source] repo``: a URL or a local path) take
-    turns on, for a block that writes refs beside them (a cut's tag): a fetch into a
-    mirror rewrites its refs. Waits for a fetch at most ``timeout_s``, then BadInput."""
+    """Hold the lock the fetches of ``repo`` (``[source] repo``, with ``[source] fetch`` as
+    ``remote``) take turns on, for a block that writes refs beside them (a cut's tag): a
+    fetch rewrites the refs it brings. A local repository with no remote is never fetched
+    here: nothing is held. Waits for a fetch at most ``timeout_s``, then BadInput."""
+    if not is_url(repo) and remote is None:
+        yield
+        return
     with _locked(_lock_path(repo, cache_root(cache_dir)), masked(repo),
                  _Waiter(timeout_s, sleep, clock)):
         yield

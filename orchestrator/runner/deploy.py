@@ -16,7 +16,6 @@ the exit codes of SPEC section 3.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from orchestrator.errors import (
 )
 from orchestrator.estimate import Sizes, StatementTiming
 from orchestrator.history import git
-from orchestrator.history.checkout import fetch_lock, is_url
+from orchestrator.history.checkout import fetch_lock
 from orchestrator.instants import iso_ms
 from orchestrator.plan import Plan, parse_approvals
 from orchestrator.runner.actions import window_serves
@@ -339,10 +338,9 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any, staged: Si
         tag = f"fastdowntime/{run.run_id}"
         # another command's fetch of a mirror (or of [source] fetch's remote) rewrites its
         # refs: take turns with it
-        fetched = is_url(config.source.repo) or config.source.fetch is not None
         try:
-            with (fetch_lock(config.source.repo, cache_dir=config.source.cache_dir,
-                             timeout_s=TAG_LOCK_S) if fetched else contextlib.nullcontext()):
+            with fetch_lock(config.source.repo, remote=config.source.fetch,
+                            cache_dir=config.source.cache_dir, timeout_s=TAG_LOCK_S):
                 refused = git.tag(config.repository, tag, plan.cut)
         except BadInput as exc:
             refused = str(exc)

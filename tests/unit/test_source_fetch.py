@@ -442,6 +442,17 @@ def test_the_cut_tag_takes_turns_with_a_fetch_of_the_mirror(
     assert refs(Path(config.repository))["refs/tags/fastdowntime/20270101-2"] == plan.cut
 
 
+def test_a_local_repository_nobody_fetches_holds_no_lock(work: GitRepo, cache: Path) -> None:
+    """Without [source] fetch a local repository is read as it stands: tagging it takes no
+    lock (and makes no lock file); with a remote to fetch, it takes the fetches' lock."""
+    from orchestrator.history.checkout import fetch_lock
+
+    with fetch_lock(str(work.path), cache_dir=str(cache)):
+        assert not (cache / "locks").exists()
+    with fetch_lock(str(work.path), remote="origin", cache_dir=str(cache)):
+        assert list((cache / "locks").iterdir())
+
+
 def test_rollback_and_resume_fetch_but_do_without_the_network(
         upstream: Path, cache: Path, work: GitRepo, tmp_path: Path) -> None:
     """``refreshed`` fetches (a revision deployed from elsewhere is then here); when the URL
