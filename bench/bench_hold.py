@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_window import fresh
+from bench.bench_window import WINDOW_STEPS, fresh
 from orchestrator.config import load_config
 from orchestrator.runner.probe import Probe, ProbeReport
 from orchestrator.runner.runs import epoch
@@ -69,15 +69,11 @@ def floor(config: Path) -> float:
     return probe.stop().p50_s or 0.0
 
 
-WINDOW_STEPS = ("cut_connections", "apply_cold_patches", "restore_connections")
-
-
-def worst_of(run: dict[str, Any], report: ProbeReport, cold: float) -> str:
-    """Where a run's longest wait came from: its request against the window, and the
-    window's steps (the parts of the overhead), for the run whose figure is the max."""
+def worst_of(run: dict[str, Any], report: ProbeReport, cold: float,
+             opened: float | None, closed: float | None) -> str:
+    """Where a run's longest wait came from: its request against the window (``opened`` to
+    ``closed``), and the window's steps (the parts of the overhead)."""
     start, end, _ = max(report.samples, key=lambda sample: sample[1] - sample[0])
-    window = run.get("window") or {}
-    opened, closed = epoch(window.get("opened")), epoch(window.get("closed"))
     steps = {step["name"]: step["duration_s"] for step in run.get("steps", [])
              if step.get("stage") == "fastdowntime" and step["name"] in WINDOW_STEPS}
     parts = ", ".join(f"{name} {steps[name] * 1000:.1f} ms" for name in WINDOW_STEPS
@@ -101,10 +97,10 @@ def case(playbook: str, mode: str) -> dict[str, Any]:
         cold = sum(p["duration_s"] for p in run["cold_patches"])
         failed.append(report.failures)
         extra.append(report.longest_wait_s - cold)
-        if report.samples and (worst is None or extra[-1] > worst[0]):
-            worst = (extra[-1], worst_of(run, report, cold))
         window = run.get("window") or {}
         opened, closed = epoch(window.get("opened")), epoch(window.get("closed"))
+        if report.samples and (worst is None or extra[-1] > worst[0]):
+            worst = (extra[-1], worst_of(run, report, cold, opened, closed))
         if opened is not None and closed is not None:
             held.append(report.within(opened, closed).longest_wait_s - cold)
         assert report.first is not None and report.last is not None

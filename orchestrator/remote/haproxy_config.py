@@ -113,8 +113,7 @@ def read_backend(text: str, backend: str) -> Backend:
             continue
         section = None
         if words[0] in ("defaults", "backend", "listen"):
-            start: list[list[str]] = [] if words[0] == "defaults" else defaults
-            name, base = _header(words, named, start, number)
+            name, base = _header(words, named, defaults, number)
             if words[0] == "defaults":
                 defaults = section = base
                 if name is not None:
@@ -129,7 +128,8 @@ def read_backend(text: str, backend: str) -> Backend:
 def _header(words: list[str], named: dict[str, list[list[str]]],
             last: list[list[str]], number: int) -> tuple[str | None, list[list[str]]]:
     """A section line's name and the lines it starts from (a copy of its defaults):
-    ``backend NAME [from DEFAULTS]``, ``defaults [NAME] [from DEFAULTS]``."""
+    ``backend NAME [from DEFAULTS]`` (else ``last``, the last defaults section),
+    ``defaults [NAME] [from DEFAULTS]`` (else nothing: a defaults section starts afresh)."""
     rest = words[1:]
     name: str | None
     origin: list[str] | None
@@ -138,7 +138,7 @@ def _header(words: list[str], named: dict[str, list[list[str]]],
     else:
         name, origin = (rest[0] if rest else None), (rest[2:] if rest[1:2] == ["from"] else None)
     if origin is None:
-        return name, list(last)
+        return name, [] if words[0] == "defaults" else list(last)
     if not origin or origin[0] not in named:
         wanted = origin[0] if origin else ""
         raise BadInput(f"haproxy's configuration line {number}: {' '.join(words)!r} "
