@@ -107,6 +107,10 @@ class WindowSettings:
     """``hold``: haproxy keeps routing and pgbouncer PAUSE holds the users' queries while
     the cold patches run, so requests wait and none fails. ``drain``: the old instances
     drain in haproxy and users get no answer from the app during the window."""
+    rehearsal_trials: int = 2
+    """A rehearsal first runs its cold transaction this many times and rolls it back,
+    before its window; each patch's recorded timing is the median of the trials and the
+    window (one run on a busy staging machine is off by a quarter either way)."""
 
     HOLD_MARGIN_S: ClassVar[float] = 2.0
     """Beyond the budget, what a held request needs for its own work."""

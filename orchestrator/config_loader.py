@@ -207,6 +207,9 @@ class _Loader:
         if config.window.mode not in ("hold", "drain"):
             raise self.error("window.mode", "must be hold (requests wait) or drain "
                              "(requests are turned away)")
+        if config.window.rehearsal_trials < 0:
+            raise self.error("window.rehearsal_trials", "must be 0 (time the window alone) or "
+                             "more")
         for i, dsn in enumerate(config.database.standby_dsns if config.database else ()):
             self.check_dsn(f"database.standby_dsns[{i}]", dsn)
         if config.app and len(config.app.ports) != 2:

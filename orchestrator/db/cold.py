@@ -16,8 +16,9 @@ for the permissions and for COMMIT.
 
 The transaction is described once, by :func:`cold_transaction`: :func:`apply_cold`
 executes it, :func:`render_cold` shows it for ``--dry-run``, :func:`review_cold`
-writes it as SQL a reviewer can run in psql (``plan --sql``), and :func:`warm_cold`
-runs its reads once before the window.
+writes it as SQL a reviewer can run in psql (``plan --sql``), :func:`warm_cold`
+runs its reads once before the window, and :func:`trial_cold` runs all of it and rolls
+back (a rehearsal's trials).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class ColdResult:
     timings: tuple[PatchTiming, ...]
     total_s: float
     commit_at: float
+    """(A trial, rolled back: the clock() of its ROLLBACK.)"""
+    written: tuple[int, ...] = ()
+    """A trial's: the OIDs of the tables it wrote rows to (dead once it rolled back)."""
 
 
 class ColdPatchFailed(FailedBeforeCommit):
@@ -388,8 +392,10 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                revision_table: str = "LaunchpadDatabaseRevision", run_id: str | None = None,
                clock: Callable[[], float] = time.monotonic, log: Any = None,
                on_begin: Callable[[Backend], object] | None = None,
-               on_commit: Callable[[ColdResult], object] | None = None) -> ColdResult:
-    """Apply ``patches`` (numeric order) and ``permissions`` in one transaction, then COMMIT.
+               on_commit: Callable[[ColdResult], object] | None = None,
+               commit: bool = True, lock_timeout_s: float | None = None) -> ColdResult:
+    """Apply ``patches`` (numeric order) and ``permissions`` in one transaction, then COMMIT
+    (``commit=False``: ROLLBACK, see :func:`trial_cold`).
 
     ``deadline`` is an absolute ``clock()`` value. Raises ColdPatchFailed
     (rolled back) on any error or when the deadline passes before COMMIT, and
@@ -399,8 +405,13 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
     ``on_commit(result)`` hears of the COMMIT before anything else can happen: Ctrl-C,
     SIGTERM and SIGHUP are held from COMMIT until it has returned, then raised, so no
     interrupt can land between a COMMIT the server made and the caller knowing it.
+    ``lock_timeout_s``: how long each statement may wait for a lock (None: until the
+    deadline; the window's cut leaves nothing to wait for).
     """
     log = log or structlog.get_logger("cold")
+    limits = "SET LOCAL statement_timeout = {}; "
+    if lock_timeout_s is not None:
+        limits += f"SET LOCAL lock_timeout = {_timeout_ms(lock_timeout_s)}; "
     steps = cold_transaction(patches, permissions, revision_table)
     ordered = _ordered(patches)
     conn.autocommit = False
@@ -435,8 +446,7 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                     begin = end
                     continue
                 sent = clock()
-                cur.execute(f"SET LOCAL statement_timeout = {_ms(deadline, clock)}; "
-                            + current.sql)
+                cur.execute(limits.format(_ms(deadline, clock)) + current.sql)
                 if current.kind == "statement":
                     spent.append(round(clock() - sent, 6))
                 if current.kind == "begin":
@@ -444,6 +454,12 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                     backend = Backend(pid, backend_start)
                     if on_begin is not None:
                         on_begin(backend)
+            written = () if commit else _written(cur)
+        if not commit:
+            conn.rollback()
+            done = clock()
+            log.info("cold.trial", patches=len(ordered), total_s=round(done - started, 6))
+            return ColdResult(tuple(timings), done - started, done, written)
         with interrupts_held("COMMIT"):
             conn.commit()
             commit_at = clock()
@@ -514,6 +530,13 @@ def _timeout_ms(remaining_s: float) -> int:
     return max(1, int(remaining_s * 1000))
 
 
+def _written(cur: Any) -> tuple[int, ...]:
+    """The tables this transaction has written rows to so far."""
+    cur.execute("SELECT relid FROM pg_stat_xact_user_tables "
+                "WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relid")
+    return tuple(int(oid) for (oid,) in cur.fetchall())
+
+
 def _one(cur: Any) -> Any:
     row = cur.fetchone()
     return row[0]
@@ -577,6 +600,46 @@ def warm_cold(conn: Connection, patches: Sequence[ColdPatch], revision_table: st
                                  f"[database] revision_table): {reason}") from None
     finally:
         _rollback(conn)
+
+
+def trial_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
+               lock_timeout_s: float, permissions: str | None = None,
+               revision_table: str = "LaunchpadDatabaseRevision",
+               clock: Callable[[], float] = time.monotonic, log: Any = None) -> ColdResult:
+    """Run the cold transaction as the window will, and roll it back: a rehearsal's trial,
+    before its window, timing each patch and statement once more while nothing is held.
+
+    Users' queries run meanwhile: each statement waits at most ``lock_timeout_s`` for
+    their locks (then ColdPatchFailed, SQLSTATE 55P03), and theirs wait behind the
+    trial's. A rolled-back UPDATE, INSERT or DELETE leaves its rows dead in the table, so
+    the next run (a trial or the window) would scan them too: the tables the trial wrote
+    to are vacuumed after the rollback. Raises ColdPatchFailed as :func:`apply_cold` does.
+    """
+    result = apply_cold(conn, patches, deadline=deadline, permissions=permissions,
+                        revision_table=revision_table, clock=clock, log=log, commit=False,
+                        lock_timeout_s=lock_timeout_s)
+    vacuum(conn, result.written)
+    return result
+
+
+def vacuum(conn: Connection, tables: Sequence[int]) -> list[str]:
+    """VACUUM the tables of these OIDs that still exist (one a rolled-back transaction
+    created is gone); their names, as vacuumed. Leaves ``conn`` idle in its old mode."""
+    if not tables:
+        return []
+    mode = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.oid = ANY(%s::oid[]) ORDER BY 1", (list(tables),))
+            names = [name for (name,) in cur.fetchall()]
+            for name in names:
+                cur.execute(f"VACUUM {name}")
+    finally:
+        conn.autocommit = mode
+    return names
 
 
 def _reason(exc: BaseException) -> str:

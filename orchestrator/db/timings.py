@@ -13,6 +13,7 @@ the estimate to its own sizes (:func:`table_sizes`).
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,34 @@ def record_timings(conn: Connection,
                          json.dumps([s.to_json() for s in statements])))
     if not conn.autocommit:
         conn.commit()
+
+
+def median_timings(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """A rehearsal's timing of each patch from several runs of the cold transaction (its
+    trials and its window; each a list of ``PatchTiming`` dicts, patches in the same order):
+    per patch the median of its seconds, per statement the median of its seconds when every
+    run timed the same number of statements (else none: no statement records, as before).
+
+    One run on a shared staging machine varies by a quarter either way (measured here:
+    one CREATE INDEX on 1.25 million rows took 0.53-1.06 s in 12 runs); production
+    scales the rehearsed seconds, and their error with them."""
+    if not runs:
+        return []
+    timed: list[dict[str, Any]] = []
+    for index, first in enumerate(runs[0]):
+        same = [run[index] for run in runs]
+        if any(t["filename"] != first["filename"] for t in same):
+            raise ValueError(f"runs of the cold transaction disagree on patch {index + 1}: "
+                             + ", ".join(t["filename"] for t in same))
+        statements = [tuple(t.get("statement_s") or ()) for t in same]
+        width = len(statements[0])
+        per_statement = (tuple(round(statistics.median(s[i] for s in statements), 6)
+                               for i in range(width))
+                         if all(len(s) == width for s in statements) else ())
+        timed.append({**first,
+                      "duration_s": round(statistics.median(t["duration_s"] for t in same), 6),
+                      "statement_s": per_statement})
+    return timed
 
 
 def read_timings(settings: DatabaseSettings) -> dict[tuple[str, str], float]:

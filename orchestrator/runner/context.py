@@ -65,6 +65,8 @@ class Run:
     """True once ``close_window`` sent the traffic where the window hands it: in hold mode the
     window closes before (at RESUME), and an interrupt between would leave the swap undone."""
     cold_timings: list[dict[str, Any]] = field(default_factory=list)
+    rehearsal_trials: list[list[dict[str, Any]]] = field(default_factory=list)
+    """A rehearsal's trials before its window: each run's ``cold_timings``."""
     problems: list[str] = field(default_factory=list)
     """Failures after the commit point: the run rolled forward past them."""
     host_states: dict[str, str] = field(default_factory=dict)

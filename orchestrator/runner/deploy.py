@@ -322,16 +322,18 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any, staged: Si
         return
     if run.rehearse:
         from orchestrator.db.connect import connect
-        from orchestrator.db.timings import record_timings
+        from orchestrator.db.timings import median_timings, record_timings
 
+        timed = median_timings([*run.rehearsal_trials, run.cold_timings])
         conn = connect(config.need("database"))
         try:
             record_timings(conn, [(t["filename"], plan.tree_patches[t["filename"]],
                                    float(t["duration_s"]), _statement_records(plan, t, staged))
-                                  for t in run.cold_timings], run.run_id)
+                                  for t in timed], run.run_id)
         finally:
             conn.close()
-        journal.event("rehearsal.timings", patches=run.cold_timings)
+        journal.event("rehearsal.timings", patches=timed, window=run.cold_timings,
+                      runs=len(run.rehearsal_trials) + 1)
     if config.source.tag_cuts and plan.cut:
         # in the repository read: a URL's mirror keeps it across fetches; pushing it to the
         # URL is the user's choice

@@ -145,18 +145,32 @@ def test_full_deploy_serves_the_tip_at_the_newest_patch(fresh: Sandbox, tmp_path
 
 
 def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
-    """rehearse with no approvals and no timings: it runs every other check, deploys, records
-    each cold patch's timing, and exits 0; a deploy then finds them."""
-    import json
+    """rehearse with no approvals and no timings: it runs every other check, tries the cold
+    transaction twice (rolled back) before its window, deploys, records each cold patch's
+    timing as the median of the three runs, and exits 0; a deploy then finds them."""
+    import statistics
 
     done = fresh.cli("rehearse", "--yes", "--stage", "fastdowntime")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert fresh.show()["outcome"] == "done"
+    run = fresh.show()
+    assert run["outcome"] == "done"
+    events = read_events(fresh.journal(run["id"]))
+    trials = [e for e in events if e["event"] == "rehearsal.trial"]
+    assert [(e["trial"], e["of"]) for e in trials] == [(1, 2), (2, 2)]
+    assert all("skipped" not in e for e in trials), trials
+    opened = next(i for i, e in enumerate(events) if e["event"] == "window.open")
+    assert all(events.index(e) < opened for e in trials), "a trial ran inside the window"
+    (rehearsed,) = [e for e in events if e["event"] == "rehearsal.timings"]
+    assert rehearsed["runs"] == 3
     timings = fresh.cli("timings", "--json")
     assert timings.returncode == 0, timings.stderr[-2000:]
-    recorded = {row["file"] for row in json.loads(timings.stdout)}
+    recorded = {row["file"]: row["seconds"] for row in json.loads(timings.stdout)}
     assert {f"patch-{a}-{b:02d}-{c}.sql" for a, b, c in COLD_ROWS - {(2200, 7, 0)}
-            } <= recorded
+            } <= set(recorded)
+    for index, patch in enumerate(rehearsed["window"]):
+        runs = [e["patches"][index]["duration_s"] for e in trials] + [patch["duration_s"]]
+        assert recorded[patch["filename"]] == pytest.approx(statistics.median(runs),
+                                                            abs=1e-6), (patch, runs)
 
 
 def test_client_sees_the_outage_the_journal_records(fresh: Sandbox, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from orchestrator.db.cold import (
     apply_cold,
     committed_by,
     render_cold,
+    trial_cold,
     warm_cold,
 )
 from orchestrator.db.connect import DatabaseUnreachable, connect
@@ -110,6 +111,70 @@ def test_warm_up_reads_and_leaves_nothing(scratch_db: DatabaseSettings, conn) ->
     result = apply_cold(conn, patches, deadline=time.monotonic() + 10, run_id="warmed")
     assert [t.filename for t in result.timings] == ["patch-2200-09-0.sql"]
     assert revisions(scratch_db) == [(2200, 0, 0, False), (2200, 9, 0, True)]
+
+
+def test_trial_times_everything_and_leaves_the_tables_as_they_were(
+        scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """A rehearsal's trial runs the whole transaction, times each patch and statement and
+    rolls back: no column, no row, no table, no open transaction. The rows its UPDATE wrote
+    are dead after the rollback and doubled the table: it is vacuumed back to its size, so
+    the window that follows scans what the trial scanned."""
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE bulk AS SELECT g FROM generate_series(1, 20000) AS g")
+    conn.commit()
+
+    def pages() -> int:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_relation_size('bulk') / current_setting('block_size')::int")
+            (count,) = cur.fetchone()
+        conn.rollback()
+        return int(count)
+
+    before = pages()
+    patches = [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN note text;\n"
+                    "UPDATE bulk SET g = g + 1;\n"),
+               cold("patch-2200-10-0.sql", "CREATE TABLE tag (id int);\n"
+                    "INSERT INTO tag VALUES (1);\n")]
+    result = trial_cold(conn, patches, deadline=time.monotonic() + 10, lock_timeout_s=1)
+    assert [(t.filename, t.statements, len(t.statement_s)) for t in result.timings] == [
+        ("patch-2200-09-0.sql", 2, 2), ("patch-2200-10-0.sql", 2, 2)]
+    assert all(t.duration_s > 0 for t in result.timings)
+    assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert conn.autocommit is False
+    assert "note" not in columns(scratch_db)
+    assert revisions(scratch_db) == [(2200, 0, 0, False)]
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('tag') IS NULL, count(*) FROM fastdowntime.applied_patch")
+        assert cur.fetchone() == (True, 0)
+        cur.execute("SELECT 'bulk'::regclass::oid")
+        (bulk,) = cur.fetchone()
+    conn.rollback()
+    assert bulk in result.written  # the UPDATE's rows: dead once rolled back
+    assert pages() == before, "the rolled-back UPDATE's pages were not vacuumed away"
+    # the window's run after it commits as before
+    done = apply_cold(conn, patches, deadline=time.monotonic() + 10, run_id="after-trial")
+    assert [t.filename for t in done.timings] == ["patch-2200-09-0.sql", "patch-2200-10-0.sql"]
+    assert "note" in columns(scratch_db)
+
+
+def test_trial_waits_for_users_locks_no_longer_than_lock_timeout(
+        scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """Outside the window users hold locks: a trial waits lock_timeout_s for them, then
+    fails with SQLSTATE 55P03, rolled back (the rehearsal skips that trial)."""
+    user = connect(scratch_db)
+    try:
+        with user.cursor() as cur:
+            cur.execute("SELECT count(*) FROM item")  # holds ACCESS SHARE until it ends
+        started = time.monotonic()
+        with pytest.raises(ColdPatchFailed) as caught:
+            trial_cold(conn, [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN n int;\n")],
+                       deadline=started + 10, lock_timeout_s=0.2)
+        assert caught.value.sqlstate == "55P03", caught.value
+        assert time.monotonic() - started < 2
+    finally:
+        user.close()
+    assert "n" not in columns(scratch_db)
+    assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
 
 
 def test_failure_halfway_rolls_everything_back(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]

@@ -193,6 +193,12 @@ def test_values_that_fail_later_are_refused_now(tmp_path: Path, old: str, new: s
     assert error_for(tmp_path, MINIMAL.replace(old, new, 1)).key == key
 
 
+def test_negative_rehearsal_trials_are_refused(tmp_path: Path) -> None:
+    """0 trials times the window alone; fewer is a mistake, named."""
+    error = error_for(tmp_path, MINIMAL + "\n[window]\nrehearsal_trials = -1\n")
+    assert error.key == "window.rehearsal_trials" and "0" in str(error)
+
+
 @pytest.mark.parametrize(("old", "new", "key"), [
     ('public_url = "http://www.example/"', 'public_url = "ftp://www.example/"',
      "lb.public_url"),

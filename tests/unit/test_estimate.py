@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.db.timings import median_timings
 from orchestrator.estimate import (
     WINDOW_OVERHEAD_S,
     Overhead,
@@ -108,6 +109,33 @@ def summary(outcome: str, outage: float | None, *cold: float) -> dict[str, objec
     return {"outcome": outcome, "outage_s": outage,
             "cold_patches": [{"filename": f"p{i}.sql", "duration_s": c}
                              for i, c in enumerate(cold)]}
+
+
+def timing(filename: str, seconds: float, *statements: float) -> dict[str, object]:
+    return {"filename": filename, "duration_s": seconds, "statements": len(statements),
+            "statement_s": statements}
+
+
+def test_a_rehearsal_records_the_median_of_its_trials_and_its_window() -> None:
+    """Per patch the median seconds, per statement the median of that statement: one slow
+    run of three (a busy staging machine) does not become the timing production scales."""
+    runs = [[timing("patch-1-00-0.sql", 0.9, 0.8, 0.1), timing("patch-1-01-0.sql", 0.01, 0.01)],
+            [timing("patch-1-00-0.sql", 0.5, 0.45, 0.05), timing("patch-1-01-0.sql", 0.02, 0.02)],
+            [timing("patch-1-00-0.sql", 0.4, 0.3, 0.1), timing("patch-1-01-0.sql", 0.03, 0.03)]]
+    assert median_timings(runs) == [
+        timing("patch-1-00-0.sql", 0.5, 0.45, 0.1), timing("patch-1-01-0.sql", 0.02, 0.02)]
+    # two runs (a trial skipped): the mean of the two
+    assert median_timings(runs[:2])[0] == timing("patch-1-00-0.sql", 0.7, 0.625, 0.075)
+    assert median_timings(runs[2:]) == runs[2] and median_timings([]) == []
+
+
+def test_runs_that_timed_different_statements_keep_the_patch_median_only() -> None:
+    """Statement seconds that do not line up are dropped (the estimate then takes the patch
+    as rehearsed); runs of different patches are a bug, refused."""
+    runs = [[timing("patch-1-00-0.sql", 0.9, 0.8, 0.1)], [timing("patch-1-00-0.sql", 0.5, 0.5)]]
+    assert median_timings(runs) == [{**timing("patch-1-00-0.sql", 0.7), "statements": 2}]
+    with pytest.raises(ValueError, match="patch-1-00-0.sql, patch-1-01-0.sql"):
+        median_timings([[timing("patch-1-00-0.sql", 1)], [timing("patch-1-01-0.sql", 1)]])
 
 
 def test_the_overhead_is_the_median_of_the_latest_successful_runs() -> None:

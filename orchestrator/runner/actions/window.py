@@ -14,10 +14,12 @@ import psycopg2
 from orchestrator.config import HostSettings
 from orchestrator.db.cold import (
     ColdPatch,
+    ColdPatchFailed,
     CommitLost,
     apply_cold,
     committed_by,
     render_cold,
+    trial_cold,
     warm_cold,
 )
 from orchestrator.db.connect import connect
@@ -74,10 +76,57 @@ class PrepareWindow(Action):
                                    "haproxy's admin channel; run the cold transaction's reads "
                                    "once and roll back (the window finds them cached)",),
                       _open_connections)
-        return (opening, *(() if run.slots else (ReadSlots(),)))
+        trials = run.config.window.rehearsal_trials if run.rehearse else 0
+        rehearsing = (Sql(lambda run: (f"-- rehearsal: run the cold transaction {trials} "
+                                       "time(s) and roll back (users' queries wait behind "
+                                       "its locks); VACUUM the tables it wrote rows to",),
+                          _rehearsal_trials, key="trials"),) if trials else ()
+        return (opening, *rehearsing, *(() if run.slots else (ReadSlots(),)))
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
+        if "trials" in answers:
+            return {"slots": run.slots, "trials": answers["trials"]}
         return {"slots": run.slots}
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _rehearsal_trials(run: Run, answers: Answers) -> list[float | None]:
+    """A rehearsal's trials, before its window: the cold transaction run and rolled back
+    ``[window] rehearsal_trials`` times, each kept for the median the rehearsal records.
+    A trial that waited ``[database] lock_timeout_s`` for a lock is skipped (journaled);
+    one that fails otherwise, or passes the budget, fails the rehearsal here: its window
+    would fail the same way, and nothing is held yet. Each trial's seconds (None: skipped).
+    """
+    settings = run.config.need("database")
+    budget = run.config.window.budget_s
+    trials = run.config.window.rehearsal_trials
+    patches = cold_patches(run.plan, run.texts)
+    seconds: list[float | None] = []
+    for trial in range(1, trials + 1):
+        try:
+            assert run.primary is not None
+            result = trial_cold(run.primary, patches, deadline=run.clock() + budget,
+                                lock_timeout_s=settings.lock_timeout_s,
+                                permissions=run.texts.get(PERMISSIONS),
+                                revision_table=settings.revision_table, clock=run.clock)
+        except ColdPatchFailed as exc:
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                run.journal.event("rehearsal.trial", trial=trial, of=trials, skipped=str(exc))
+                seconds.append(None)
+                continue
+            why = (f"took longer than [window] budget_s = {budget:g}" if exc.deadline
+                   else str(exc))
+            raise FailedBeforeCommit(f"rehearsal trial {trial} of {trials} (rolled back, "
+                                     f"before the window): {why}; the window would fail "
+                                     "the same way") from None
+        timings = [dataclasses.asdict(t) for t in result.timings]
+        run.rehearsal_trials.append(timings)
+        run.journal.event("rehearsal.trial", trial=trial, of=trials,
+                          total_s=round(result.total_s, 6), patches=timings)
+        seconds.append(round(result.total_s, 6))
+    return seconds
 
 
 @dataclass(frozen=True)
