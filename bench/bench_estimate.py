@@ -58,9 +58,21 @@ def fdt(config: Path, *args: str) -> str:
 
 
 def rehearsed(rows: int) -> Path:
-    """Rehearse on a sandbox of ``rows``; the exported timings' file."""
+    """Rehearse on a sandbox of ``rows``; the exported timings' file. Prints each cold
+    patch's runs (the trials before the window, then the window's) and the median kept."""
     config = fresh(rows)
     fdt(config, "rehearse", "--yes", "--stage", "fastdowntime")
+    run = json.loads(fdt(config, "show", "last", "--json"))
+    journal = manager.current_layout().base / "runs" / run["id"] / "journal.jsonl"
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    trials = [e["patches"] for e in events if e["event"] == "rehearsal.trial" and "patches" in e]
+    (kept,) = [e for e in events if e["event"] == "rehearsal.timings"]
+    print(f"  rehearsal on {rows:,} rows: {len(trials)} trial(s), then the window", flush=True)
+    for index, patch in enumerate(kept["window"]):
+        runs = [t[index]["duration_s"] for t in trials] + [patch["duration_s"]]
+        if max(runs) >= 0.01:
+            print(f"    {patch['filename']}: " + ", ".join(f"{r:.3f}" for r in runs)
+                  + f" s -> median {kept['patches'][index]['duration_s']:.3f} s", flush=True)
     path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "timings.json"
     path.write_text(fdt(config, "timings", "--json"))
     return path

@@ -16,9 +16,9 @@ for the permissions and for COMMIT.
 
 The transaction is described once, by :func:`cold_transaction`: :func:`apply_cold`
 executes it, :func:`render_cold` shows it for ``--dry-run``, :func:`review_cold`
-writes it as SQL a reviewer can run in psql (``plan --sql``), :func:`warm_cold`
-runs its reads once before the window, and :func:`trial_cold` runs all of it and rolls
-back (a rehearsal's trials).
+writes it as SQL a reviewer can run in psql (``plan --sql``), and
+:mod:`orchestrator.db.trial` runs it before the window and rolls back: its reads
+(warming the connection) or all of it (a rehearsal's trials, ``apply_cold(commit=False)``).
 """
 
 from __future__ import annotations
@@ -399,7 +399,8 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
 
     ``deadline`` is an absolute ``clock()`` value. Raises ColdPatchFailed
     (rolled back) on any error or when the deadline passes before COMMIT, and
-    :class:`CommitLost` when the connection breaks during COMMIT itself.
+    :class:`CommitLost` when the connection breaks during COMMIT itself (never for a
+    trial: it sends no COMMIT, and a connection lost at its end is a ColdPatchFailed).
     ``on_begin(backend)`` hears of the server process first (a journal keeps it, so a
     COMMIT cut off with the orchestrator can be settled by :func:`committed_by`).
     ``on_commit(result)`` hears of the COMMIT before anything else can happen: Ctrl-C,
@@ -467,18 +468,20 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
             if on_commit is not None:
                 on_commit(result)
     except KeyboardInterrupt:
-        _rollback(conn)  # never leave the patches' locks held behind an interrupted run
+        rollback(conn)  # never leave the patches' locks held behind an interrupted run
         raise
     except (psycopg2.Error, _DeadlinePassed) as exc:
-        _rollback(conn)
+        rollback(conn)
         elapsed = clock() - started
         filename, line, sql = current.what, current.line, current.failed
+        if not commit and current.kind == "commit":
+            sql = "the trial's end (what it wrote, then ROLLBACK)"
         if isinstance(exc, _DeadlinePassed):
             raise ColdPatchFailed(filename or "cold patches", line, sql, elapsed,
                                   "deadline", deadline=True) from None
         sqlstate = getattr(exc, "pgcode", None)
-        reason = _reason(exc)
-        if current.kind == "commit" and conn.closed and backend is not None:
+        reason = error_text(exc)
+        if commit and current.kind == "commit" and conn.closed and backend is not None:
             # the server may have committed before the connection broke: say so, never
             # "rolled back"
             raise CommitLost(backend, ColdResult(tuple(timings), elapsed, clock()),
@@ -567,87 +570,14 @@ def _values(cur: Any, query: str, template: str, rows: Sequence[tuple[Any, ...]]
     return query.encode(encoding) % b",".join(cur.mogrify(template, row) for row in rows)
 
 
-WARM_TIMEOUT_S = 5.0
-"""How long the warm-up's reads may wait for a lock or run (it holds nothing up)."""
-
-
-def warm_cold(conn: Connection, patches: Sequence[ColdPatch], revision_table: str) -> None:
-    """Run the cold transaction's reads once on ``conn`` (idle, not in a transaction) and
-    roll back, before the window: the backend then has their catalogs and tables cached,
-    and the window's first statements do not pay for it (2-6 ms each on a loaded machine,
-    measured here). Raises FailedBeforeCommit naming the warm-up when a read fails (a
-    revision table that is not there fails here, before anything is held)."""
-    if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
-        raise FailedBeforeCommit("warming the primary connection before the window: it is "
-                                 "in a transaction already (a bug: it was opened for this)")
-    try:
-        with conn.cursor() as cur:
-            ms = round(WARM_TIMEOUT_S * 1000)
-            cur.execute(f"SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}")
-            for step in cold_transaction(patches, None, revision_table):
-                if step.kind == "begin":
-                    cur.execute(step.sql)
-                elif step.kind == "check" and step.patch is not None:
-                    name = step.patch.report.name
-                    assert name is not None
-                    cur.execute(step.sql, (name.major, name.minor, name.point))
-            if schema_exists(conn):
-                cur.execute("SELECT 1 FROM fastdowntime.applied_patch WHERE filename = ''")
-    except psycopg2.Error as exc:
-        reason = _reason(exc)
-        raise FailedBeforeCommit(f"warming the primary connection before the window (the "
-                                 f"cold transaction's reads of {revision_table}, "
-                                 f"[database] revision_table): {reason}") from None
-    finally:
-        _rollback(conn)
-
-
-def trial_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
-               lock_timeout_s: float, permissions: str | None = None,
-               revision_table: str = "LaunchpadDatabaseRevision",
-               clock: Callable[[], float] = time.monotonic, log: Any = None) -> ColdResult:
-    """Run the cold transaction as the window will, and roll it back: a rehearsal's trial,
-    before its window, timing each patch and statement once more while nothing is held.
-
-    Users' queries run meanwhile: each statement waits at most ``lock_timeout_s`` for
-    their locks (then ColdPatchFailed, SQLSTATE 55P03), and theirs wait behind the
-    trial's. A rolled-back UPDATE, INSERT or DELETE leaves its rows dead in the table, so
-    the next run (a trial or the window) would scan them too: the tables the trial wrote
-    to are vacuumed after the rollback. Raises ColdPatchFailed as :func:`apply_cold` does.
-    """
-    result = apply_cold(conn, patches, deadline=deadline, permissions=permissions,
-                        revision_table=revision_table, clock=clock, log=log, commit=False,
-                        lock_timeout_s=lock_timeout_s)
-    vacuum(conn, result.written)
-    return result
-
-
-def vacuum(conn: Connection, tables: Sequence[int]) -> list[str]:
-    """VACUUM the tables of these OIDs that still exist (one a rolled-back transaction
-    created is gone); their names, as vacuumed. Leaves ``conn`` idle in its old mode."""
-    if not tables:
-        return []
-    mode = conn.autocommit
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE c.oid = ANY(%s::oid[]) ORDER BY 1", (list(tables),))
-            names = [name for (name,) in cur.fetchall()]
-            for name in names:
-                cur.execute(f"VACUUM {name}")
-    finally:
-        conn.autocommit = mode
-    return names
-
-
-def _reason(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """The server's message of a psycopg2 error (else the error's own), on one line."""
     return " ".join(str(getattr(exc, "pgerror", None) or exc).split())
 
 
-def _rollback(conn: Connection) -> None:
+def rollback(conn: Connection) -> None:
+    """Roll ``conn`` back if it is open; a failure to is logged (the server ends the
+    transaction with the connection anyway)."""
     if conn.closed:
         return
     try:

@@ -137,7 +137,7 @@ def deploy(config: Config, options: Options, *, ask: Callable[[str], str] = inpu
                             REHEARSE if options.rehearse else DEPLOY)
         if options.dry_run:
             _show_checks(list(checked.checks), show)
-            _render(config, plan, texts, remote, show)
+            _render(config, plan, texts, remote, show, rehearse=options.rehearse)
             checked.raise_for_failures()
             return _dry_run(config, plan, checked.checks)
         checked.raise_for_failures()
@@ -381,7 +381,7 @@ def _show_checks(checks: list[CheckResult], show: Callable[[str], None]) -> None
 
 
 def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
-            show: Callable[[str], None]) -> None:
+            show: Callable[[str], None], *, rehearse: bool = False) -> None:
     """Every step of both stages as the run would execute it: each action's own description
     (:func:`~orchestrator.runner.engine.render_steps`), rendered instead of run. What the
     steps read first is taken from read-only looks at the live state: haproxy's slots
@@ -411,8 +411,8 @@ def _render(config: Config, plan: Plan, texts: dict[str, str], remote: Any,
         if plan.cut is not None:
             playbook = load_playbook(config.runs.playbook)
             run = Run(config, plan, "dry-run", NullJournal(), "fastdowntime", plan.cut,
-                      plan.from_sha,
-                      texts, remote=remote, dry_run=True, control=control)
+                      plan.from_sha, texts, remote=remote, dry_run=True, rehearse=rehearse,
+                      control=control)
             for line in render_steps(playbook, run, preview):
                 show(line)
             if window_serves(playbook.steps) == "new":

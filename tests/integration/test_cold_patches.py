@@ -22,11 +22,10 @@ from orchestrator.db.cold import (
     apply_cold,
     committed_by,
     render_cold,
-    trial_cold,
-    warm_cold,
 )
 from orchestrator.db.connect import DatabaseUnreachable, connect
 from orchestrator.db.schema import ensure_schema
+from orchestrator.db.trial import trial_cold, vacuum, warm_cold
 from orchestrator.errors import FailedBeforeCommit
 from orchestrator.history.git import blob_sha
 from orchestrator.patches import analyse
@@ -135,7 +134,8 @@ def test_trial_times_everything_and_leaves_the_tables_as_they_were(
                     "UPDATE bulk SET g = g + 1;\n"),
                cold("patch-2200-10-0.sql", "CREATE TABLE tag (id int);\n"
                     "INSERT INTO tag VALUES (1);\n")]
-    result = trial_cold(conn, patches, deadline=time.monotonic() + 10, lock_timeout_s=1)
+    trial = trial_cold(conn, patches, deadline=time.monotonic() + 10, lock_timeout_s=1)
+    result = trial.result
     assert [(t.filename, t.statements, len(t.statement_s)) for t in result.timings] == [
         ("patch-2200-09-0.sql", 2, 2), ("patch-2200-10-0.sql", 2, 2)]
     assert all(t.duration_s > 0 for t in result.timings)
@@ -150,6 +150,7 @@ def test_trial_times_everything_and_leaves_the_tables_as_they_were(
         (bulk,) = cur.fetchone()
     conn.rollback()
     assert bulk in result.written  # the UPDATE's rows: dead once rolled back
+    assert "public.bulk" in trial.vacuumed.tables and trial.vacuumed.left == ()
     assert pages() == before, "the rolled-back UPDATE's pages were not vacuumed away"
     # the window's run after it commits as before
     done = apply_cold(conn, patches, deadline=time.monotonic() + 10, run_id="after-trial")
@@ -175,6 +176,64 @@ def test_trial_waits_for_users_locks_no_longer_than_lock_timeout(
         user.close()
     assert "n" not in columns(scratch_db)
     assert conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
+def test_a_failed_trial_still_vacuums_what_it_may_have_written(
+        scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """A trial failing in its second patch cannot say what it wrote (the transaction is
+    aborted): every table its patches name is vacuumed, so the first patch's rolled-back
+    UPDATE does not double the table the next run scans."""
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE bulk AS SELECT g FROM generate_series(1, 20000) AS g")
+        cur.execute("SELECT pg_relation_size('bulk')")
+        (before,) = cur.fetchone()
+    conn.commit()
+    patches = [cold("patch-2200-09-0.sql", "UPDATE bulk SET g = g + 1;\n"),
+               cold("patch-2200-10-0.sql", "ALTER TABLE nosuchtable ADD COLUMN y int;\n")]
+    with pytest.raises(ColdPatchFailed) as caught:
+        trial_cold(conn, patches, deadline=time.monotonic() + 10)
+    assert caught.value.sqlstate == "42P01" and caught.value.filename == "patch-2200-10-0.sql"
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_relation_size('bulk')")
+        assert cur.fetchone() == (before,)
+    conn.rollback()
+
+
+def test_vacuum_leaves_a_locked_table_and_says_why(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]
+    """A table users hold locked is skipped, not waited for; a name that is not a table is
+    nothing to vacuum; the connection is left in its mode."""
+    user = connect(scratch_db)
+    try:
+        with user.cursor() as cur:
+            cur.execute("LOCK TABLE item IN SHARE UPDATE EXCLUSIVE MODE")
+        started = time.monotonic()
+        done = vacuum(conn, ["item", "LaunchpadDatabaseRevision", "nosuchtable"], timeout_s=5)
+        assert time.monotonic() - started < 2
+    finally:
+        user.close()
+    assert done.tables == ("public.launchpaddatabaserevision",)
+    assert len(done.left) == 1 and done.left[0].startswith("public.item: ")
+    assert "lock not available" in done.left[0]
+    assert conn.autocommit is False
+
+
+def test_a_connection_lost_at_a_trials_end_is_no_commit(
+        scratch_db: DatabaseSettings, conn, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A trial sends no COMMIT: losing the connection at its end is a failed trial naming
+    its end, never "COMMIT may have happened"."""
+    from orchestrator.db import cold as cold_module
+
+    def lost(cur):  # type: ignore[no-untyped-def]
+        cur.connection.close()
+        raise psycopg2.InterfaceError("connection already closed")
+
+    monkeypatch.setattr(cold_module, "_written", lost)
+    with pytest.raises(ColdPatchFailed) as caught:
+        trial_cold(conn, [cold("patch-2200-09-0.sql", "ALTER TABLE item ADD COLUMN n int;\n")],
+                   deadline=time.monotonic() + 10)
+    assert not isinstance(caught.value, CommitLost)
+    assert "trial's end" in str(caught.value), caught.value
+    assert "n" not in columns(scratch_db)
 
 
 def test_failure_halfway_rolls_everything_back(scratch_db: DatabaseSettings, conn) -> None:  # type: ignore[no-untyped-def]

@@ -40,7 +40,8 @@ def configured(config: Config = SANDBOX, **sections: dict[str, Any]) -> Config:
 
 # --- the actions ------------------------------------------------------------------------
 
-WINDOW_MODULES = ("orchestrator.db.cold", "orchestrator.db.connect", "orchestrator.db.connections")
+WINDOW_MODULES = ("orchestrator.db.cold", "orchestrator.db.connect", "orchestrator.db.connections",
+                  "orchestrator.db.trial")
 
 
 def test_the_window_code_is_loaded_with_its_actions() -> None:

@@ -19,11 +19,10 @@ from orchestrator.db.cold import (
     apply_cold,
     committed_by,
     render_cold,
-    trial_cold,
-    warm_cold,
 )
 from orchestrator.db.connect import connect
 from orchestrator.db.connections import SERVED_S, ConnectionControl
+from orchestrator.db.trial import TRANSIENT, trial_cold, warm_cold
 from orchestrator.errors import (
     CommitUnknown,
     FailedBeforeCommit,
@@ -67,7 +66,8 @@ def _open_connections(run: Run, answers: Answers) -> None:
 
 @action
 class PrepareWindow(Action):
-    """Open every connection the window needs, so the window pays no connection cost."""
+    """Open every connection the window needs, so the window pays no connection cost; a
+    rehearsal then runs its trials of the cold transaction (rolled back)."""
 
     name = "prepare_window"
 
@@ -76,56 +76,68 @@ class PrepareWindow(Action):
                                    "haproxy's admin channel; run the cold transaction's reads "
                                    "once and roll back (the window finds them cached)",),
                       _open_connections)
+        return (opening, *(() if run.slots else (ReadSlots(),)))
+
+    def script(self, run: Run) -> Script:
         trials = run.config.window.rehearsal_trials if run.rehearse else 0
-        rehearsing = (Sql(lambda run: (f"-- rehearsal: run the cold transaction {trials} "
-                                       "time(s) and roll back (users' queries wait behind "
-                                       "its locks); VACUUM the tables it wrote rows to",),
-                          _rehearsal_trials, key="trials"),) if trials else ()
-        return (opening, *rehearsing, *(() if run.slots else (ReadSlots(),)))
+        if not trials:
+            return ()
+        return (Sql(lambda run: (f"-- rehearsal: run the whole cold transaction {trials} "
+                                 "time(s) and roll back, users' queries waiting behind its "
+                                 "locks; VACUUM the tables it wrote rows to",),
+                    _rehearsal_trials, key="trials"),)
 
     def outcome(self, run: Run, answers: Answers) -> dict[str, Any]:
         if "trials" in answers:
-            return {"slots": run.slots, "trials": answers["trials"]}
+            return {"slots": run.slots, "trials_s": answers["trials"]}
         return {"slots": run.slots}
 
 
-LOCK_NOT_AVAILABLE = "55P03"
-
-
-def _rehearsal_trials(run: Run, answers: Answers) -> list[float | None]:
+def _rehearsal_trials(run: Run, answers: Answers) -> list[float]:
     """A rehearsal's trials, before its window: the cold transaction run and rolled back
-    ``[window] rehearsal_trials`` times, each kept for the median the rehearsal records.
-    A trial that waited ``[database] lock_timeout_s`` for a lock is skipped (journaled);
-    one that fails otherwise, or passes the budget, fails the rehearsal here: its window
-    would fail the same way, and nothing is held yet. Each trial's seconds (None: skipped).
+    until ``[window] rehearsal_trials`` of them ran, each kept for the median the rehearsal
+    records; each trial's seconds.
+
+    A trial that failed because of users' queries (a lock they held, a deadlock) is
+    journaled and tried again, at most as many times more as there are trials. One that
+    fails otherwise, or loses the connection, fails the rehearsal here, before anything
+    is held.
     """
     settings = run.config.need("database")
     budget = run.config.window.budget_s
-    trials = run.config.window.rehearsal_trials
+    wanted = run.config.window.rehearsal_trials
     patches = cold_patches(run.plan, run.texts)
-    seconds: list[float | None] = []
-    for trial in range(1, trials + 1):
+    seconds: list[float] = []
+    for attempt in range(1, 2 * wanted + 1):
+        if len(seconds) == wanted:
+            break
+        assert run.primary is not None
         try:
-            assert run.primary is not None
-            result = trial_cold(run.primary, patches, deadline=run.clock() + budget,
-                                lock_timeout_s=settings.lock_timeout_s,
-                                permissions=run.texts.get(PERMISSIONS),
-                                revision_table=settings.revision_table, clock=run.clock)
+            trial = trial_cold(run.primary, patches, deadline=run.clock() + budget,
+                               permissions=run.texts.get(PERMISSIONS),
+                               revision_table=settings.revision_table,
+                               vacuum_timeout_s=budget, clock=run.clock)
         except ColdPatchFailed as exc:
-            if exc.sqlstate == LOCK_NOT_AVAILABLE:
-                run.journal.event("rehearsal.trial", trial=trial, of=trials, skipped=str(exc))
-                seconds.append(None)
+            if exc.sqlstate in TRANSIENT and not run.primary.closed:
+                run.journal.event("rehearsal.trial", attempt=attempt, of=wanted,
+                                  skipped=TRANSIENT[exc.sqlstate], file=exc.filename,
+                                  line=exc.line, sqlstate=exc.sqlstate)
                 continue
-            why = (f"took longer than [window] budget_s = {budget:g}" if exc.deadline
-                   else str(exc))
-            raise FailedBeforeCommit(f"rehearsal trial {trial} of {trials} (rolled back, "
-                                     f"before the window): {why}; the window would fail "
-                                     "the same way") from None
-        timings = [dataclasses.asdict(t) for t in result.timings]
+            lost = " (the connection to the primary was lost)" if run.primary.closed else ""
+            why = (f"took longer than [window] budget_s = {budget:g} s; the window's would "
+                   "be cut off at its deadline too" if exc.deadline else str(exc))
+            raise FailedBeforeCommit(f"rehearsal trial {len(seconds) + 1} of {wanted} "
+                                     f"failed before the window{lost}: {why}; nothing is "
+                                     "held") from exc
+        timings = [dataclasses.asdict(t) for t in trial.result.timings]
         run.rehearsal_trials.append(timings)
-        run.journal.event("rehearsal.trial", trial=trial, of=trials,
-                          total_s=round(result.total_s, 6), patches=timings)
-        seconds.append(round(result.total_s, 6))
+        seconds.append(round(trial.result.total_s, 6))
+        run.journal.event("rehearsal.trial", attempt=attempt, of=wanted, trial=len(seconds),
+                          total_s=seconds[-1], patches=timings,
+                          vacuumed=list(trial.vacuumed.tables),
+                          not_vacuumed=list(trial.vacuumed.left))
+    if len(seconds) < wanted:
+        run.journal.event("rehearsal.trials_short", ran=len(seconds), of=wanted)
     return seconds
 
 
