@@ -3,14 +3,16 @@
 Real deploys of the sandbox, seeded (``sandbox up --rows``) so the cold patches take
 seconds. Printed, with the error of each (target in brackets):
 
-- scaled: rehearse on a quarter of the rows, export the timings, bring the sandbox up
-  again with all of them, deploy with the exported timings (within 20%);
+- scaled: rehearse on a quarter of the rows (each cold patch's trials and window are
+  printed, and the median kept), export the timings, bring the sandbox up again with all
+  of them, deploy with the exported timings (within 20%);
 - unscaled: the same rows on both sides (within 10%);
 - learned overhead: after three deploys on the same ``[runs] dir``, the overhead the
   estimate uses against the one a fourth deploy measures (within 10 ms).
 
-"Measured" is the window the journal recorded; the probe's longest wait (hold mode: what
-users waited) is printed beside it.
+``FASTDOWNTIME_BENCH_RUNS=N`` repeats both comparisons N times and prints every error
+with their median. "Measured" is the window the journal recorded; the probe's longest
+wait (hold mode: what users waited) is printed beside it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +32,9 @@ from orchestrator.sandbox.configfile import render_config
 
 ROWS = int(os.environ.get("FASTDOWNTIME_BENCH_ROWS", "5000000"))
 """Rows of `item`, so that the cold patches take seconds (4 million: 1.8 s here)."""
+ROUNDS = int(os.environ.get("FASTDOWNTIME_BENCH_RUNS", "1"))
+"""Rounds of the scaled and unscaled comparisons, each from fresh sandboxes (a deploy's
+window is one run: ±20% here from one run to the next)."""
 
 
 def fresh(rows: int, runs: Path | None = None, timings: Path | None = None) -> Path:
@@ -85,7 +91,8 @@ def deployed(config: Path) -> dict[str, Any]:
     return dict(json.loads(fdt(config, "show", "last", "--json")))
 
 
-def judged(label: str, run: dict[str, Any], target: float) -> None:
+def judged(label: str, run: dict[str, Any], target: float) -> float:
+    """Print the estimate against what ``run`` measured; the error (a fraction)."""
     estimate = run["estimate"]["total_s"]
     measured = run["outage_s"]
     cold = sum(p["duration_s"] for p in run["cold_patches"])
@@ -98,15 +105,31 @@ def judged(label: str, run: dict[str, Any], target: float) -> None:
     for patch in run["estimate"]["patches"]:
         print(f"    {patch['name']}: rehearsed {patch['rehearsed_s']} s x {patch['scale']} -> "
               f"{patch['estimated_s']} s", flush=True)
+    return error
+
+
+def spread(label: str, errors: list[float], target: float) -> None:
+    """With more than one round: every round's error, their median and the rounds in target."""
+    if len(errors) < 2:
+        return
+    inside = sum(abs(e) <= target for e in errors)
+    print(f"{label} over {len(errors)} rounds: " + ", ".join(f"{e * 100:+.1f}%" for e in errors)
+          + f"; median {statistics.median(errors) * 100:+.1f}%; {inside} of {len(errors)} "
+          f"within {target * 100:.0f}%", flush=True)
 
 
 def main() -> None:
-    quarter = rehearsed(ROWS // 4)
-    judged(f"scaled ({ROWS // 4:,} rows rehearsed, {ROWS:,} here)",
-           deployed(fresh(ROWS, timings=quarter)), 0.20)
-    same = rehearsed(ROWS)
-    judged(f"unscaled ({ROWS:,} rows on both sides)", deployed(fresh(ROWS, timings=same)),
-           0.10)
+    scaled: list[float] = []
+    unscaled: list[float] = []
+    for _ in range(ROUNDS):
+        quarter = rehearsed(ROWS // 4)
+        scaled.append(judged(f"scaled ({ROWS // 4:,} rows rehearsed, {ROWS:,} here)",
+                             deployed(fresh(ROWS, timings=quarter)), 0.20))
+        same = rehearsed(ROWS)
+        unscaled.append(judged(f"unscaled ({ROWS:,} rows on both sides)",
+                               deployed(fresh(ROWS, timings=same)), 0.10))
+    spread("scaled", scaled, 0.20)
+    spread("unscaled", unscaled, 0.10)
     runs = Path(tempfile.mkdtemp(prefix="fdt-bench-runs-"))
     for _ in range(3):
         deployed(fresh(1000, runs=runs, timings=same))
