@@ -32,7 +32,7 @@ from orchestrator.sandbox.configfile import render_config
 
 ROWS = int(os.environ.get("FASTDOWNTIME_BENCH_ROWS", "5000000"))
 """Rows of `item`, so that the cold patches take seconds (4 million: 1.8 s here)."""
-ROUNDS = int(os.environ.get("FASTDOWNTIME_BENCH_RUNS", "1"))
+ROUNDS = max(1, int(os.environ.get("FASTDOWNTIME_BENCH_RUNS", "1")))
 """Rounds of the scaled and unscaled comparisons, each from fresh sandboxes (a deploy's
 window is one run: ±20% here from one run to the next)."""
 

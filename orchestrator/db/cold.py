@@ -395,7 +395,7 @@ def apply_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
                on_commit: Callable[[ColdResult], object] | None = None,
                commit: bool = True, lock_timeout_s: float | None = None) -> ColdResult:
     """Apply ``patches`` (numeric order) and ``permissions`` in one transaction, then COMMIT
-    (``commit=False``: ROLLBACK, see :func:`trial_cold`).
+    (``commit=False``: ROLLBACK, see :func:`orchestrator.db.trial.trial_cold`).
 
     ``deadline`` is an absolute ``clock()`` value. Raises ColdPatchFailed
     (rolled back) on any error or when the deadline passes before COMMIT, and

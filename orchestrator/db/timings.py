@@ -47,9 +47,14 @@ def record_timings(conn: Connection,
 
 def median_timings(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """A rehearsal's timing of each patch from several runs of the cold transaction (its
-    trials and its window; each a list of ``PatchTiming`` dicts, patches in the same order):
-    per patch the median of its seconds, per statement the median of its seconds when every
-    run timed the same number of statements (else none: no statement records, as before).
+    trials and its window; each a list of ``PatchTiming`` dicts, patches in the same order).
+
+    When every run timed the same statements: each statement's median, and the patch's
+    seconds are their sum plus the median of the time between them (the revision row,
+    the round trips). Medians of the parts, so that a slow statement in one run and a
+    slow gap in another do not both count: production scales the statements and adds the
+    gap as it is (:mod:`orchestrator.estimate`). Otherwise: the median of the patch's
+    seconds, and no statement records.
 
     One run on a shared staging machine varies by a quarter either way (measured here:
     one CREATE INDEX on 1.25 million rows took 0.53-1.06 s in 12 runs); production
@@ -64,12 +69,16 @@ def median_timings(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str
                              + ", ".join(t["filename"] for t in same))
         statements = [tuple(t.get("statement_s") or ()) for t in same]
         width = len(statements[0])
-        per_statement = (tuple(round(statistics.median(s[i] for s in statements), 6)
-                               for i in range(width))
-                         if all(len(s) == width for s in statements) else ())
-        timed.append({**first,
-                      "duration_s": round(statistics.median(t["duration_s"] for t in same), 6),
-                      "statement_s": per_statement})
+        if width and all(len(s) == width for s in statements):
+            each = tuple(round(statistics.median(s[i] for s in statements), 6)
+                         for i in range(width))
+            between = statistics.median(max(0.0, t["duration_s"] - sum(s))
+                                        for t, s in zip(same, statements, strict=True))
+            seconds = round(sum(each) + between, 6)
+        else:
+            each = ()
+            seconds = round(statistics.median(t["duration_s"] for t in same), 6)
+        timed.append({**first, "duration_s": seconds, "statement_s": each})
     return timed
 
 

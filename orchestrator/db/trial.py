@@ -40,6 +40,10 @@ TRIAL_LOCK_WAIT_S = 0.1
 its timing, and the window waits for none (its cut leaves nobody to wait for). A trial
 that cannot have its locks fails with SQLSTATE 55P03, and the rehearsal tries again."""
 
+VACUUM_TIMEOUT_S = 600.0
+"""How long the VACUUM of one table after a trial may run: a rolled-back UPDATE of a big
+table leaves as many dead rows as it has; left, the next run would scan them too."""
+
 TRANSIENT = {"55P03": "a lock users held", "40P01": "a deadlock with users' queries",
              "40001": "a serialization failure"}
 """SQLSTATEs of a trial that failed because of users' queries, not of its patches."""
@@ -95,7 +99,8 @@ class Trial:
 def trial_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: float,
                permissions: str | None = None,
                revision_table: str = "LaunchpadDatabaseRevision",
-               lock_timeout_s: float = TRIAL_LOCK_WAIT_S, vacuum_timeout_s: float = 60.0,
+               lock_timeout_s: float = TRIAL_LOCK_WAIT_S,
+               vacuum_timeout_s: float = VACUUM_TIMEOUT_S,
                clock: Callable[[], float] = time.monotonic, log: Any = None) -> Trial:
     """Run the cold transaction as the window will (``deadline`` as its), and roll it back.
 
@@ -110,11 +115,16 @@ def trial_cold(conn: Connection, patches: Sequence[ColdPatch], *, deadline: floa
         result = apply_cold(conn, patches, deadline=deadline, permissions=permissions,
                             revision_table=revision_table, clock=clock, log=log,
                             commit=False, lock_timeout_s=lock_timeout_s)
-    except ColdPatchFailed:
+    except ColdPatchFailed as failed:
         if not conn.closed:
             named = sorted({t for p in patches for s in p.report.statements for t in s.tables})
-            done = vacuum(conn, named, timeout_s=vacuum_timeout_s)
-            log.info("cold.trial_vacuum", tables=list(done.tables), left=list(done.left))
+            try:
+                done = vacuum(conn, named, timeout_s=vacuum_timeout_s)
+            except psycopg2.Error as exc:  # the connection is gone: the trial's error stands
+                log.warning("cold.trial_vacuum_failed", error=error_text(exc),
+                            trial_error=str(failed))
+            else:
+                log.info("cold.trial_vacuum", tables=list(done.tables), left=list(done.left))
         raise
     return Trial(result, vacuum(conn, result.written, timeout_s=vacuum_timeout_s))
 
@@ -123,7 +133,8 @@ def vacuum(conn: Connection, tables: Sequence[int | str], *, timeout_s: float) -
     """VACUUM (SKIP_LOCKED) each of ``tables`` (OIDs, or names as a patch writes them)
     that exists (one a rolled-back transaction created is gone), each within
     ``timeout_s``. Never raises for one table: a table left says why. Leaves ``conn`` idle
-    in its old mode (unless the connection is lost: its error is raised)."""
+    in its old mode and settings (unless the connection is lost: its psycopg2 error is
+    raised)."""
     oids = [t for t in tables if isinstance(t, int)]
     names = [t for t in tables if isinstance(t, str)]
     if not tables:
@@ -132,8 +143,11 @@ def vacuum(conn: Connection, tables: Sequence[int | str], *, timeout_s: float) -
     conn.autocommit = True
     done: list[str] = []
     left: list[str] = []
+    before: str | None = None
     try:
         with conn.cursor() as cur:
+            cur.execute("SHOW statement_timeout")
+            (before,) = cur.fetchone()
             cur.execute(f"SET statement_timeout = {max(1, round(timeout_s * 1000))}")
             try:
                 cur.execute("SELECT DISTINCT format('%%I.%%I', n.nspname, c.relname) "
@@ -160,8 +174,11 @@ def vacuum(conn: Connection, tables: Sequence[int | str], *, timeout_s: float) -
                     left.append(f"{name}: {skipped[0]}")
                 else:
                     done.append(name)
-            cur.execute("RESET statement_timeout")
     finally:
         if not conn.closed:
+            if before is not None:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT set_config('statement_timeout', %s, false)",
+                                (before,))
             conn.autocommit = mode
     return Vacuumed(tuple(done), tuple(left))

@@ -148,7 +148,7 @@ def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
     """rehearse with no approvals and no timings: it runs every other check, tries the cold
     transaction twice (rolled back) before its window, deploys, records each cold patch's
     timing as the median of the three runs, and exits 0; a deploy then finds them."""
-    import statistics
+    from orchestrator.db.timings import median_timings
 
     done = fresh.cli("rehearse", "--yes", "--stage", "fastdowntime")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -166,10 +166,10 @@ def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
     recorded = {row["file"]: row["seconds"] for row in json.loads(timings.stdout)}
     assert {f"patch-{a}-{b:02d}-{c}.sql" for a, b, c in COLD_ROWS - {(2200, 7, 0)}
             } <= set(recorded)
-    for index, patch in enumerate(rehearsed["window"]):
-        runs = [e["patches"][index]["duration_s"] for e in trials] + [patch["duration_s"]]
-        assert recorded[patch["filename"]] == pytest.approx(statistics.median(runs),
-                                                            abs=1e-6), (patch, runs)
+    kept = median_timings([*(e["patches"] for e in trials), rehearsed["window"]])
+    assert rehearsed["patches"] == json.loads(json.dumps(kept))
+    for patch in kept:
+        assert recorded[patch["filename"]] == pytest.approx(patch["duration_s"], abs=1e-6)
 
 
 def test_client_sees_the_outage_the_journal_records(fresh: Sandbox, tmp_path: Path) -> None:

@@ -119,7 +119,8 @@ def test_trial_times_everything_and_leaves_the_tables_as_they_were(
     are dead after the rollback and doubled the table: it is vacuumed back to its size, so
     the window that follows scans what the trial scanned."""
     with conn.cursor() as cur:
-        cur.execute("CREATE TABLE bulk AS SELECT g FROM generate_series(1, 20000) AS g")
+        cur.execute("CREATE TABLE bulk WITH (autovacuum_enabled = off) AS "  # ours to vacuum
+                    "SELECT g FROM generate_series(1, 20000) AS g")
     conn.commit()
 
     def pages() -> int:
@@ -184,7 +185,8 @@ def test_a_failed_trial_still_vacuums_what_it_may_have_written(
     aborted): every table its patches name is vacuumed, so the first patch's rolled-back
     UPDATE does not double the table the next run scans."""
     with conn.cursor() as cur:
-        cur.execute("CREATE TABLE bulk AS SELECT g FROM generate_series(1, 20000) AS g")
+        cur.execute("CREATE TABLE bulk WITH (autovacuum_enabled = off) AS "  # ours to vacuum
+                    "SELECT g FROM generate_series(1, 20000) AS g")
         cur.execute("SELECT pg_relation_size('bulk')")
         (before,) = cur.fetchone()
     conn.commit()
@@ -215,6 +217,10 @@ def test_vacuum_leaves_a_locked_table_and_says_why(scratch_db: DatabaseSettings,
     assert len(done.left) == 1 and done.left[0].startswith("public.item: ")
     assert "lock not available" in done.left[0]
     assert conn.autocommit is False
+    with conn.cursor() as cur:
+        cur.execute("SHOW statement_timeout")  # the window's connection keeps its own
+        assert cur.fetchone() == ("0",)
+    conn.rollback()
 
 
 def test_a_connection_lost_at_a_trials_end_is_no_commit(

@@ -117,16 +117,25 @@ def timing(filename: str, seconds: float, *statements: float) -> dict[str, objec
 
 
 def test_a_rehearsal_records_the_median_of_its_trials_and_its_window() -> None:
-    """Per patch the median seconds, per statement the median of that statement: one slow
-    run of three (a busy staging machine) does not become the timing production scales."""
+    """Per statement its median, per patch their sum and the median time between them: one
+    slow run of three (a busy staging machine) does not become the timing production
+    scales."""
     runs = [[timing("patch-1-00-0.sql", 0.9, 0.8, 0.1), timing("patch-1-01-0.sql", 0.01, 0.01)],
             [timing("patch-1-00-0.sql", 0.5, 0.45, 0.05), timing("patch-1-01-0.sql", 0.02, 0.02)],
             [timing("patch-1-00-0.sql", 0.4, 0.3, 0.1), timing("patch-1-01-0.sql", 0.03, 0.03)]]
     assert median_timings(runs) == [
-        timing("patch-1-00-0.sql", 0.5, 0.45, 0.1), timing("patch-1-01-0.sql", 0.02, 0.02)]
-    # two runs (a trial skipped): the mean of the two
+        timing("patch-1-00-0.sql", 0.55, 0.45, 0.1), timing("patch-1-01-0.sql", 0.02, 0.02)]
+    # two runs (a trial short): the mean of the two
     assert median_timings(runs[:2])[0] == timing("patch-1-00-0.sql", 0.7, 0.625, 0.075)
     assert median_timings(runs[2:]) == runs[2] and median_timings([]) == []
+
+
+def test_a_slow_statement_and_a_slow_gap_in_different_runs_do_not_both_count() -> None:
+    """Run 1's statement was slow, run 2's time between statements: the patch's seconds
+    are the typical statement plus the typical gap, not the median of the two slow runs."""
+    runs = [[timing("patch-1-00-0.sql", 1.01, 1.0)], [timing("patch-1-00-0.sql", 0.9, 0.4)],
+            [timing("patch-1-00-0.sql", 0.41, 0.4)]]
+    assert median_timings(runs) == [timing("patch-1-00-0.sql", 0.41, 0.4)]
 
 
 def test_runs_that_timed_different_statements_keep_the_patch_median_only() -> None:

@@ -5,6 +5,7 @@ let connections back, hand traffic to the serving slot; then wait for the standb
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,19 +94,31 @@ class PrepareWindow(Action):
         return {"slots": run.slots}
 
 
+TRIAL_RETRY_PAUSE_S = 0.5
+"""After a trial users' locks got in the way of, the pause before the next (times the
+attempt's number): time for their transaction to end."""
+
+pause: Callable[[float], None] = time.sleep
+"""How :func:`_rehearsal_trials` waits between attempts (tests replace it)."""
+
+
 def _rehearsal_trials(run: Run, answers: Answers) -> list[float]:
     """A rehearsal's trials, before its window: the cold transaction run and rolled back
     until ``[window] rehearsal_trials`` of them ran, each kept for the median the rehearsal
     records; each trial's seconds.
 
     A trial that failed because of users' queries (a lock they held, a deadlock) is
-    journaled and tried again, at most as many times more as there are trials. One that
-    fails otherwise, or loses the connection, fails the rehearsal here, before anything
-    is held.
+    journaled and tried again after a pause, with at most twice as many attempts as
+    trials. One that fails otherwise, or loses the connection, fails the rehearsal here,
+    before anything is held. Inside an open window (a playbook's order) none runs.
     """
     settings = run.config.need("database")
     budget = run.config.window.budget_s
     wanted = run.config.window.rehearsal_trials
+    if run.window_opened is not None:  # a playbook that prepares inside its window
+        run.journal.event("rehearsal.trials_short", ran=0, of=wanted,
+                          why="prepare_window runs inside the window: no trial holds it up")
+        return []
     patches = cold_patches(run.plan, run.texts)
     seconds: list[float] = []
     for attempt in range(1, 2 * wanted + 1):
@@ -115,19 +128,25 @@ def _rehearsal_trials(run: Run, answers: Answers) -> list[float]:
         try:
             trial = trial_cold(run.primary, patches, deadline=run.clock() + budget,
                                permissions=run.texts.get(PERMISSIONS),
-                               revision_table=settings.revision_table,
-                               vacuum_timeout_s=budget, clock=run.clock)
+                               revision_table=settings.revision_table, clock=run.clock)
         except ColdPatchFailed as exc:
             if exc.sqlstate in TRANSIENT and not run.primary.closed:
                 run.journal.event("rehearsal.trial", attempt=attempt, of=wanted,
                                   skipped=TRANSIENT[exc.sqlstate], file=exc.filename,
-                                  line=exc.line, sqlstate=exc.sqlstate)
+                                  line=exc.line, sqlstate=exc.sqlstate, error=str(exc))
+                if attempt < 2 * wanted:
+                    pause(TRIAL_RETRY_PAUSE_S * attempt)  # let the users' transaction end
                 continue
             lost = " (the connection to the primary was lost)" if run.primary.closed else ""
             why = (f"took longer than [window] budget_s = {budget:g} s; the window's would "
                    "be cut off at its deadline too" if exc.deadline else str(exc))
             raise FailedBeforeCommit(f"rehearsal trial {len(seconds) + 1} of {wanted} "
                                      f"failed before the window{lost}: {why}; nothing is "
+                                     "held") from exc
+        except psycopg2.Error as exc:  # the VACUUM after a trial lost the connection
+            raise FailedBeforeCommit(f"rehearsal trial {len(seconds) + 1} of {wanted}: the "
+                                     "connection to the primary was lost vacuuming after it "
+                                     f"({' '.join(str(exc).split())}); nothing is "
                                      "held") from exc
         timings = [dataclasses.asdict(t) for t in trial.result.timings]
         run.rehearsal_trials.append(timings)
