@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,24 @@ def floor(config: Path) -> float:
     return probe.stop().p50_s or 0.0
 
 
+def slow_statements(opened: float | None, closed: float | None) -> list[str]:
+    """What the sandbox primary logged from the window's opening to 1 s after its close:
+    statements over its ``log_min_duration_statement`` (100 ms) and checkpoints."""
+    if opened is None or closed is None:
+        return []
+    log = manager.current_layout().logs / "primary.log"
+    lines = []
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        if opened <= at.timestamp() <= closed + 1.0 and ("duration:" in line
+                                                         or "checkpoint" in line):
+            lines.append(line[11:].strip()[:300])
+    return lines
+
+
 def worst_of(run: dict[str, Any], report: ProbeReport, cold: float,
              opened: float | None, closed: float | None) -> str:
     """Where a run's longest wait came from: its request against the window (``opened`` to
@@ -81,8 +100,10 @@ def worst_of(run: dict[str, Any], report: ProbeReport, cold: float,
     where = ("outside the window" if opened is None or closed is None
              else f"started {(start - opened) * 1000:+.0f} ms from the window's opening, "
                   f"answered {(end - closed) * 1000:+.0f} ms from its close")
+    logged = "".join(f"\n      the primary logged: {line}"
+                     for line in slow_statements(opened, closed))
     return (f"longest request {(end - start) * 1000:.1f} ms, {where}; cold patches "
-            f"{cold * 1000:.1f} ms; {parts}")
+            f"{cold * 1000:.1f} ms; {parts}{logged}")
 
 
 def case(playbook: str, mode: str) -> dict[str, Any]:

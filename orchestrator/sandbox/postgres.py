@@ -34,6 +34,9 @@ wal_keep_size = '256MB'
 max_connections = 200
 logging_collector = off
 log_line_prefix = '%m [%p] %u@%d '
+log_timezone = 'UTC'
+log_min_duration_statement = 100
+log_checkpoints = on
 """
 
 _HBA = """
