@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from orchestrator.runner.journal import read_journal
 from orchestrator.sandbox import manager
 from orchestrator.sandbox.configfile import render_config
 
@@ -70,7 +71,7 @@ def rehearsed(rows: int) -> Path:
     fdt(config, "rehearse", "--yes", "--stage", "fastdowntime")
     run = json.loads(fdt(config, "show", "last", "--json"))
     journal = manager.current_layout().base / "runs" / run["id"] / "journal.jsonl"
-    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    events = read_journal(journal)
     trials = [e["patches"] for e in events if e["event"] == "rehearsal.trial" and "patches" in e]
     (kept,) = [e for e in events if e["event"] == "rehearsal.timings"]
     print(f"  rehearsal on {rows:,} rows: {len(trials)} trial(s), then the window", flush=True)
