@@ -172,6 +172,29 @@ def test_rehearse_on_a_fresh_sandbox_needs_no_timings(fresh: Sandbox) -> None:
         assert recorded[patch["filename"]] == pytest.approx(patch["duration_s"], abs=1e-6)
 
 
+def test_a_playbook_may_wait_for_the_standbys_before_the_window(fresh: Sandbox,
+                                                                  tmp_path: Path) -> None:
+    """A playbook of the operator's that waits for the standbys before ``prepare_window``
+    has opened the primary: the step opens it itself, the window reuses it, the deploy
+    succeeds (it failed with "'NoneType' object has no attribute 'autocommit'")."""
+    from orchestrator.runner.playbook import PLAYBOOKS
+
+    text = (PLAYBOOKS / "fastdowntime.yaml").read_text()
+    first = "  - action: prepare_window"
+    assert text.count(first) == 1
+    playbook = tmp_path / "wait-first.yaml"
+    playbook.write_text(text.replace(first, "  - action: wait_standbys\n" + first))
+    config = fresh.write_config(tmp_path, playbook=f'"{playbook}"')
+    done = fresh.cli("deploy", "--yes", "--stage", "fastdowntime", *approvals(), config=config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = fresh.show()
+    names = [s["name"] for s in run["steps"]]
+    assert names.count("wait_standbys") == 2
+    assert names.index("wait_standbys") < names.index("prepare_window")
+    assert {s["outcome"] for s in run["steps"]} == {"ok"}
+    assert max(fresh.patches()) >= (2200, 5, 0)
+
+
 def test_client_sees_the_outage_the_journal_records(fresh: Sandbox, tmp_path: Path) -> None:
     """In drain mode a client probing every 10 ms sees one outage, within 150 ms of the
     journal's outage_s (hold mode fails no request: tests/e2e/test_hold_deploy.py). The

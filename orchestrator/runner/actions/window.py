@@ -503,5 +503,8 @@ class WaitStandbys(Action):
 
         settings = run.config.need("database")
         timeout = self.params.timeout_s or settings.replay_timeout_s
-        return float(wait_replayed(settings, run.control.primary if run.control else run.primary,
-                                   timeout_s=timeout))
+        if not run.control and run.primary is None:  # a playbook waiting before the window
+            run.primary = connect(settings, what="primary")
+        primary = run.control.primary if run.control else run.primary
+        assert primary is not None
+        return float(wait_replayed(settings, primary, timeout_s=timeout))
