@@ -86,7 +86,7 @@ def load_playbook(name_or_path: str) -> Playbook:
     steps_node = top.get("steps")
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise fail(steps_node or root, "steps must be a non-empty list")
-    steps = []
+    steps: list[Step] = []
     for node in steps_node.value:
         if not isinstance(node, yaml.MappingNode):
             raise fail(node, "a step is a mapping with an action and its parameters")
@@ -98,6 +98,9 @@ def load_playbook(name_or_path: str) -> Playbook:
             raise fail(node, f"unknown action {name!r} (known: {', '.join(sorted(ACTIONS))})")
         cls = ACTIONS[name]
         params = _params(cls, fields, fail)
+        for needed, why in cls.needs:
+            if not any(step.name == needed for step in steps):
+                raise fail(node, f"action {name!r} needs {needed!r} in an earlier step: {why}")
         steps.append(Step(cls(params), node.start_mark.line + 1))
     name_node = top.get("name")
     return Playbook(name_node.value if name_node is not None else path.stem,

@@ -148,9 +148,23 @@ def test_shipped_playbooks_load() -> None:
     ("name: x\nstepz: []\n", "line 2: unknown key 'stepz'"),
     ("steps: []\n", "steps must be a non-empty list"),
     ("steps:\n  - stage_code\n", "line 2: a step is a mapping"),
+    ("steps:\n  - action: stage_code\n  - action: open_window\n",
+     "line 3: action 'open_window' needs 'prepare_window' in an earlier step"),
+    ("steps:\n  - action: prepare_window\n  - action: cut_connections\n",
+     "line 3: action 'cut_connections' needs 'open_window' in an earlier step"),
+    ("steps:\n  - action: prepare_window\n  - action: open_window\n"
+     "  - action: apply_cold_patches\n  - action: cut_connections\n",
+     "line 4: action 'apply_cold_patches' needs 'cut_connections' in an earlier step: a cold "
+     "patch runs with no application connection left"),
+    ("steps:\n  - action: prepare_window\n  - action: open_window\n"
+     "  - action: restore_connections\n", "line 4: action 'restore_connections' needs "
+     "'cut_connections'"),
+    ("steps:\n  - action: prepare_window\n  - action: close_window\n",
+     "line 3: action 'close_window' needs 'open_window'"),
 ])
 def test_bad_playbooks_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
-    """Unknown actions, parameters, wrong types and bad shapes are exit 2 with file and line."""
+    """Unknown actions, parameters, wrong types, bad shapes and window steps without the
+    steps they need before them are exit 2 with file and line."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(BadInput) as caught:

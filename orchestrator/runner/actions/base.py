@@ -36,6 +36,9 @@ class Action:
     """True for the step whose success is the commit point."""
     opens_window: ClassVar[bool] = False
     """True for the step that opens the window (what comes before it prepares it)."""
+    needs: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """``(action, why)``: actions an earlier step of the same playbook must run (loading
+    the playbook refuses it otherwise, naming ``why``)."""
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -197,6 +197,7 @@ class OpenWindow(Action):
     finish."""
 
     name = "open_window"
+    needs = (("prepare_window", "it opens the connections the window uses"),)
     Params = DrainParams
     opens_window = True
 
@@ -250,6 +251,7 @@ class CutConnections(Action):
     """Cut every application database connection (pgbouncer DISABLE + KILL, or terminate)."""
 
     name = "cut_connections"
+    needs = (("open_window", "the window must be open (and timed) before users are held"),)
 
     def script(self, run: Run) -> Script:
         return (Sql(_control_lines("cut"), _cut, key="cut"),)
@@ -299,6 +301,8 @@ class ApplyColdPatches(Action):
     """The cold patches and the permissions step in one transaction: COMMIT is the commit point."""
 
     name = "apply_cold_patches"
+    needs = (("cut_connections", "a cold patch runs with no application connection left, "
+                                  "or its locks queue behind users' transactions"),)
     Params = ColdParams
     commit_point = True
 
@@ -375,6 +379,7 @@ class RestoreConnections(Action):
     here: the held queries run, on the new schema once COMMIT happened."""
 
     name = "restore_connections"
+    needs = (("cut_connections", "it lets back in the connections the cut held"),)
 
     def script(self, run: Run) -> Script:
         restore = Sql(_control_lines("restore"), lambda run, answers: run.control.restore())
@@ -407,6 +412,7 @@ class CloseWindow(Action):
     """The window closes: the new instances go ready in haproxy, the old ones drain."""
 
     name = "close_window"
+    needs = (("open_window", "it closes the window open_window opened"),)
     Params = CloseParams
 
     def script(self, run: Run) -> Script:
