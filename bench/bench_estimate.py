@@ -23,10 +23,10 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import scratch
 from orchestrator.runner.journal import read_journal
 from orchestrator.sandbox import manager
 from orchestrator.sandbox.configfile import render_config
@@ -50,7 +50,7 @@ def fresh(rows: int, runs: Path | None = None, timings: Path | None = None) -> P
     if timings is not None:
         assert "[database]\n" in text
         text = text.replace("[database]\n", f'[database]\ntimings_file = "{timings}"\n', 1)
-    path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "sandbox.toml"
+    path = scratch("config-") / "sandbox.toml"
     path.write_text(text)
     return path
 
@@ -80,7 +80,7 @@ def rehearsed(rows: int) -> Path:
         if max(runs) >= 0.01:
             print(f"    {patch['filename']}: " + ", ".join(f"{r:.3f}" for r in runs)
                   + f" s -> median {kept['patches'][index]['duration_s']:.3f} s", flush=True)
-    path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "timings.json"
+    path = scratch("config-") / "timings.json"
     path.write_text(fdt(config, "timings", "--json"))
     return path
 
@@ -131,7 +131,7 @@ def main() -> None:
                                deployed(fresh(ROWS, timings=same)), 0.10))
     spread("scaled", scaled, 0.20)
     spread("unscaled", unscaled, 0.10)
-    runs = Path(tempfile.mkdtemp(prefix="fdt-bench-runs-"))
+    runs = scratch("runs-")
     for _ in range(3):
         deployed(fresh(1000, runs=runs, timings=same))
     fourth = deployed(fresh(1000, runs=runs, timings=same))

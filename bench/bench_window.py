@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import scratch
 from orchestrator.runner.journal import read_journal
 from orchestrator.sandbox import manager
 from orchestrator.sandbox.configfile import render_config
@@ -39,7 +39,7 @@ def fresh(hosts: int, playbook: str = "fastdowntime", mode: str = "drain") -> Pa
     text = render_config(layout).replace('playbook = "fastdowntime"',
                                          f'playbook = "{playbook}"')
     text = text.replace('mode = "hold"', f'mode = "{mode}"')
-    path = Path(tempfile.mkdtemp(prefix="fdt-bench-")) / "sandbox.toml"
+    path = scratch("config-") / "sandbox.toml"
     path.write_text(text)
     return path
 
