@@ -110,12 +110,12 @@ def worst_of(run: dict[str, Any], report: ProbeReport, cold: float,
 
 
 def unheld(report: ProbeReport, opened: float, closed: float) -> float:
-    """The longest request of the same deploy that nothing held: answered before the window
+    """The longest answered request of the same deploy that nothing held: before the window
     opened, or started more than ``SERVED_S`` after its close (the longest the run waits
     for pgbouncer to serve the held queue). The machine's own tail while code is staged,
     instances start and hosts restart."""
-    waits = [end - start for start, end, _ in report.samples
-             if end < opened or start > closed + SERVED_S]
+    waits = [end - start for start, end, ok in report.samples
+             if ok and (end < opened or start > closed + SERVED_S)]
     return max(waits, default=0.0)
 
 
