@@ -185,10 +185,12 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
     hooks = Hooks.for_run(config, journal, summary, stage=options.stage,
                           summary_path=runs_dir / run_id / SUMMARY_NAME,
                           journal_path=journal.path)
-    # resume reads how the window hands traffic back from here, not from a playbook
-    # that may have changed since
+    # resume reads how the window hands traffic back, and the playbook itself, from here,
+    # not from a playbook file that may have changed since (or one of the operator's own)
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
                   playbook=playbook.name if playbook else None,
+                  playbook_file=str(playbook.path) if playbook else None,
+                  playbook_text=playbook.text if playbook else None,
                   window_serves=window_serves(playbook.steps) if playbook else None,
                   window_mode=config.window.mode)
     probe.start()

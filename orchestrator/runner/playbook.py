@@ -51,6 +51,8 @@ class Playbook:
     description: str
     steps: tuple[Step, ...]
     path: Path
+    text: str = dataclasses.field(default="", repr=False, compare=False)
+    """The YAML it was parsed from (a run journals it: resume rebuilds these very steps)."""
 
 
 def playbook_path(name_or_path: str) -> Path:
@@ -68,6 +70,13 @@ def load_playbook(name_or_path: str) -> Playbook:
         text = path.read_text()
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the playbook: {exc}") from None
+    return parse_playbook(text, path)
+
+
+def parse_playbook(text: str, path: Path, *, ordered: bool = True) -> Playbook:
+    """The playbook ``text`` (read from ``path``), validated; BadInput names the file and
+    the line of any problem. ``ordered=False`` skips the check that each step's needs came
+    before it (resume rebuilds the playbook a run has already run)."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -87,6 +96,7 @@ def load_playbook(name_or_path: str) -> Playbook:
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         raise fail(steps_node or root, "steps must be a non-empty list")
     steps: list[Step] = []
+    in_effect: list[str] = []  # the steps so far, less those a later step ended
     for node in steps_node.value:
         if not isinstance(node, yaml.MappingNode):
             raise fail(node, "a step is a mapping with an action and its parameters")
@@ -98,13 +108,15 @@ def load_playbook(name_or_path: str) -> Playbook:
             raise fail(node, f"unknown action {name!r} (known: {', '.join(sorted(ACTIONS))})")
         cls = ACTIONS[name]
         params = _params(cls, fields, fail)
-        for needed, why in cls.needs:
-            if not any(step.name == needed for step in steps):
-                raise fail(node, f"action {name!r} needs {needed!r} in an earlier step: {why}")
+        for needed, why in cls.needs if ordered else ():
+            if needed not in in_effect:
+                raise fail(node, f"action {name!r} needs {needed!r} in an earlier step, "
+                                 f"not ended since: {why}")
         steps.append(Step(cls(params), node.start_mark.line + 1))
+        in_effect = [*(n for n in in_effect if n not in cls.ends), name]
     name_node = top.get("name")
     return Playbook(name_node.value if name_node is not None else path.stem,
-                    getattr(top.get("description"), "value", ""), tuple(steps), path)
+                    getattr(top.get("description"), "value", ""), tuple(steps), path, text)
 
 
 def _params(cls: type[Action], fields: dict[str, tuple[yaml.Node, yaml.Node]],

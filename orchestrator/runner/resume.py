@@ -37,7 +37,7 @@ from orchestrator.runner.planning import refreshed
 
 if TYPE_CHECKING:
     from orchestrator.db.cold import Backend
-    from orchestrator.runner.playbook import Step
+    from orchestrator.runner.playbook import Playbook, Step
 
 
 def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> dict[str, Any]:
@@ -189,14 +189,27 @@ def _committed(settings: Any, run_id: str, cold_patches: list[str],
         conn.close()
 
 
+def _window_playbook(run: Run, events: list[dict[str, Any]]) -> Playbook:
+    """The window playbook the run ran: rebuilt from the text its journal kept (a file of
+    the operator's, since changed or gone, or a copy that kept a shipped playbook's name);
+    from its name, or the config's, for a journal older than that."""
+    from orchestrator.runner.playbook import load_playbook, parse_playbook
+
+    start = _run_start(events)
+    text = start.get("playbook_text")
+    if isinstance(text, str) and text:
+        where = Path(str(start.get("playbook_file") or "the run's journal"))
+        return parse_playbook(text, where, ordered=False)
+    return load_playbook(start.get("playbook") or run.config.runs.playbook)
+
+
 def _undo_window(run: Run, events: list[dict[str, Any]]) -> bool:
     """Before COMMIT: undo, newest first, every step of the run's window playbook that
     started, with the actions' own undo (as the engine would have, had it lived). Returns
     whether the scripts were started again (their stop was undone)."""
     from orchestrator.runner.engine import undo
-    from orchestrator.runner.playbook import load_playbook
 
-    playbook = load_playbook(_run_start(events).get("playbook") or run.config.runs.playbook)
+    playbook = _window_playbook(run, events)
     started = {e.get("step") for e in events
                if e.get("event") == "step.start" and e.get("stage") == "fastdowntime"}
     steps = [step for step in playbook.steps if step.name in started]
@@ -223,9 +236,9 @@ def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
     a restart in place goes host by host behind haproxy instead of all at once.
     """
     from orchestrator.runner.engine import run_steps
-    from orchestrator.runner.playbook import Playbook, load_playbook
+    from orchestrator.runner.playbook import Playbook
 
-    playbook = load_playbook(_run_start(events).get("playbook") or run.config.runs.playbook)
+    playbook = _window_playbook(run, events)
     steps = playbook.steps
     commit = next(i for i, s in enumerate(steps) if s.action.commit_point)
     opens = next((i for i, s in enumerate(steps) if s.action.opens_window), commit)

@@ -87,7 +87,8 @@ def execute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: list[str],
     monkeypatch.setattr(deploy_module, "run_steps", run_steps)
     plan = SimpleNamespace(from_sha="a" * 40, to_sha="c" * 40, cut="c" * 40, estimate=None,
                            nodowntime_revisions=(), to_json=lambda: {})
-    playbook = SimpleNamespace(name="fastdowntime", steps=())
+    playbook = SimpleNamespace(name="fastdowntime", steps=(), path=Path("fastdowntime.yaml"),
+                               text="name: fastdowntime\n")
     return deploy_module.execute(config or config_for(tmp_path), plan,  # type: ignore[arg-type]
                                   {}, object(), Options(yes=True), "run-1", FakeLock(order),
                                   {}, None, playbook)  # type: ignore[arg-type]

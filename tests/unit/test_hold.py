@@ -93,6 +93,25 @@ def window_run(mode: str) -> Any:
     return run, recorder, clock
 
 
+def test_wait_standbys_before_the_window_opens_the_primary_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A playbook may wait for the standbys before prepare_window: the step opens the
+    primary (kept on the run, where prepare_window finds it) and opens it only once."""
+    from orchestrator.db import replication
+    from orchestrator.runner.actions import window
+
+    opened: list[str] = []
+    waited: list[Any] = []
+    primary = SimpleNamespace(closed=False)
+    monkeypatch.setattr(window, "connect", lambda settings, what: opened.append(what) or primary)
+    monkeypatch.setattr(replication, "wait_replayed",
+                        lambda settings, conn, timeout_s: waited.append(conn) or 0.25)
+    run = make_run(SANDBOX)
+    assert ACTIONS["wait_standbys"]().do(run) == {"waited_s": 0.25}
+    assert ACTIONS["wait_standbys"]().do(run) == {"waited_s": 0.25}
+    assert opened == ["primary"] and run.primary is primary and waited == [primary, primary]
+
+
 def test_hold_opens_the_window_without_touching_haproxy() -> None:
     run, recorder, _ = window_run("hold")
     data = ACTIONS["open_window"]().do(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from orchestrator.remote.results import OK, GroupResult, HostResult
 from orchestrator.runner import engine
 from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams
 from orchestrator.runner.context import Run
+from orchestrator.runner.playbook import PLAYBOOKS
 from orchestrator.runner.resume import _finish_window
 from orchestrator.sandbox.layout import PROJECT_ROOT
 from tests.fakes import make_run
@@ -230,6 +232,24 @@ def test_an_undone_restart_window_restarts_host_by_host(
     ran = resumed_steps(monkeypatch, events("fastdowntime-restart", restart))
     step = next(s for s in ran if s.name == "restart_on_release")
     assert not step.action.params.rolling
+
+
+def test_resume_rebuilds_the_playbook_the_journal_kept(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """A playbook of the operator's, since changed and still named like a shipped one:
+    resume runs the steps the run ran, from the text its journal kept (not the file, not
+    the shipped playbook of that name)."""
+    text = (PLAYBOOKS / "fastdowntime.yaml").read_text()
+    mine = text.replace("  - action: stop_old_instances", "  - action: wait_standbys\n"
+                        "  - action: stop_old_instances")
+    assert mine != text
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: fastdowntime\nsteps:\n  - action: stage_code\n")  # changed since
+    journal = events("fastdowntime", [*WINDOW, "restore_connections", "close_window"])
+    journal[0].update(playbook_file=str(path), playbook_text=mine)
+    ran = resumed_steps(monkeypatch, journal)
+    assert [s.name for s in ran] == ["wait_standbys", "wait_standbys", "stop_old_instances",
+                                     "switch_current", "start_scripts"]
 
 
 def test_steps_after_one_that_failed_run_again(monkeypatch: pytest.MonkeyPatch) -> None:

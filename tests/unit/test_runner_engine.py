@@ -139,6 +139,9 @@ def test_shipped_playbooks_load() -> None:
     assert (PLAYBOOKS / "fastdowntime.yaml").exists()
 
 
+_OPENED = "steps:\n  - action: prepare_window\n  - action: open_window\n"
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("steps:\n  - action: stage_code\n  - action: teleport\n", "line 3: unknown action 'teleport'"),
     ("steps:\n  - action: open_window\n    drain_timeout: 5\n",
@@ -148,19 +151,26 @@ def test_shipped_playbooks_load() -> None:
     ("name: x\nstepz: []\n", "line 2: unknown key 'stepz'"),
     ("steps: []\n", "steps must be a non-empty list"),
     ("steps:\n  - stage_code\n", "line 2: a step is a mapping"),
-    ("steps:\n  - action: stage_code\n  - action: open_window\n",
-     "line 3: action 'open_window' needs 'prepare_window' in an earlier step"),
+    ("steps:\n  - action: open_window\n  - action: cut_connections\n",
+     "line 3: action 'cut_connections' needs 'prepare_window' in an earlier step"),
     ("steps:\n  - action: prepare_window\n  - action: cut_connections\n",
      "line 3: action 'cut_connections' needs 'open_window' in an earlier step"),
-    ("steps:\n  - action: prepare_window\n  - action: open_window\n"
-     "  - action: apply_cold_patches\n  - action: cut_connections\n",
-     "line 4: action 'apply_cold_patches' needs 'cut_connections' in an earlier step: a cold "
-     "patch runs with no application connection left"),
-    ("steps:\n  - action: prepare_window\n  - action: open_window\n"
-     "  - action: restore_connections\n", "line 4: action 'restore_connections' needs "
-     "'cut_connections'"),
+    (f"{_OPENED}  - action: apply_cold_patches\n  - action: cut_connections\n",
+     "line 4: action 'apply_cold_patches' needs 'cut_connections' in an earlier step, not "
+     "ended since: a cold patch runs with no application connection left"),
+    (f"{_OPENED}  - action: cut_connections\n  - action: restore_connections\n"
+     "  - action: apply_cold_patches\n", "line 6: action 'apply_cold_patches' needs "
+     "'cut_connections' in an earlier step, not ended since"),
+    (f"{_OPENED}  - action: restore_connections\n", "line 4: action 'restore_connections' "
+     "needs 'cut_connections'"),
     ("steps:\n  - action: prepare_window\n  - action: close_window\n",
      "line 3: action 'close_window' needs 'open_window'"),
+    (f"{_OPENED}  - action: close_window\n  - action: cut_connections\n",
+     "line 5: action 'cut_connections' needs 'open_window' in an earlier step, not ended"),
+    (f"{_OPENED}  - action: stop_old_instances\n  - action: close_window\n",
+     "line 4: action 'stop_old_instances' needs 'close_window'"),
+    (f"{_OPENED}  - action: restart_on_release\n", "line 4: action 'restart_on_release' "
+     "needs 'apply_cold_patches'"),
 ])
 def test_bad_playbooks_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
     """Unknown actions, parameters, wrong types, bad shapes and window steps without the
@@ -171,6 +181,16 @@ def test_bad_playbooks_name_file_and_line(tmp_path: Path, text: str, message: st
         load_playbook(str(path))
     assert str(path) in str(caught.value) and message in str(caught.value)
     assert caught.value.exit_code == 2
+
+
+def test_a_playbook_may_prepare_inside_its_window(tmp_path: Path) -> None:
+    """open_window needs nothing before it: a playbook that prepares its connections inside
+    the window loads (its rehearsal runs no trial there)."""
+    path = tmp_path / "late.yaml"
+    path.write_text("steps:\n  - action: open_window\n  - action: prepare_window\n"
+                    "  - action: cut_connections\n  - action: apply_cold_patches\n"
+                    "  - action: restore_connections\n  - action: close_window\n")
+    assert [s.line for s in load_playbook(str(path)).steps] == [2, 3, 4, 5, 6, 7]
 
 
 def test_render_lists_every_step() -> None:

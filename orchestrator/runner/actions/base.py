@@ -37,8 +37,11 @@ class Action:
     opens_window: ClassVar[bool] = False
     """True for the step that opens the window (what comes before it prepares it)."""
     needs: ClassVar[tuple[tuple[str, str], ...]] = ()
-    """``(action, why)``: actions an earlier step of the same playbook must run (loading
-    the playbook refuses it otherwise, naming ``why``)."""
+    """``(action, why)``: actions an earlier step of the same playbook must have run, and
+    no step since ended (loading the playbook refuses it otherwise, naming ``why``)."""
+    ends: ClassVar[tuple[str, ...]] = ()
+    """Actions whose effect this one ends (``restore_connections`` ends the cut): a later
+    step that needs them needs them again."""
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -126,6 +126,8 @@ class StopOldInstances(Action):
     """Stop the instances that served before (after traffic moved to the new ones)."""
 
     name = "stop_old_instances"
+    needs = (("close_window", "the old instances stop once the window handed traffic to the "
+                              "new ones"),)
 
     def script(self, run: Run) -> Script:
         kept = HostSkip("close_window kept its old instance serving",
@@ -150,6 +152,8 @@ class RestartOnRelease(Action):
     its previous release (old code works on the new schema by policy)."""
 
     name = "restart_on_release"
+    needs = (("apply_cold_patches", "the hosts restart on the cut once its cold patches are "
+                                    "committed"),)
     Params = RestartParams
 
     def script(self, run: Run) -> Script:

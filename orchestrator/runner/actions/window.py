@@ -197,7 +197,6 @@ class OpenWindow(Action):
     finish."""
 
     name = "open_window"
-    needs = (("prepare_window", "it opens the connections the window uses"),)
     Params = DrainParams
     opens_window = True
 
@@ -251,7 +250,8 @@ class CutConnections(Action):
     """Cut every application database connection (pgbouncer DISABLE + KILL, or terminate)."""
 
     name = "cut_connections"
-    needs = (("open_window", "the window must be open (and timed) before users are held"),)
+    needs = (("prepare_window", "it opens the connections the cut uses"),
+             ("open_window", "the window must be open (and timed) before users are held"))
 
     def script(self, run: Run) -> Script:
         return (Sql(_control_lines("cut"), _cut, key="cut"),)
@@ -380,6 +380,7 @@ class RestoreConnections(Action):
 
     name = "restore_connections"
     needs = (("cut_connections", "it lets back in the connections the cut held"),)
+    ends = ("cut_connections",)
 
     def script(self, run: Run) -> Script:
         restore = Sql(_control_lines("restore"), lambda run, answers: run.control.restore())
@@ -413,6 +414,7 @@ class CloseWindow(Action):
 
     name = "close_window"
     needs = (("open_window", "it closes the window open_window opened"),)
+    ends = ("open_window",)
     Params = CloseParams
 
     def script(self, run: Run) -> Script:
