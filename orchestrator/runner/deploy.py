@@ -16,6 +16,7 @@ the exit codes of SPEC section 3.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -161,9 +162,14 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
     rollback playbook back to ``plan.to_sha``). Raises the outcome's error."""
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.runner.hooks import Hooks
-    from orchestrator.runner.journal import Journal
+    from orchestrator.runner.journal import Journal, open_private
     from orchestrator.runner.probe import Probe
-    from orchestrator.runner.runs import SUMMARY_NAME, save_summary, steps_from_journal
+    from orchestrator.runner.runs import (
+        PLAYBOOK_NAME,
+        SUMMARY_NAME,
+        save_summary,
+        steps_from_journal,
+    )
 
     runs_dir = Path(config.runs.dir)
     journal = Journal(runs_dir, run_id, echo=progress)
@@ -185,12 +191,20 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
     hooks = Hooks.for_run(config, journal, summary, stage=options.stage,
                           summary_path=runs_dir / run_id / SUMMARY_NAME,
                           journal_path=journal.path)
-    # resume reads how the window hands traffic back, and the playbook itself, from here,
-    # not from a playbook file that may have changed since (or one of the operator's own)
+    # resume finishes the window with the steps it ran, from a copy beside the journal (a
+    # playbook of the operator's may change or go; the journal masks secret-looking text)
+    digest, not_kept = None, None
+    if playbook is not None:
+        try:
+            with open_private(runs_dir / run_id / PLAYBOOK_NAME, "w") as copy:
+                copy.write(playbook.text)
+            digest = hashlib.sha256(playbook.text.encode()).hexdigest()
+        except OSError as exc:  # a full disk: the run goes on, resume loads it by name
+            not_kept = f"{PLAYBOOK_NAME} not written ({exc}): resume loads the playbook by name"
     journal.event("run.start", plan=plan.to_json(), stage=options.stage,
                   playbook=playbook.name if playbook else None,
                   playbook_file=str(playbook.path) if playbook else None,
-                  playbook_text=playbook.text if playbook else None,
+                  playbook_sha256=digest, playbook_not_kept=not_kept,
                   window_serves=window_serves(playbook.steps) if playbook else None,
                   window_mode=config.window.mode)
     probe.start()

@@ -63,14 +63,15 @@ def playbook_path(name_or_path: str) -> Path:
     return PLAYBOOKS / f"{name_or_path}.yaml"
 
 
-def load_playbook(name_or_path: str) -> Playbook:
-    """Load and validate a playbook; BadInput names the file and the line of any problem."""
+def load_playbook(name_or_path: str, *, ordered: bool = True) -> Playbook:
+    """Load and validate a playbook; BadInput names the file and the line of any problem
+    (``ordered``: see :func:`parse_playbook`)."""
     path = playbook_path(name_or_path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the playbook: {exc}") from None
-    return parse_playbook(text, path)
+    return parse_playbook(text, path, ordered=ordered)
 
 
 def parse_playbook(text: str, path: Path, *, ordered: bool = True) -> Playbook:

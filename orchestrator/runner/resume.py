@@ -17,6 +17,7 @@ what did not finish. The nodowntime tail is left for the next ``deploy``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,18 +190,37 @@ def _committed(settings: Any, run_id: str, cold_patches: list[str],
         conn.close()
 
 
-def _window_playbook(run: Run, events: list[dict[str, Any]]) -> Playbook:
-    """The window playbook the run ran: rebuilt from the text its journal kept (a file of
-    the operator's, since changed or gone, or a copy that kept a shipped playbook's name);
-    from its name, or the config's, for a journal older than that."""
+def _window_playbook(run: Run, events: list[dict[str, Any]]) -> tuple[Playbook, bool]:
+    """The window playbook the run ran, and whether its steps' lines are the journal's: from
+    the copy beside the journal when the journal names its hash (a file of the operator's,
+    changed or gone since, or a copy that kept a shipped playbook's name); from its name,
+    or the config's, for a journal older than that (lines may have moved since)."""
     from orchestrator.runner.playbook import load_playbook, parse_playbook
+    from orchestrator.runner.runs import PLAYBOOK_NAME
 
     start = _run_start(events)
-    text = start.get("playbook_text")
-    if isinstance(text, str) and text:
-        where = Path(str(start.get("playbook_file") or "the run's journal"))
-        return parse_playbook(text, where, ordered=False)
-    return load_playbook(start.get("playbook") or run.config.runs.playbook)
+    digest = start.get("playbook_sha256")
+    if isinstance(digest, str) and digest:
+        copy = Path(run.config.runs.dir) / run.run_id / PLAYBOOK_NAME
+        try:
+            text = copy.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"{copy}: cannot read the playbook this run ran ({exc}); "
+                           "restore it from a backup of the runs directory") from None
+        if hashlib.sha256(text.encode()).hexdigest() != digest:
+            raise BadInput(f"{copy} changed since the run (its journal names sha256 "
+                           f"{digest}); restore the playbook the run ran")
+        where = Path(str(start.get("playbook_file") or copy))
+        return parse_playbook(text, where, ordered=False), True
+    return load_playbook(start.get("playbook") or run.config.runs.playbook, ordered=False), False
+
+
+def _ran(step: Step, keys: set[tuple[Any, Any]], exact: bool) -> bool:
+    """Whether the journal's ``(step, line)`` keys hold ``step``: by name and line when the
+    lines are the journal's (a step a playbook repeats is told apart), else by name."""
+    if exact:
+        return (step.name, step.line) in keys
+    return any(name == step.name for name, _ in keys)
 
 
 def _undo_window(run: Run, events: list[dict[str, Any]]) -> bool:
@@ -209,10 +229,10 @@ def _undo_window(run: Run, events: list[dict[str, Any]]) -> bool:
     whether the scripts were started again (their stop was undone)."""
     from orchestrator.runner.engine import undo
 
-    playbook = _window_playbook(run, events)
-    started = {e.get("step") for e in events
+    playbook, exact = _window_playbook(run, events)
+    started = {(e.get("step"), e.get("line")) for e in events
                if e.get("event") == "step.start" and e.get("stage") == "fastdowntime"}
-    steps = [step for step in playbook.steps if step.name in started]
+    steps = [step for step in playbook.steps if _ran(step, started, exact)]
     # the window was open if the journal says so: its undo then journals it closing
     opened = [e for e in events if e.get("event") == "window.open"]
     if opened:
@@ -236,21 +256,21 @@ def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
     a restart in place goes host by host behind haproxy instead of all at once.
     """
     from orchestrator.runner.engine import run_steps
-    from orchestrator.runner.playbook import Playbook
 
-    playbook = _window_playbook(run, events)
+    playbook, exact = _window_playbook(run, events)
     steps = playbook.steps
     commit = next(i for i, s in enumerate(steps) if s.action.commit_point)
     opens = next((i for i, s in enumerate(steps) if s.action.opens_window), commit)
     window = [e for e in events if e.get("stage") == "fastdowntime"]
-    done = {e.get("step") for e in window if e.get("event") == "step.done"}
-    undone = {str(e.get("step"))[len("undo "):] for e in window
-              if e.get("event") == "step.done" and str(e.get("step")).startswith("undo ")}
-    redo = [s for s in steps[:opens] if s.name in undone and s.action.can_undo]
+    finished = [e for e in window if e.get("event") == "step.done"]
+    done = {(e.get("step"), e.get("line")) for e in finished}
+    undone = {(str(e.get("step"))[len("undo "):], e.get("line")) for e in finished
+              if str(e.get("step")).startswith("undo ")}
+    redo = [s for s in steps[:opens] if _ran(s, undone, exact) and s.action.can_undo]
     # from the first step that did not finish on, all of them again: a later step that
     # did finish may have been undone by an earlier one run again (close_window drains
     # what stop_old_instances stopped) and each is safe to repeat
-    first = next((i for i in range(commit + 1, len(steps)) if steps[i].name not in done),
+    first = next((i for i in range(commit + 1, len(steps)) if not _ran(steps[i], done, exact)),
                  len(steps))
     after = [_rolling(s) if undone else s for s in steps[first:]]
     opened = [e for e in window if e.get("event") == "window.open"]
@@ -261,10 +281,9 @@ def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
     # the dead run already got to, resume does not wait for again
     if closed:
         run.window_closed = float(closed[-1].get("at") or 0.0) or None
-    run.settled = "close_window" in done
+    run.settled = any(name == "close_window" for name, _ in done)
     run.committed = True
-    run_steps(Playbook(playbook.name, playbook.description, (*redo, *after), playbook.path),
-              run)
+    run_steps(dataclasses.replace(playbook, steps=(*redo, *after)), run)
     if run.problems:
         raise FailedAfterCommit("resumed; not every step finished: " + "; ".join(run.problems))
 

@@ -41,6 +41,9 @@ from orchestrator.runner.journal import (
 from orchestrator.runner.outcome import Outcome
 
 SUMMARY_NAME = "run.json"
+PLAYBOOK_NAME = "playbook.yaml"
+"""The window playbook's text as the run ran it, beside its journal (which keeps its hash):
+resume finishes the run with those very steps, whatever became of the file since."""
 OUTCOMES = tuple(Outcome)
 RUN_START = "run.start"
 """Journal event opening a run; its fields (who, from, to, cut, ...) seed a rebuilt summary."""
@@ -281,6 +284,7 @@ def epoch(value: Any) -> float | None:
     return _epoch(value)
 
 
-__all__ = ["ENVELOPE", "OUTCOMES", "PROBE_REPORT", "RUN_END", "RUN_START", "SUMMARY_NAME",
+__all__ = ["ENVELOPE", "OUTCOMES", "PLAYBOOK_NAME", "PROBE_REPORT", "RUN_END", "RUN_START",
+           "SUMMARY_NAME",
            "epoch", "list_runs", "load_run", "steps_from_journal", "summaries",
            "summary_from_journal", "write_summary"]

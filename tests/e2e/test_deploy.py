@@ -193,6 +193,8 @@ def test_a_playbook_may_wait_for_the_standbys_before_the_window(fresh: Sandbox,
     assert names.index("wait_standbys") < names.index("prepare_window")
     assert {s["outcome"] for s in run["steps"]} == {"ok"}
     assert max(fresh.patches()) >= (2200, 5, 0)
+    # the run keeps the playbook it ran, for resume
+    assert (fresh.runs / run["id"] / "playbook.yaml").read_text() == playbook.read_text()
 
 
 def test_client_sees_the_outage_the_journal_records(fresh: Sandbox, tmp_path: Path) -> None:

@@ -122,6 +122,20 @@ def test_hold_opens_the_window_without_touching_haproxy() -> None:
     assert drained.sent[0][:2] == ("set", "drain")
 
 
+def test_a_window_opened_before_the_slots_were_read_reads_them() -> None:
+    """A playbook may open the window first: in drain mode open_window reads the slots
+    itself (it drains the serving slot), and its undo drains back nothing it never read."""
+    from orchestrator.runner.actions.script import ReadSlots
+
+    run, recorder, _ = window_run("drain")
+    action = ACTIONS["open_window"]()
+    assert action.reads(run) == ()
+    run.slots = {}
+    assert action.reads(run) == (ReadSlots(),)
+    action.undo(run)
+    assert recorder.sent == []
+
+
 def test_hold_closes_the_window_as_the_held_queries_run() -> None:
     """RESUME ends the window in hold mode; neither the wait for pgbouncer to serve the
     held queries nor close_window after it moves its end."""

@@ -4,6 +4,7 @@ host by host behind haproxy when the hosts are in rotation."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import HostSettings, load_config
+from orchestrator.errors import BadInput
 from orchestrator.remote import operations as ops
 from orchestrator.remote.commands import Command
 from orchestrator.remote.operations import HealthResult
@@ -18,8 +20,9 @@ from orchestrator.remote.results import OK, GroupResult, HostResult
 from orchestrator.runner import engine
 from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams
 from orchestrator.runner.context import Run
-from orchestrator.runner.playbook import PLAYBOOKS
+from orchestrator.runner.playbook import PLAYBOOKS, parse_playbook
 from orchestrator.runner.resume import _finish_window
+from orchestrator.runner.runs import PLAYBOOK_NAME
 from orchestrator.sandbox.layout import PROJECT_ROOT
 from tests.fakes import make_run
 
@@ -184,11 +187,14 @@ def events(playbook: str, done: Sequence[str], undone: Sequence[str] = ()) -> li
             {"event": "step.done", "stage": "nodowntime", "step": "start_scripts"}]
 
 
-def resumed_steps(monkeypatch: pytest.MonkeyPatch, journal: list[dict[str, Any]]
-                  ) -> list[Any]:
+def resumed_steps(monkeypatch: pytest.MonkeyPatch, journal: list[dict[str, Any]],
+                  runs: Path | None = None) -> list[Any]:
     ran: list[Any] = []
     monkeypatch.setattr(engine, "run_steps", lambda playbook, run: ran.extend(playbook.steps))
     run = new_run(Hosts({}))
+    if runs is not None:
+        run.config = dataclasses.replace(run.config, runs=dataclasses.replace(
+            run.config.runs, dir=str(runs)))
     _finish_window(run, journal)
     assert run.committed
     return ran
@@ -234,22 +240,50 @@ def test_an_undone_restart_window_restarts_host_by_host(
     assert not step.action.params.rolling
 
 
-def test_resume_rebuilds_the_playbook_the_journal_kept(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+def kept(runs: Path, text: str, journal: list[dict[str, Any]], file: Path) -> None:
+    """What a run leaves of its playbook: the copy beside its journal, the hash in run.start."""
+    (runs / "run-1").mkdir(parents=True)
+    (runs / "run-1" / PLAYBOOK_NAME).write_text(text)
+    journal[0].update(playbook_file=str(file),
+                      playbook_sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def test_resume_runs_the_playbook_the_run_kept(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
     """A playbook of the operator's, since changed and still named like a shipped one:
-    resume runs the steps the run ran, from the text its journal kept (not the file, not
-    the shipped playbook of that name)."""
+    resume runs the steps the run ran, from the copy beside its journal (not the file, not
+    the shipped playbook of that name); a step the playbook repeats is told apart by its
+    line (the first wait_standbys finished, the second did not)."""
     text = (PLAYBOOKS / "fastdowntime.yaml").read_text()
-    mine = text.replace("  - action: stop_old_instances", "  - action: wait_standbys\n"
-                        "  - action: stop_old_instances")
+    mine = text.replace("  - action: prepare_window", "  - action: wait_standbys\n"
+                        "  - action: prepare_window", 1)
     assert mine != text
     path = tmp_path / "mine.yaml"
     path.write_text("name: fastdowntime\nsteps:\n  - action: stage_code\n")  # changed since
-    journal = events("fastdowntime", [*WINDOW, "restore_connections", "close_window"])
-    journal[0].update(playbook_file=str(path), playbook_text=mine)
-    ran = resumed_steps(monkeypatch, journal)
-    assert [s.name for s in ran] == ["wait_standbys", "wait_standbys", "stop_old_instances",
-                                     "switch_current", "start_scripts"]
+    book = parse_playbook(mine, path)
+    line = {s.name: s.line for s in book.steps}  # the last of each name
+    first_wait = next(s.line for s in book.steps if s.name == "wait_standbys")
+    journal = [{"event": "run.start", "playbook": "fastdowntime"},
+               *({"event": "step.done", "stage": "fastdowntime", "step": s, "line": line[s]}
+                 for s in [*WINDOW, "restore_connections", "close_window"]),
+               {"event": "step.done", "stage": "fastdowntime", "step": "wait_standbys",
+                "line": first_wait}]
+    kept(tmp_path / "runs", mine, journal, path)
+    ran = resumed_steps(monkeypatch, journal, tmp_path / "runs")
+    names = ["wait_standbys", "stop_old_instances", "switch_current", "start_scripts"]
+    assert [(s.name, s.line) for s in ran] == [(name, line[name]) for name in names]
+
+
+def test_resume_refuses_a_kept_playbook_changed_since(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    """The copy beside the journal no longer has the hash the run recorded: resume says so
+    (exit 2) rather than finish the run with other steps."""
+    text = (PLAYBOOKS / "fastdowntime.yaml").read_text()
+    journal = events("fastdowntime", WINDOW)
+    kept(tmp_path / "runs", text, journal, tmp_path / "gone.yaml")
+    (tmp_path / "runs" / "run-1" / PLAYBOOK_NAME).write_text(text + "# edited\n")
+    with pytest.raises(BadInput, match="changed since the run"):
+        resumed_steps(monkeypatch, journal, tmp_path / "runs")
 
 
 def test_steps_after_one_that_failed_run_again(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -167,6 +167,13 @@ _OPENED = "steps:\n  - action: prepare_window\n  - action: open_window\n"
      "line 3: action 'close_window' needs 'open_window'"),
     (f"{_OPENED}  - action: close_window\n  - action: cut_connections\n",
      "line 5: action 'cut_connections' needs 'open_window' in an earlier step, not ended"),
+    (f"{_OPENED}  - action: cut_connections\n  - action: close_window\n"
+     "  - action: apply_cold_patches\n",
+     "line 6: action 'apply_cold_patches' needs 'open_window' in an earlier step, not ended"),
+    (f"{_OPENED}  - action: cut_connections\n  - action: close_window\n"
+     "  - action: restore_connections\n",
+     "line 6: action 'restore_connections' needs 'cut_connections' in an earlier step, not "
+     "ended"),
     (f"{_OPENED}  - action: stop_old_instances\n  - action: close_window\n",
      "line 4: action 'stop_old_instances' needs 'close_window'"),
     (f"{_OPENED}  - action: restart_on_release\n", "line 4: action 'restart_on_release' "

@@ -200,6 +200,11 @@ class OpenWindow(Action):
     Params = DrainParams
     opens_window = True
 
+    def reads(self, run: Run) -> Script:
+        # drain mode drains the serving slot: a playbook may open the window before any step
+        # read the slots
+        return () if run.slots else (ReadSlots(),)
+
     def script(self, run: Run) -> Script:
         if holds(run):
             return (Effect(_window_open),
@@ -226,7 +231,7 @@ class OpenWindow(Action):
     def undo_script(self, run: Run) -> Script:
         restored = If(When("the window opened", lambda run, answers: run.window_opened is not None),
                       (Effect(_window_restored),))
-        if holds(run):
+        if holds(run) or not run.slots:  # not read: nothing was drained
             return (restored,)
         back: Script = ()
         if self.params.stop_after_drain:
@@ -301,8 +306,9 @@ class ApplyColdPatches(Action):
     """The cold patches and the permissions step in one transaction: COMMIT is the commit point."""
 
     name = "apply_cold_patches"
-    needs = (("cut_connections", "a cold patch runs with no application connection left, "
-                                  "or its locks queue behind users' transactions"),)
+    needs = (("open_window", "its deadline is the window's budget"),
+             ("cut_connections", "a cold patch runs with no application connection left, "
+                                 "or its locks queue behind users' transactions"))
     Params = ColdParams
     commit_point = True
 
@@ -414,7 +420,7 @@ class CloseWindow(Action):
 
     name = "close_window"
     needs = (("open_window", "it closes the window open_window opened"),)
-    ends = ("open_window",)
+    ends = ("open_window", "cut_connections")
     Params = CloseParams
 
     def script(self, run: Run) -> Script:
