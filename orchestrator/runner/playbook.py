@@ -52,7 +52,8 @@ class Playbook:
     steps: tuple[Step, ...]
     path: Path
     text: str = dataclasses.field(default="", repr=False, compare=False)
-    """The YAML it was parsed from (a run journals it: resume rebuilds these very steps)."""
+    """The YAML it was parsed from (a run keeps a copy beside its journal, from which resume
+    rebuilds these very steps)."""
 
 
 def playbook_path(name_or_path: str) -> Path:
