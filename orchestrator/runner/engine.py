@@ -44,6 +44,7 @@ def run_steps(playbook: Playbook, run: Run) -> None:
 
 def _run_steps(playbook: Playbook, run: Run, held: list[str]) -> None:
     done: list[Step] = []
+    sync = _Sync(run)
     for step in playbook.steps:
         journal = run.journal.bind(stage=run.stage, step=step.name)
         try:
@@ -51,13 +52,13 @@ def _run_steps(playbook: Playbook, run: Run, held: list[str]) -> None:
             with journal.step(step.name, line=step.line) as record:
                 data = step.action.do(run)
                 record.note(**data)
-            if step.action.commit_point:
-                journal.checkpoint()
+            sync.after()
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure restores
             why = str(exc) or type(exc).__name__  # Python's own Ctrl-C names nothing
             if run.committed:
                 run.problems.append(f"{playbook.name} step {step.name}: {why}")
                 journal.event("rollforward", error=why)
+                sync.after()
                 continue
             # the failing step is undone too: its ``do`` may have changed part of the state
             problems = undo([*done, step], run)
@@ -79,6 +80,33 @@ def _run_steps(playbook: Playbook, run: Run, held: list[str]) -> None:
         done.append(step)
         if not _holding(run):
             _report_held(playbook, run, held)
+    sync.end()
+
+
+class _Sync:
+    """When the journal is fsync'd: once, after COMMIT, but not while users wait in the
+    open window (held queries, or a drained window): then after the step that closes it.
+    Every line is written (flushed) as it comes either way; the fsync guards them against
+    a power cut only, and a resume asks the database whether COMMIT happened. Measured
+    here: 1-8 ms between the cold patches' step and RESUME, users waiting."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.synced = False
+
+    def after(self) -> None:
+        """After a step (done, or failed and rolled forward)."""
+        if not _window_open(self.run):
+            self.end()
+
+    def end(self) -> None:
+        if self.run.committed and not self.synced:
+            self.synced = True
+            self.run.journal.checkpoint()
+
+
+def _window_open(run: Run) -> bool:
+    return run.window_opened is not None and run.window_closed is None
 
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -127,6 +127,52 @@ def test_commit_of_unknown_outcome_restores_the_hosts_and_says_so() -> None:
     assert raised.value.exit_code == ExitCode.FAILED_AFTER_COMMIT
 
 
+class Window(Recorder):
+    """A recorder that may open or close the window as it does its part."""
+
+    def __init__(self, label: str, opens: bool = False, closes: bool = False, **kw: Any) -> None:
+        super().__init__(label, **kw)
+        self.opens, self.closes = opens, closes
+
+    def do(self, run: Any) -> dict[str, Any]:
+        data = super().do(run)
+        if self.opens:
+            run.window_opened = 1.0
+        if self.closes:
+            run.window_closed = 2.0
+        return data
+
+
+def journaled(run: Run) -> list[str]:
+    """The recorders' doings and the journal's fsyncs, in order."""
+    assert isinstance(run.journal, RecordingJournal)
+    return [fields.get("what", name) for name, fields in run.journal.events
+            if name in ("recorder", "checkpoint")]
+
+
+def test_the_journal_is_synced_after_commit_once_users_no_longer_wait() -> None:
+    """COMMIT inside an open window: the journal's fsync waits until the step that closes
+    the window (users wait on the window, not on our bookkeeping), and happens once; with
+    no window open it follows the commit point at once."""
+    run = new_run()
+    run_steps(book(Window("open", opens=True), Window("cold", commits=True),
+                   Window("restore", closes=True), Window("after")), run)
+    assert journaled(run) == ["do open", "do cold", "do restore", "checkpoint", "do after"]
+    run = new_run()
+    run_steps(book(Window("cold", commits=True), Window("after")), run)
+    assert journaled(run) == ["do cold", "checkpoint", "do after"]
+
+
+def test_a_window_that_never_closes_still_syncs_the_journal_at_the_end() -> None:
+    """After COMMIT a step fails and the window stays open: the run rolls forward and the
+    journal is synced once, when the steps end."""
+    run = new_run()
+    run_steps(book(Window("open", opens=True), Window("cold", commits=True),
+                   Window("restore", fail=True), Window("after")), run)
+    assert journaled(run) == ["do open", "do cold", "do restore", "do after", "checkpoint"]
+    assert run.problems and "restore broke" in run.problems[0]
+
+
 def test_shipped_playbooks_load() -> None:
     """The three shipped playbooks are valid and use only built-in actions."""
     for name in ("fastdowntime", "fastdowntime-restart", "nodowntime"):
