@@ -74,8 +74,8 @@ def floor(config: Path) -> float:
 
 
 def slow_statements(opened: float | None, closed: float | None) -> list[str]:
-    """What the sandbox primary logged from the window's opening to 1 s after its close:
-    statements over its ``log_min_duration_statement`` (100 ms) and checkpoints."""
+    """What the sandbox primary logged from the window's opening to ``SERVED_S`` after its
+    close: statements over its ``log_min_duration_statement`` (100 ms) and checkpoints."""
     if opened is None or closed is None:
         return []
     log = manager.current_layout().logs / "primary.log"
@@ -85,7 +85,7 @@ def slow_statements(opened: float | None, closed: float | None) -> list[str]:
             at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
         except ValueError:
             continue
-        if opened <= at.timestamp() <= closed + 1.0 and ("duration:" in line
+        if opened <= at.timestamp() <= closed + SERVED_S and ("duration:" in line
                                                          or "checkpoint" in line):
             lines.append(line[11:].strip()[:300])
     return lines

@@ -81,6 +81,11 @@ class Run:
         return self.config.role("app")
 
     @property
+    def window_open(self) -> bool:
+        """The window opened and has not closed: users wait on it (held or turned away)."""
+        return self.window_opened is not None and self.window_closed is None
+
+    @property
     def outage_s(self) -> float | None:
         """The window's length, on the monotonic clock."""
         if self.window_opened_at is not None and self.window_closed_at is not None:

@@ -369,7 +369,7 @@ def _after_window(config: Config, plan: Plan, run: Run, journal: Any, staged: Si
 def _states(run: Run) -> str:
     if run.host_states:
         return ", ".join(f"{h}: {s}" for h, s in run.host_states.items())
-    if run.committed and run.window_opened is not None and run.window_closed is None:
+    if run.committed and run.window_open:
         return ("not confirmed: the window did not close (haproxy may not have put the new "
                 "instances in service)")
     if run.committed and run.window_closed is not None and not run.settled:

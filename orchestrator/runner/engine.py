@@ -96,7 +96,7 @@ class _Sync:
 
     def after(self) -> None:
         """After a step (done, or failed and rolled forward)."""
-        if not _window_open(self.run):
+        if not self.run.window_open:
             self.end()
 
     def end(self) -> None:
@@ -104,9 +104,6 @@ class _Sync:
             self.synced = True
             self.run.journal.checkpoint()
 
-
-def _window_open(run: Run) -> bool:
-    return run.window_opened is not None and run.window_closed is None
 
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
