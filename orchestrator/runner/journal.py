@@ -39,6 +39,7 @@ import structlog
 
 from orchestrator.errors import BadInput
 from orchestrator.instants import iso_ms
+from orchestrator.runner.room import UNSUPPORTED, release, reserve
 
 MASK = "***"
 JOURNAL_NAME = "journal.jsonl"
@@ -148,8 +149,10 @@ class _Sink:
     Writing the journal never steers the run: a write that fails (a full
     disk, a broken pipe on the progress echo) is said once on stderr and the
     run goes on; every event is also kept in memory (:attr:`events`) for the
-    run's summary. The file is created 0600 in a 0700 directory, and never
-    through a symbolic link.
+    run's summary. Opening it reserves room past its end
+    (:func:`~orchestrator.runner.room.reserve`), so a disk that fills during
+    the run does not cut it; closing it gives back what was not used. The file
+    is created 0600 in a 0700 directory, and never through a symbolic link.
     """
 
     def __init__(self, path: Path, echo: Callable[[dict[str, Any]], None] | None) -> None:
@@ -171,6 +174,12 @@ class _Sink:
             self.torn = _mend(path, self._file.fileno())
         except OSError as exc:
             self._warn("journal", f"cannot mend the last line of {path} ({exc})")
+        try:
+            reserve(self._file.fileno())
+        except OSError as exc:
+            if exc.errno not in UNSUPPORTED:
+                self._warn("reserve", f"cannot reserve room for {path} ({exc}); a disk that "
+                                      "fills during the run may cut the journal short")
 
     def write(self, record: dict[str, Any]) -> None:
         line = _ENCODER.encode(record) + "\n"
@@ -214,6 +223,11 @@ class _Sink:
                     self._file.flush()
                 except OSError as exc:
                     self._warn("journal", f"writing {self.path} failed ({exc})")
+                try:
+                    release(self._file.fileno())
+                except OSError as exc:
+                    self._warn("reserve", f"giving back the room reserved for {self.path} "
+                                          f"failed ({exc})")
                 finally:
                     try:
                         self._file.close()

@@ -27,6 +27,7 @@ from orchestrator.remote import checks as host_checks
 from orchestrator.remote.operations import RevisionsDisagree, Runner, deployed_revisions
 from orchestrator.remote.ssh import Remote
 from orchestrator.runner.planning import build_plan, checked_out, rules_for
+from orchestrator.runner.room import check_runs_dir
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def preflight(config: Config, remote: Remote | None, planned: Planned,
     ``approvals`` come from :func:`~orchestrator.plan.parse_approvals`. The
     first result is the plan's own (its violations); then the database checks;
     then, with hosts, the host checks (their deployed revisions as read for the
-    plan, not again).
+    plan, not again); last, room in the runs directory for the run's journal.
     """
     plan = planned.plan
     approvals = approvals or {}
@@ -215,6 +216,7 @@ def preflight(config: Config, remote: Remote | None, planned: Planned,
     if policy.hosts and remote is not None and config.ssh is not None and config.hosts:
         results += host_checks.run_checks(remote, config, plan.from_sha,
                                           planned.deployed or None)
+    results.append(check_runs_dir(Path(config.runs.dir)))
     return Preflight(planned, approvals, tuple(results))
 
 

@@ -276,9 +276,14 @@ def test_iso_ms_rounds_to_the_millisecond() -> None:
 
 
 class FullDisk:
-    """A file whose writes fail as on a full disk."""
+    """The journal's file, whose writes now fail as on a full disk."""
 
-    closed = False
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.real.closed)
 
     def write(self, _text: str) -> int:
         raise OSError(28, "No space left on device")
@@ -287,10 +292,10 @@ class FullDisk:
         raise OSError(28, "No space left on device")
 
     def fileno(self) -> int:
-        raise OSError(28, "No space left on device")
+        return int(self.real.fileno())
 
     def close(self) -> None:
-        self.closed = True
+        self.real.close()
 
 
 def test_a_full_disk_never_stops_a_step(tmp_path: Path,
@@ -298,7 +303,7 @@ def test_a_full_disk_never_stops_a_step(tmp_path: Path,
     """When the journal cannot be written, every step body and undo still runs, the events
     stay in memory, and stderr says so once."""
     journal = Journal(tmp_path, "r1", clock=FakeClock(1795625226.123456))
-    journal._sink._file = FullDisk()
+    journal._sink._file = FullDisk(journal._sink._file)
     ran = []
     with journal.step("drain") as record:
         ran.append("drain")
