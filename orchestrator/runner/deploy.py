@@ -282,14 +282,19 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
         "outcome": Outcome.of(error), "error": None if error is None else str(error),
         "hosts": {h: s for r in runs for h, s in r.host_states.items()},
         "cold_patches": [t for r in runs for t in r.cold_timings]})
-    journal.event("probe.report", **report.to_json())
-    summary["steps"] = steps_from_journal(journal.events)
-    save_summary(runs_dir, run_id, summary)
-    journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
-                  probe_outage_s=report.longest_s)
-    lock.finish(summary["outcome"], summary["error"])
-    hooks.run_ended(summary, error)  # the run's record is final; a failing hook only warns
-    journal.close()
+    try:
+        journal.event("probe.report", **report.to_json())
+        summary["steps"] = steps_from_journal(journal.events)
+        save_summary(runs_dir, run_id, summary)
+        journal.event("run.end", outcome=summary["outcome"], outage_s=summary["outage_s"],
+                      probe_outage_s=report.longest_s)
+        # once the lock is free a resume may append to this journal: the room it holds past
+        # its end goes back first, so that giving it back cannot cut the resume's lines
+        journal.release_reserve()
+        lock.finish(summary["outcome"], summary["error"])
+        hooks.run_ended(summary, error)  # the run's record is final; a failing hook only warns
+    finally:
+        journal.close()
     if error is not None:
         error.run_id = run_id  # the CLI's --json puts the run's record beside the error
         raise error

@@ -19,6 +19,7 @@ as ``***``, and so is a password inside any string (libpq ``password=...``,
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -165,6 +166,8 @@ class _Sink:
         self._file: Any = None
         self.torn: tuple[int, int] | None = None
         """``(line, bytes)`` of a last line cut mid-write that opening removed, if any."""
+        self.reserved = False
+        """Whether room past the file's end is held (given back by :meth:`release`)."""
         try:
             self._file = open_private(path, "a")
         except OSError as exc:
@@ -176,10 +179,12 @@ class _Sink:
             self._warn("journal", f"cannot mend the last line of {path} ({exc})")
         try:
             reserve(self._file.fileno())
+            self.reserved = True
         except OSError as exc:
             if exc.errno not in UNSUPPORTED:
                 self._warn("reserve", f"cannot reserve room for {path} ({exc}); a disk that "
                                       "fills during the run may cut the journal short")
+            self.reserved = exc.errno == errno.ENOSPC  # some keep what they did allocate
 
     def write(self, record: dict[str, Any]) -> None:
         line = _ENCODER.encode(record) + "\n"
@@ -220,19 +225,33 @@ class _Sink:
         with self._lock:
             if self._file is not None and not self._file.closed:
                 try:
-                    self._file.flush()
-                except OSError as exc:
-                    self._warn("journal", f"writing {self.path} failed ({exc})")
-                try:
-                    release(self._file.fileno())
-                except OSError as exc:
-                    self._warn("reserve", f"giving back the room reserved for {self.path} "
-                                          f"failed ({exc})")
+                    self._flush_and_release()
                 finally:
                     try:
                         self._file.close()
                     except OSError as exc:
                         self._warn("journal", f"closing {self.path} failed ({exc})")
+
+    def release(self) -> None:
+        """Give back the room reserved past the end; the journal stays open for writing."""
+        with self._lock:
+            if self._file is not None and not self._file.closed:
+                self._flush_and_release()
+
+    def _flush_and_release(self) -> None:
+        """Flush, then give back the reserve if it is held: the size the release truncates
+        to must count every line written."""
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self._warn("journal", f"writing {self.path} failed ({exc})")
+        if not self.reserved:
+            return
+        self.reserved = False
+        try:
+            release(self._file.fileno())
+        except OSError as exc:
+            self._warn("release", f"giving back the room reserved for {self.path} failed ({exc})")
 
     @property
     def closed(self) -> bool:
@@ -380,6 +399,12 @@ class Journal:
     def checkpoint(self) -> None:
         """Flush and fsync the journal: what was written survives a power cut."""
         self._sink.checkpoint()
+
+    def release_reserve(self) -> None:
+        """Give back the room the journal holds past its end, before the deploy lock frees
+        the run for a ``resume`` that appends to the same file (:meth:`close` would cut at
+        the size it read, racing those lines). Later events still append."""
+        self._sink.release()
 
     @property
     def events(self) -> list[dict[str, Any]]:

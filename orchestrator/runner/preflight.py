@@ -1,4 +1,5 @@
-"""One preflight for every command: the plan, the database and host checks, one verdict.
+"""One preflight for every command: the plan, the database, host and runs-dir checks, one
+verdict.
 
 ``preflight``, ``deploy``, ``rehearse`` and ``deploy --dry-run`` all go
 through here, each with its own :class:`Policy` (a rehearsal records timings,

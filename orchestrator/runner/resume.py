@@ -126,6 +126,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         raise
     finally:
         journal.event("resume.end", outcome=outcome)
+        journal.release_reserve()  # before the lock frees the run to another resume
         try:
             # the resumed run is settled only when resume got to an end, not when it failed
             lock.finish(outcome, settles=None if outcome == Outcome.FAILED else summary["id"])

@@ -7,7 +7,9 @@ core dump) must not cut those lines. So the journal, when it opens, has the
 filesystem allocate :data:`JOURNAL_RESERVE_BYTES` past its end without
 changing its size (``fallocate(2)`` with ``FALLOC_FL_KEEP_SIZE``): its appends
 land in blocks it already holds, and a full disk no longer reaches them.
-Closing the journal gives back what it did not use. Preflight's
+Closing the journal gives back what it did not use (a run's end gives it
+back before the deploy lock frees the run to a ``resume`` that appends to
+the same file). Preflight's
 :func:`check_runs_dir` refuses a run whose runs directory cannot hold that
 reserve, before anything is touched.
 """
@@ -29,7 +31,8 @@ JOURNAL_RESERVE_BYTES = 1 << 20
 a tenth of it."""
 RUNS_DIR_MIN_FREE_BYTES = 2 * JOURNAL_RESERVE_BYTES
 """What preflight wants free in the runs directory: the journal's reserve, and as much
-again for the run's summary, its copy of the playbook and the report."""
+again for the run's summary (``run.json``, written again at the end) and its copy of the
+playbook, which the reserve does not cover."""
 _KEEP_SIZE = 0x01
 """``FALLOC_FL_KEEP_SIZE`` (``linux/falloc.h``): allocate past the end, the size unchanged."""
 UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS})
@@ -38,10 +41,19 @@ UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS})
 
 @functools.cache
 def _fallocate() -> Callable[[int, int, int, int], int] | None:
-    """libc's ``fallocate``, or None on a platform without it."""
+    """libc's ``fallocate`` with 64-bit offsets, or None on a platform without it.
+
+    glibc has ``fallocate64`` on every architecture; plain ``fallocate`` takes a 64-bit
+    ``off_t`` only where ``long`` is 64 bits (on 32-bit glibc it would read our lengths
+    wrong)."""
     try:
-        call = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    call = getattr(libc, "fallocate64", None)
+    if call is None and ctypes.sizeof(ctypes.c_long) == 8:
+        call = getattr(libc, "fallocate", None)
+    if call is None:
         return None
     call.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
     call.restype = ctypes.c_int
@@ -51,8 +63,11 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
 def reserve(descriptor: int, nbytes: int = JOURNAL_RESERVE_BYTES) -> None:
     """Allocate ``nbytes`` past the end of the file open on ``descriptor``, its size unchanged.
 
-    Raises :class:`OSError`: ``ENOSPC`` when the filesystem has not that much room (nothing
-    is then held), an errno in :data:`UNSUPPORTED` when it cannot reserve at all.
+    Raises :class:`OSError`: ``ENOSPC`` when the filesystem has not that much room (some
+    keep what they did allocate until :func:`release`), an errno in :data:`UNSUPPORTED`
+    when it cannot reserve at all. A filesystem that copies on write (btrfs with
+    snapshots, ZFS) may accept the reserve and still refuse a write later: the reserve
+    holds on ext4, xfs and tmpfs.
     """
     call = _fallocate()
     if call is None:
@@ -75,9 +90,9 @@ def check_runs_dir(runs_dir: Path) -> CheckResult:
     a run's journal reserve and records."""
     where = Path(runs_dir).expanduser()
     probe = where
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
         free = shutil.disk_usage(probe).free
     except OSError as exc:
         return CheckResult("runs_dir", False, f"{where}: cannot read its free space ({exc})",

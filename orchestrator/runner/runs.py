@@ -72,11 +72,15 @@ def write_summary(runs_dir: Path, run_id: str, summary: Mapping[str, Any]) -> No
     private_dir(Path(runs_dir).expanduser())
     text = json.dumps(jsonable(dict(summary)), indent=2) + "\n"
     temporary = directory / f".{SUMMARY_NAME}.{os.getpid()}.tmp"
-    with open_private(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, directory / SUMMARY_NAME)
+    try:
+        with open_private(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, directory / SUMMARY_NAME)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -252,16 +252,17 @@ def bench(_leave_fresh: None, request: pytest.FixtureRequest,
     """The module's sandbox; at the end, the matrix printed on the terminal."""
     where = tmp_path_factory.mktemp("disk")
     disk = where if _mount_tmpfs(where) else None
-    made = Bench(_fresh_and_deployed(), disk, iter(range(1, 100)))
+    made: Bench | None = None
     try:
+        made = Bench(_fresh_and_deployed(), disk, iter(range(1, 100)))
         yield made
     finally:
-        if disk is not None:
+        if disk is not None:  # also when the sandbox could not be built
             subprocess.run(["umount", str(disk)], check=False)
         plugins = request.config.pluginmanager
         reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin(
             "capturemanager")
-        if reporter is not None and capture is not None:
+        if made is not None and reporter is not None and capture is not None:
             with capture.global_and_fixture_disabled():
                 reporter.write("\n")
                 reporter.section("fault matrix: what each deploy exited with (then resume)")

@@ -216,7 +216,8 @@ def test_cli_preflight_exit_codes(sandbox: Context, plan: Plan,
     assert "preflight failed: patch_timings, window_budget" in capsys.readouterr().err
     approvals = [f"--approve={p.removesuffix('.sql')}:rm" for p in plan.cold_patches]
     assert main(["preflight", "--from", plan.from_sha, "--json", *approvals]) == 0
-    assert '"ok": true' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"ok": true' in out and '"name": "runs_dir"' in out
     assert main(["preflight", "--from", plan.from_sha, "--approve", "patch-2200-02-0:x"]) == 2
 
 

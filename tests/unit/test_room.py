@@ -20,10 +20,27 @@ def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def test_reserve_allocates_past_the_end_and_release_gives_it_back(tmp_path: Path) -> None:
+@pytest.fixture
+def reserving(tmp_path: Path) -> Path:
+    """``tmp_path``, where the filesystem can reserve (skip on one that cannot)."""
+    probe = tmp_path / "probe"
+    descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        reserve(descriptor, 4096)
+    except OSError as exc:
+        if exc.errno in room.UNSUPPORTED:
+            pytest.skip(f"{tmp_path}'s filesystem cannot reserve: {exc}")
+        raise
+    finally:
+        os.close(descriptor)
+        probe.unlink()
+    return tmp_path
+
+
+def test_reserve_allocates_past_the_end_and_release_gives_it_back(reserving: Path) -> None:
     """The reserve holds blocks past the file's end without changing its size; release frees
     what was not written, and keeps what was."""
-    path = tmp_path / "f"
+    path = reserving / "f"
     path.write_bytes(b"x" * 100)
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
@@ -38,10 +55,10 @@ def test_reserve_allocates_past_the_end_and_release_gives_it_back(tmp_path: Path
     assert allocated(path) < 64 << 10
 
 
-def test_an_open_journal_holds_its_reserve_and_gives_it_back_at_close(tmp_path: Path) -> None:
+def test_an_open_journal_holds_its_reserve_and_gives_it_back_at_close(reserving: Path) -> None:
     """Opening a journal reserves room past its end (a disk that fills during the run leaves
     it room); closing it leaves only its lines on disk."""
-    journal = Journal(tmp_path, "r1")
+    journal = Journal(reserving, "r1")
     journal.event("run.start")
     assert allocated(journal.path) >= JOURNAL_RESERVE_BYTES
     journal.close()
@@ -49,15 +66,31 @@ def test_an_open_journal_holds_its_reserve_and_gives_it_back_at_close(tmp_path: 
     assert [e["event"] for e in read_journal(journal.path)] == ["run.start"]
 
 
-def test_a_journal_reopened_by_resume_reserves_again(tmp_path: Path) -> None:
+def test_a_journal_reopened_by_resume_reserves_again(reserving: Path) -> None:
     """resume opens the journal again: it gets its own reserve, and appends after the run's
     lines."""
-    Journal(tmp_path, "r2").close()
-    again = Journal(tmp_path, "r2")
+    Journal(reserving, "r2").close()
+    again = Journal(reserving, "r2")
     again.event("resume.start")
     assert allocated(again.path) >= JOURNAL_RESERVE_BYTES
     again.close()
     assert [e["event"] for e in read_journal(again.path)] == ["resume.start"]
+
+
+def test_the_reserve_goes_back_before_the_lock_and_the_journal_still_writes(
+        reserving: Path) -> None:
+    """A run's end gives the room back (before its lock frees the run to a resume); the
+    events after that still append, and closing truncates nothing again."""
+    journal = Journal(reserving, "r5")
+    journal.event("run.end")
+    journal.release_reserve()
+    assert allocated(journal.path) < 64 << 10
+    journal.event("hook.done")
+    with journal.path.open("a") as resume:  # another process appending, as resume does
+        resume.write('{"event": "resume.start"}\n')
+    journal.close()
+    assert [e["event"] for e in read_journal(journal.path)] == ["run.end", "hook.done",
+                                                                "resume.start"]
 
 
 def refusing(code: int) -> Any:
