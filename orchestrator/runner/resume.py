@@ -29,6 +29,7 @@ from orchestrator.errors import (
     FailedBeforeCommit,
     FastdowntimeError,
     InternalError,
+    UndoFailed,
 )
 from orchestrator.plan import Plan
 from orchestrator.remote import operations as ops
@@ -83,12 +84,13 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         slots = _slots(events)
         journal.event("resume.start", committed=committed, slots=slots)
         if not slots:
-            show("the window was never prepared: nothing on the hosts to restore")
+            show("the journal names no instance slots: the window was never prepared, or the "
+                 "journal was cut short; haproxy is checked once resume is done")
         with Remote(config) as remote, Haproxy(remote, config) as haproxy:
             release = summary.get("cut") or summary["from"]
             run = Run(config, Plan.empty(summary["from"], release), summary["id"], journal,
                       "fastdowntime", release, summary["from"], {}, remote=remote,
-                      haproxy=haproxy, slots=slots)
+                      haproxy=haproxy, slots=_JournaledSlots(slots, journal.path))
             control = ConnectionControl(settings, connect(settings, autocommit=True))
             run.control = control
             try:
@@ -101,12 +103,25 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         _finish_window(run, events)
                     except FastdowntimeError as exc:
                         problem = _rolled_forward(journal, problem, exc)
+                    unserved = _unserved(remote, config)
+                    if unserved:
+                        problem = _rolled_forward(journal, problem, FailedAfterCommit(
+                            f"haproxy does not serve every app host: {unserved}"))
                 else:
                     if slots:
                         restarted = _undo_window(run, events)
                     if config.scripts is not None and config.role("scripts") and not restarted:
                         ops.start_scripts(remote, config).raise_for_failures(
                             "starting the scripts")
+                    # restored is said only of what haproxy shows: a journal cut short
+                    # may have hidden a step that drained the serving instances
+                    unserved = _unserved(remote, config)
+                    if unserved:
+                        raise UndoFailed(
+                            f"resumed, but haproxy does not serve every app host: {unserved}; "
+                            f"the schema is unchanged; once they serve "
+                            f"{summary['from'][:12]} again, run `fastdowntime resume "
+                            f"{summary['id']}` to settle the run")
             finally:
                 control.close()
                 control.primary.close()
@@ -143,6 +158,39 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
         raise FailedBeforeCommit(f"run {summary['id']} restored: every host serves "
                                  f"{summary['from'][:12]}, the schema is unchanged")
     return summary
+
+
+class UnknownSlots(LookupError):
+    """A step asked for the instance slots of a host the run's journal names none for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _JournaledSlots(dict[str, tuple[int, int]]):
+    """The slots the journal recorded; asking for a host it has none for names why (a
+    journal cut short by a full disk where the filesystem could not reserve room), instead
+    of a bare ``KeyError``."""
+
+    def __init__(self, slots: dict[str, tuple[int, int]], path: Path) -> None:
+        super().__init__(slots)
+        self.path = path
+
+    def __missing__(self, host: str) -> tuple[int, int]:
+        raise UnknownSlots(f"{host}: the journal {self.path} names no instance slots for it "
+                           "(it was cut short), so this step cannot tell its old instance "
+                           "from its new one; `fastdowntime status` shows what haproxy serves")
+
+
+def _unserved(remote: Any, config: Config) -> str | None:
+    """Why haproxy does not serve every app host from exactly one slot, none draining (as
+    preflight's ``haproxy`` check reads it); None when it does, or without app hosts."""
+    from orchestrator.remote.checks import check_haproxy
+
+    if not config.role("app") or not config.role("lb"):
+        return None
+    found = check_haproxy(remote, config)
+    return None if found.ok else found.detail
 
 
 def _ending(outcome: Outcome, error: FastdowntimeError | None) -> FastdowntimeError | None:

@@ -339,6 +339,32 @@ def test_resume_after_sigkill_inside_the_window(fresh: Sandbox, tmp_path: Path) 
     assert fresh.show(run_id)["outcome"] == "rolled-back"
 
 
+def test_resume_never_says_restored_when_a_cut_journal_hid_the_drain(fresh: Sandbox,
+                                                                     tmp_path: Path) -> None:
+    """A journal cut short before it recorded the slots (a full disk where nothing could be
+    reserved), then a crash in a drained window: resume cannot undo what it never heard of,
+    and says so from haproxy's state (exit 1, the run left to resume) instead of calling the
+    drained hosts restored."""
+    fresh.commit("Add a slow patch (cold)", {PATCH_07: slow_patch(2)})
+    config = fresh.write_config(tmp_path, mode='"drain"')
+    proc = fresh.spawn("deploy", "--yes", *approvals("patch-2200-07-0"), config=config,
+                       log=tmp_path / "deploy.log")
+    run_id = sigkill_at(fresh, proc, (step_started("apply_cold_patches"), 30,
+                                      "apply_cold_patches"))
+    assert get().status != 200, "the window was open: nobody is serving"
+    journal = fresh.journal(run_id)
+    lines = journal.read_text().splitlines(keepends=True)
+    kept = next(i for i, line in enumerate(lines) if '"slots"' in line)
+    journal.write_text("".join(lines[:kept]))
+    resumed = fresh.cli("resume", run_id, config=config)
+    said = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 1, said[-3000:]
+    assert "haproxy does not serve every app host" in said and "left draining" in said, said
+    assert "Traceback" not in said
+    assert fresh.show(run_id)["outcome"] not in ("rolled-back", "done")
+    assert not fresh.patches() & COLD_ROWS
+
+
 @pytest.mark.parametrize(("playbook", "crash_in"), [
     ("fastdowntime", "close_window"), ("fastdowntime-restart", "restart_on_release")])
 def test_resume_after_sigkill_after_commit_finishes_the_deploy(

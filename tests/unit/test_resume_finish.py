@@ -21,7 +21,7 @@ from orchestrator.runner import engine
 from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams
 from orchestrator.runner.context import Run
 from orchestrator.runner.playbook import PLAYBOOKS, parse_playbook
-from orchestrator.runner.resume import _finish_window
+from orchestrator.runner.resume import UnknownSlots, _finish_window, _JournaledSlots
 from orchestrator.runner.runs import PLAYBOOK_NAME
 from orchestrator.sandbox.layout import PROJECT_ROOT
 from tests.fakes import make_run
@@ -331,3 +331,17 @@ def test_what_a_run_says_of_its_hosts_when_it_ends_after_commit() -> None:
     assert _states(run) == "unchanged"
     run.host_states = {"app1": "serving the cut"}
     assert _states(run) == "app1: serving the cut"
+
+
+def test_a_step_asking_for_slots_a_cut_journal_lost_names_why(tmp_path: Path) -> None:
+    """A journal cut short before it recorded the slots: a step that needs them fails naming
+    the host, the journal and why, never with a bare KeyError; asking whether a host is
+    known still answers no."""
+    run = new_run(Hosts({}))
+    run.slots = _JournaledSlots({}, tmp_path / "journal.jsonl")
+    host = run.app_hosts[0]
+    with pytest.raises(UnknownSlots) as lost:
+        run.slots[host.name]
+    assert str(lost.value).startswith(f"{host.name}: the journal {tmp_path / 'journal.jsonl'} "
+                                      "names no instance slots for it (it was cut short)")
+    assert host.name not in run.slots and run.slots.get(host.name) is None
