@@ -32,6 +32,7 @@ from orchestrator.errors import (
     FastdowntimeError,
     InternalError,
     Refused,
+    UndoFailed,
 )
 from orchestrator.estimate import Sizes, StatementTiming
 from orchestrator.history import git
@@ -261,6 +262,8 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
                     resource.close()
             if run.control:
                 run.control.close()
+    if isinstance(error, FailedBeforeCommit) and not isinstance(error, UndoFailed) and runs:
+        error = _restored(remote, config, error, run_id)
     problems = [p for r in runs for p in r.problems]
     if error is None and problems:
         error = FailedAfterCommit("rolled forward past: " + "; ".join(problems) +
@@ -382,6 +385,21 @@ def _states(run: Run) -> str:
         return ("the old instances still serve, on the new schema (their code works on it); "
                 "the cut's instances run beside them, not yet in service")
     return "unchanged"
+
+
+def _restored(remote: Any, config: Config, error: FailedBeforeCommit,
+              run_id: str) -> FailedBeforeCommit:
+    """``error`` when haproxy, read now, serves every app host from one slot (the undo did
+    put the old state back); else an :class:`UndoFailed` that says what haproxy shows, so
+    that a run is never called restored while a host is not served."""
+    from orchestrator.remote.checks import unserved
+
+    left = unserved(remote, config)
+    if left is None:
+        return error
+    return UndoFailed(f"{error}; but haproxy, read after the undo, does not serve every app "
+                      f"host: {left}; run `fastdowntime resume {run_id}` once the cause is "
+                      "fixed")
 
 
 def _interrupted(exc: KeyboardInterrupt, runs: list[Run], run_id: str) -> FastdowntimeError:

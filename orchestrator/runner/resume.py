@@ -47,6 +47,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     from orchestrator.db.connect import connect
     from orchestrator.db.connections import ConnectionControl
     from orchestrator.db.lock import DeployLock, whoami
+    from orchestrator.remote.checks import unserved
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.remote.ssh import Remote
     from orchestrator.runner.hooks import Hooks
@@ -103,10 +104,10 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         _finish_window(run, events)
                     except FastdowntimeError as exc:
                         problem = _rolled_forward(journal, problem, exc)
-                    unserved = _unserved(remote, config)
-                    if unserved:
+                    left = unserved(remote, config)
+                    if left:
                         problem = _rolled_forward(journal, problem, FailedAfterCommit(
-                            f"haproxy does not serve every app host: {unserved}"))
+                            f"haproxy does not serve every app host: {left}"))
                 else:
                     if slots:
                         restarted = _undo_window(run, events)
@@ -115,10 +116,10 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                             "starting the scripts")
                     # restored is said only of what haproxy shows: a journal cut short
                     # may have hidden a step that drained the serving instances
-                    unserved = _unserved(remote, config)
-                    if unserved:
+                    left = unserved(remote, config)
+                    if left:
                         raise UndoFailed(
-                            f"resumed, but haproxy does not serve every app host: {unserved}; "
+                            f"resumed, but haproxy does not serve every app host: {left}; "
                             f"the schema is unchanged; once they serve "
                             f"{summary['from'][:12]} again, run `fastdowntime resume "
                             f"{summary['id']}` to settle the run")
@@ -180,17 +181,6 @@ class _JournaledSlots(dict[str, tuple[int, int]]):
         raise UnknownSlots(f"{host}: the journal {self.path} names no instance slots for it "
                            "(it was cut short), so this step cannot tell its old instance "
                            "from its new one; `fastdowntime status` shows what haproxy serves")
-
-
-def _unserved(remote: Any, config: Config) -> str | None:
-    """Why haproxy does not serve every app host from exactly one slot, none draining (as
-    preflight's ``haproxy`` check reads it); None when it does, or without app hosts."""
-    from orchestrator.remote.checks import check_haproxy
-
-    if not config.role("app") or not config.role("lb"):
-        return None
-    found = check_haproxy(remote, config)
-    return None if found.ok else found.detail
 
 
 def _ending(outcome: Outcome, error: FastdowntimeError | None) -> FastdowntimeError | None:

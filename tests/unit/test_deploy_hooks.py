@@ -167,6 +167,37 @@ def test_a_window_rolled_back_fires_after_window_then_on_failure(
                                      "on_failure rolled-back 1"]
 
 
+def test_a_rollback_is_told_as_haproxy_shows_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faked: list[str]) -> None:
+    """A stage failing before COMMIT whose undo said all was put back, while haproxy (read
+    after it) has a host's serving slot draining: undo-failed (exit 1, left for resume),
+    naming what haproxy shows, never rolled-back; with haproxy serving, rolled-back."""
+    from orchestrator.check_result import CheckResult
+    from orchestrator.config import HostSettings
+    from orchestrator.errors import UndoFailed
+
+    config = replace(config_for(tmp_path), hosts=(
+        HostSettings("app1", "app", "127.0.0.2"), HostSettings("lb1", "lb", "127.0.0.3")))
+    answers = [CheckResult("haproxy", False, "app1_8001 left draining"),
+               CheckResult("haproxy", True, "1 app hosts, one slot in service each")]
+    monkeypatch.setattr("orchestrator.remote.checks.check_haproxy",
+                        lambda remote, config: answers.pop(0))
+
+    def rolled_back(run: Run) -> None:
+        raise FailedBeforeCommit("fastdowntime step apply_cold_patches failed: boom; the old "
+                                 "state is restored")
+
+    with pytest.raises(UndoFailed, match="does not serve every app host: app1_8001 left "
+                                         "draining; run `fastdowntime resume run-1`"):
+        execute(tmp_path, monkeypatch, faked, rolled_back, config)
+    saved = json.loads((tmp_path / "runs" / "run-1" / "run.json").read_text())
+    assert saved["outcome"] == "undo-failed"
+    with pytest.raises(FailedBeforeCommit) as caught:
+        execute(tmp_path, monkeypatch, faked, rolled_back, config)
+    assert not isinstance(caught.value, UndoFailed)
+    assert not answers
+
+
 def test_failing_hooks_after_the_window_leave_the_exit_code_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faked: list[str],
         capsys: pytest.CaptureFixture[str]) -> None:
