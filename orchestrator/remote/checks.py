@@ -120,16 +120,6 @@ def check_haproxy(remote: Remote, config: Config) -> CheckResult:
                        {"servers": {s: stats[s].admin_state for s in stats}})
 
 
-def unserved(remote: Remote, config: Config) -> str | None:
-    """Why haproxy does not serve every app host from exactly one slot, none draining (the
-    ``haproxy`` check, read now); None when it does, or with no app or LB hosts. What a run
-    reads before it says the hosts are restored."""
-    if not config.role("app") or not config.role("lb"):
-        return None
-    found = check_haproxy(remote, config)
-    return None if found.ok else found.detail
-
-
 def check_haproxy_waits(remote: Remote, config: Config) -> CheckResult:
     """Hold mode: haproxy's ``timeout server`` and ``timeout queue`` outlast the window, as
     its configuration on the LB host says (``[lb] haproxy_config``, read over SSH), or else

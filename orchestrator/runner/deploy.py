@@ -221,7 +221,7 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
             runs.append(run)
             staged = _staged_sizes(config, plan) if options.rehearse else {}
             with hooks.window(run):  # before_window may refuse; after_window only warns
-                run_steps(playbook, run)
+                _checked_steps(playbook, run)
                 try:
                     _after_window(config, plan, run, journal, staged)
                 except Exception as exc:  # noqa: BLE001 - after COMMIT: recorded, rolled forward
@@ -230,7 +230,7 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
             run = Run(config, plan, run_id, journal, "rollback", plan.to_sha, plan.from_sha,
                       texts, remote=remote, haproxy=haproxy, lock=lock)
             runs.append(run)
-            run_steps(load_playbook("rollback"), run)
+            _checked_steps(load_playbook("rollback"), run)
         tail = plan.nodowntime_revisions
         if any(r.problems for r in runs):
             tail = ()  # the window left problems: no rollout on top of them (exit 4)
@@ -240,7 +240,7 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
                       remote=remote, haproxy=haproxy, lock=lock)
             runs.append(run)
             try:
-                run_steps(load_playbook("nodowntime"), run)
+                _checked_steps(load_playbook("nodowntime"), run)
             except FailedBeforeCommit as exc:
                 if any(r.committed for r in runs) or any(
                         s.startswith("serving") for s in run.host_states.values()):
@@ -262,8 +262,6 @@ def execute(config: Config, plan: Plan, texts: dict[str, str], remote: Any, opti
                     resource.close()
             if run.control:
                 run.control.close()
-    if isinstance(error, FailedBeforeCommit) and not isinstance(error, UndoFailed) and runs:
-        error = _restored(remote, config, error, run_id)
     problems = [p for r in runs for p in r.problems]
     if error is None and problems:
         error = FailedAfterCommit("rolled forward past: " + "; ".join(problems) +
@@ -387,19 +385,39 @@ def _states(run: Run) -> str:
     return "unchanged"
 
 
-def _restored(remote: Any, config: Config, error: FailedBeforeCommit,
-              run_id: str) -> FailedBeforeCommit:
-    """``error`` when haproxy, read now, serves every app host from one slot (the undo did
-    put the old state back); else an :class:`UndoFailed` that says what haproxy shows, so
-    that a run is never called restored while a host is not served."""
-    from orchestrator.remote.checks import unserved
+def _checked_steps(playbook: Playbook, run: Run) -> None:
+    """:func:`run_steps`; a failure before COMMIT whose undo went through is called restored
+    only as haproxy shows it (:func:`_restored`)."""
+    try:
+        run_steps(playbook, run)
+    except FailedBeforeCommit as exc:
+        if isinstance(exc, UndoFailed):
+            raise
+        told = _restored(run, exc)
+        if told is exc:
+            raise
+        raise told from exc
 
-    left = unserved(remote, config)
-    if left is None:
+
+def _restored(run: Run, error: FailedBeforeCommit) -> FailedBeforeCommit:
+    """``error``, when haproxy, read now, routes to a slot of every app host; else an
+    :class:`UndoFailed` naming the hosts it routes to through none, so that a run is never
+    called restored while a host is down. Haproxy that cannot be read (the LB host gone, an
+    interrupt) leaves ``error`` as it was, with a journal event: every undo that had to
+    talk to haproxy got its answer."""
+    from orchestrator.runner.actions.instances import hosts_unserved
+
+    try:
+        down = hosts_unserved(run)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the run ends as it was
+        run.journal.event("restore.unconfirmed", error=str(exc) or type(exc).__name__)
         return error
-    return UndoFailed(f"{error}; but haproxy, read after the undo, does not serve every app "
-                      f"host: {left}; run `fastdowntime resume {run_id}` once the cause is "
-                      "fixed")
+    if not down:
+        return error
+    run.journal.event("restore.unserved", hosts=down)
+    return UndoFailed(f"{error}; but haproxy, read after the undo, routes to no slot of "
+                      f"{'; '.join(down)}: run `fastdowntime resume {run.run_id}` once the "
+                      "cause is fixed")
 
 
 def _interrupted(exc: KeyboardInterrupt, runs: list[Run], run_id: str) -> FastdowntimeError:

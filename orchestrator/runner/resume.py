@@ -12,6 +12,9 @@ that did not finish, by the actions themselves (the new instances ready, the
 old ones stopped, ``current`` on the cut, the scripts started; or, for the
 restart playbook, each serving slot restarted on the cut): exit 0, or 4 with
 what did not finish. The nodowntime tail is left for the next ``deploy``.
+Either way the run is called restored or done only when haproxy, read at
+the end, routes to a slot of every app host: a journal cut short may have
+hidden a step (exit 1, the run left unsettled, before COMMIT; exit 4 after).
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
     from orchestrator.db.connect import connect
     from orchestrator.db.connections import ConnectionControl
     from orchestrator.db.lock import DeployLock, whoami
-    from orchestrator.remote.checks import unserved
     from orchestrator.remote.haproxy import Haproxy
     from orchestrator.remote.ssh import Remote
     from orchestrator.runner.hooks import Hooks
@@ -104,10 +106,10 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         _finish_window(run, events)
                     except FastdowntimeError as exc:
                         problem = _rolled_forward(journal, problem, exc)
-                    left = unserved(remote, config)
-                    if left:
+                    down = _down(run)
+                    if down:
                         problem = _rolled_forward(journal, problem, FailedAfterCommit(
-                            f"haproxy does not serve every app host: {left}"))
+                            f"haproxy routes to no slot of {down}"))
                 else:
                     if slots:
                         restarted = _undo_window(run, events)
@@ -116,13 +118,12 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                             "starting the scripts")
                     # restored is said only of what haproxy shows: a journal cut short
                     # may have hidden a step that drained the serving instances
-                    left = unserved(remote, config)
-                    if left:
+                    down = _down(run)
+                    if down:
                         raise UndoFailed(
-                            f"resumed, but haproxy does not serve every app host: {left}; "
-                            f"the schema is unchanged; once they serve "
-                            f"{summary['from'][:12]} again, run `fastdowntime resume "
-                            f"{summary['id']}` to settle the run")
+                            f"resumed, but haproxy routes to no slot of {down}; the schema "
+                            f"is unchanged; once they serve {summary['from'][:12]} again, "
+                            f"run `fastdowntime resume {summary['id']}` to settle the run")
             finally:
                 control.close()
                 control.primary.close()
@@ -181,6 +182,22 @@ class _JournaledSlots(dict[str, tuple[int, int]]):
         raise UnknownSlots(f"{host}: the journal {self.path} names no instance slots for it "
                            "(it was cut short), so this step cannot tell its old instance "
                            "from its new one; `fastdowntime status` shows what haproxy serves")
+
+
+def _down(run: Run) -> str | None:
+    """The app hosts haproxy routes to through no slot, as one text (None: every host is
+    served). Haproxy that cannot be read now is journaled and taken as served: resume read
+    it a moment ago, and every step that had to change it got its answer."""
+    from orchestrator.runner.actions.instances import hosts_unserved
+
+    try:
+        down = hosts_unserved(run)
+    except FastdowntimeError as exc:
+        run.journal.event("resume.unconfirmed", error=str(exc))
+        return None
+    if down:
+        run.journal.event("resume.unserved", hosts=down)
+    return "; ".join(down) or None
 
 
 def _ending(outcome: Outcome, error: FastdowntimeError | None) -> FastdowntimeError | None:
@@ -321,10 +338,22 @@ def _finish_window(run: Run, events: list[dict[str, Any]]) -> None:
     if closed:
         run.window_closed = float(closed[-1].get("at") or 0.0) or None
     run.settled = any(name == "close_window" for name, _ in done)
+    if not any(s.name == "close_window" for s in steps[first:]):
+        # the hosts whose new instance close_window found unhealthy kept their old one
+        # serving: stop_old_instances, run again, must leave it alone
+        run.fallback = _kept_old(finished)
     run.committed = True
     run_steps(dataclasses.replace(playbook, steps=(*redo, *after)), run)
     if run.problems:
         raise FailedAfterCommit("resumed; not every step finished: " + "; ".join(run.problems))
+
+
+def _kept_old(finished: list[dict[str, Any]]) -> set[str]:
+    """The hosts the last finished ``close_window`` left on their old instance (their new
+    one unhealthy), from its ``step.done`` event."""
+    closed = [e for e in finished if e.get("step") == "close_window"]
+    unhealthy = closed[-1].get("unhealthy") if closed else None
+    return set(unhealthy) if isinstance(unhealthy, dict) else set()
 
 
 def _rolling(step: Step) -> Step:

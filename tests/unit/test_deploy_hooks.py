@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -170,32 +171,45 @@ def test_a_window_rolled_back_fires_after_window_then_on_failure(
 def test_a_rollback_is_told_as_haproxy_shows_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faked: list[str]) -> None:
     """A stage failing before COMMIT whose undo said all was put back, while haproxy (read
-    after it) has a host's serving slot draining: undo-failed (exit 1, left for resume),
-    naming what haproxy shows, never rolled-back; with haproxy serving, rolled-back."""
-    from orchestrator.check_result import CheckResult
-    from orchestrator.config import HostSettings
+    after it) routes to no slot of a host: undo-failed (exit 1, left for resume) naming
+    the host, and after_window already hears it; with every host served, rolled-back;
+    with haproxy unreadable, rolled-back as the undo said, journaled."""
     from orchestrator.errors import UndoFailed
+    from orchestrator.remote.haproxy_wire import HaproxyError
 
-    config = replace(config_for(tmp_path), hosts=(
-        HostSettings("app1", "app", "127.0.0.2"), HostSettings("lb1", "lb", "127.0.0.3")))
-    answers = [CheckResult("haproxy", False, "app1_8001 left draining"),
-               CheckResult("haproxy", True, "1 app hosts, one slot in service each")]
-    monkeypatch.setattr("orchestrator.remote.checks.check_haproxy",
-                        lambda remote, config: answers.pop(0))
+    down = "app1 (app1_8001 drain, app1_8002 maint)"
+    lost = HaproxyError("show stat", "channel closed", "could not send", host="lb1")
+    answers: list[Any] = [[down], [], lost]
+
+    def hosts_unserved(run: Run) -> list[str]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return list(answer)
+
+    monkeypatch.setattr("orchestrator.runner.actions.instances.hosts_unserved",
+                        hosts_unserved)
 
     def rolled_back(run: Run) -> None:
         raise FailedBeforeCommit("fastdowntime step apply_cold_patches failed: boom; the old "
                                  "state is restored")
 
-    with pytest.raises(UndoFailed, match="does not serve every app host: app1_8001 left "
-                                         "draining; run `fastdowntime resume run-1`"):
-        execute(tmp_path, monkeypatch, faked, rolled_back, config)
+    with pytest.raises(UndoFailed, match=f"routes to no slot of {re.escape(down)}: run "
+                                         "`fastdowntime resume run-1`"):
+        execute(tmp_path, monkeypatch, faked, rolled_back)
     saved = json.loads((tmp_path / "runs" / "run-1" / "run.json").read_text())
     assert saved["outcome"] == "undo-failed"
-    with pytest.raises(FailedBeforeCommit) as caught:
-        execute(tmp_path, monkeypatch, faked, rolled_back, config)
-    assert not isinstance(caught.value, UndoFailed)
+    assert hooks_fired(tmp_path) == ["before_window running ", "after_window undo-failed ",
+                                     "on_failure undo-failed 1"]
+    for _ in range(2):
+        with pytest.raises(FailedBeforeCommit) as caught:
+            execute(tmp_path, monkeypatch, faked, rolled_back)
+        assert not isinstance(caught.value, UndoFailed)
+        assert json.loads((tmp_path / "runs" / "run-1" / "run.json").read_text())[
+            "outcome"] == "rolled-back"
     assert not answers
+    events = [e["event"] for e in read_journal(tmp_path / "runs" / "run-1" / "journal.jsonl")]
+    assert events.count("restore.unserved") == 1 and events.count("restore.unconfirmed") == 1
 
 
 def test_failing_hooks_after_the_window_leave_the_exit_code_alone(

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from orchestrator.remote.commands import Command
 from orchestrator.remote.operations import HealthResult
 from orchestrator.remote.results import OK, GroupResult, HostResult
 from orchestrator.runner import engine
-from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams
+from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams, hosts_unserved
 from orchestrator.runner.context import Run
 from orchestrator.runner.playbook import PLAYBOOKS, parse_playbook
 from orchestrator.runner.resume import UnknownSlots, _finish_window, _JournaledSlots
@@ -345,3 +346,44 @@ def test_a_step_asking_for_slots_a_cut_journal_lost_names_why(tmp_path: Path) ->
     assert str(lost.value).startswith(f"{host.name}: the journal {tmp_path / 'journal.jsonl'} "
                                       "names no instance slots for it (it was cut short)")
     assert host.name not in run.slots and run.slots.get(host.name) is None
+
+
+def test_resume_leaves_alone_the_old_instance_a_host_fell_back_to(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """close_window found app2's new instance unhealthy and kept its old one serving, then
+    the run died: resume runs stop_old_instances again knowing app2 kept its old instance
+    (it would otherwise drain and stop the only one app2 serves from). When close_window
+    runs again, it finds out for itself."""
+    seen: list[set[str]] = []
+    monkeypatch.setattr(engine, "run_steps", lambda playbook, run: seen.append(set(run.fallback)))
+    journal = events("fastdowntime", [*WINDOW, "restore_connections", "close_window"])
+    closed = next(e for e in journal if e.get("step") == "close_window")
+    closed["unhealthy"] = {"app2": "port 8002: HTTP 500"}
+    _finish_window(new_run(Hosts({})), journal)
+    _finish_window(new_run(Hosts({})), events("fastdowntime", WINDOW))
+    assert seen == [{"app2"}, set()]
+
+
+class StatsHaproxy:
+    def __init__(self, states: dict[str, str]) -> None:
+        self.states = states
+
+    def stats(self) -> dict[str, Any]:
+        return {name: SimpleNamespace(admin_state=state) for name, state in self.states.items()}
+
+
+def test_hosts_unserved_names_the_hosts_haproxy_routes_to_through_no_slot() -> None:
+    """A host whose every slot is drained or in maintenance is down; one with a slot ready
+    is served, a spare slot left draining beside it or not."""
+    run = new_run(Hosts({}))
+    ports = SANDBOX.need("app").ports
+    states = {run.server(h, p): "maint" for h in run.app_hosts for p in ports}
+    first, second = run.app_hosts[:2]
+    states[run.server(first, ports[0])] = "drain"
+    states[run.server(second, ports[0])] = "ready"
+    states[run.server(second, ports[1])] = "drain"
+    run.haproxy = StatsHaproxy(states)
+    down = hosts_unserved(run)
+    assert down[0] == (f"{first.name} ({run.server(first, ports[0])} drain, "
+                       f"{run.server(first, ports[1])} maint)")
+    assert [d.split()[0] for d in down] == [h.name for h in run.app_hosts if h != second]

@@ -59,6 +59,23 @@ def read_slots(run: Run) -> dict[str, tuple[int, int]]:
     return slots
 
 
+def hosts_unserved(run: Run) -> list[str]:
+    """The app hosts haproxy routes to through no slot (none ``ready``), each with its
+    slots' admin states, read now: what a run reads before it calls the hosts restored or
+    done. A slot left draining beside a ready one is not named (the host is served).
+    Empty without app or LB hosts; haproxy's errors propagate."""
+    if not run.app_hosts or not run.config.role("lb"):
+        return []
+    stats = run.haproxy.stats()
+    down = []
+    for host in run.app_hosts:
+        servers = [run.server(host, port) for port in run.config.need("app").ports]
+        states = {s: stats[s].admin_state if s in stats else "missing" for s in servers}
+        if "ready" not in states.values():
+            down.append(f"{host.name} ({', '.join(f'{s} {st}' for s, st in states.items())})")
+    return down
+
+
 def _by_port(run: Run, index: int, hosts: Sequence[Any] | None = None
              ) -> dict[int, list[Any]]:
     groups: dict[int, list[Any]] = {}
