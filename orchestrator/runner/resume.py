@@ -108,8 +108,7 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                         problem = _rolled_forward(journal, problem, exc)
                     down = _down(run)
                     if down:
-                        problem = _rolled_forward(journal, problem, FailedAfterCommit(
-                            f"haproxy routes to no slot of {down}"))
+                        problem = _rolled_forward(journal, problem, FailedAfterCommit(down))
                 else:
                     if slots:
                         restarted = _undo_window(run, events)
@@ -121,9 +120,9 @@ def resume(config: Config, ref: str, *, show: Callable[[str], None] = print) -> 
                     down = _down(run)
                     if down:
                         raise UndoFailed(
-                            f"resumed, but haproxy routes to no slot of {down}; the schema "
-                            f"is unchanged; once they serve {summary['from'][:12]} again, "
-                            f"run `fastdowntime resume {summary['id']}` to settle the run")
+                            f"resumed, but {down}; the schema is unchanged; once every host "
+                            f"serves {summary['from'][:12]} again, run `fastdowntime resume "
+                            f"{summary['id']}` to settle the run")
             finally:
                 control.close()
                 control.primary.close()
@@ -185,19 +184,21 @@ class _JournaledSlots(dict[str, tuple[int, int]]):
 
 
 def _down(run: Run) -> str | None:
-    """The app hosts haproxy routes to through no slot, as one text (None: every host is
-    served). Haproxy that cannot be read now is journaled and taken as served: resume read
-    it a moment ago, and every step that had to change it got its answer."""
+    """Why not every app host is served: the hosts haproxy routes to through no slot, as a
+    sentence (None: every host is served). Haproxy that cannot be read is not taken as
+    serving: resume is where a journal cut short meets the live state, and it can be run
+    again once the LB host answers."""
     from orchestrator.runner.actions.instances import hosts_unserved
 
     try:
         down = hosts_unserved(run)
     except FastdowntimeError as exc:
         run.journal.event("resume.unconfirmed", error=str(exc))
+        return f"haproxy could not be read to confirm that it serves every app host ({exc})"
+    if not down:
         return None
-    if down:
-        run.journal.event("resume.unserved", hosts=down)
-    return "; ".join(down) or None
+    run.journal.event("resume.unserved", hosts=down)
+    return f"haproxy routes to no slot of {'; '.join(down)}"
 
 
 def _ending(outcome: Outcome, error: FastdowntimeError | None) -> FastdowntimeError | None:

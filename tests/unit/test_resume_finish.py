@@ -16,13 +16,14 @@ from orchestrator.config import HostSettings, load_config
 from orchestrator.errors import BadInput
 from orchestrator.remote import operations as ops
 from orchestrator.remote.commands import Command
+from orchestrator.remote.haproxy_wire import HaproxyError
 from orchestrator.remote.operations import HealthResult
 from orchestrator.remote.results import OK, GroupResult, HostResult
 from orchestrator.runner import engine
 from orchestrator.runner.actions.instances import RestartOnRelease, RestartParams, hosts_unserved
 from orchestrator.runner.context import Run
 from orchestrator.runner.playbook import PLAYBOOKS, parse_playbook
-from orchestrator.runner.resume import UnknownSlots, _finish_window, _JournaledSlots
+from orchestrator.runner.resume import UnknownSlots, _down, _finish_window, _JournaledSlots
 from orchestrator.runner.runs import PLAYBOOK_NAME
 from orchestrator.sandbox.layout import PROJECT_ROOT
 from tests.fakes import make_run
@@ -387,3 +388,23 @@ def test_hosts_unserved_names_the_hosts_haproxy_routes_to_through_no_slot() -> N
     assert down[0] == (f"{first.name} ({run.server(first, ports[0])} drain, "
                        f"{run.server(first, ports[1])} maint)")
     assert [d.split()[0] for d in down] == [h.name for h in run.app_hosts if h != second]
+
+
+class LostHaproxy:
+    def stats(self) -> dict[str, Any]:
+        raise HaproxyError("show stat", "channel closed", "could not send", host="lb1")
+
+
+def test_resume_takes_an_unreadable_haproxy_for_not_serving() -> None:
+    """resume confirms the hosts are served from haproxy itself: when it cannot be read,
+    it says so, and the run is not called restored; when every host has a ready slot,
+    nothing is said."""
+    run = new_run(Hosts({}))
+    run.haproxy = LostHaproxy()
+    down = _down(run)
+    assert down is not None and down.startswith(
+        "haproxy could not be read to confirm that it serves every app host")
+    ports = SANDBOX.need("app").ports
+    run.haproxy = StatsHaproxy({run.server(h, p): "ready" if p == ports[0] else "maint"
+                                for h in run.app_hosts for p in ports})
+    assert _down(run) is None
