@@ -105,7 +105,6 @@ class _Sync:
             self.run.journal.checkpoint()
 
 
-
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

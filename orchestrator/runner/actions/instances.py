@@ -50,7 +50,8 @@ def read_slots(run: Run) -> dict[str, tuple[int, int]]:
     stats = run.haproxy.stats()
     slots = {}
     for host in run.app_hosts:
-        ready = [p for p in ports if stats[run.server(host, p)].admin_state == "ready"]
+        ready = [p for p, (_, state) in _admin_states(run, stats, host).items()
+                 if state == "ready"]
         if len(ready) != 1:
             raise FailedBeforeCommit(f"{host.name}: expected exactly one instance slot ready "
                                      f"in haproxy, found {ready or 'none'}")
@@ -69,11 +70,19 @@ def hosts_unserved(run: Run) -> list[str]:
     stats = run.haproxy.stats()
     down = []
     for host in run.app_hosts:
-        servers = [run.server(host, port) for port in run.config.need("app").ports]
-        states = {s: stats[s].admin_state if s in stats else "missing" for s in servers}
-        if "ready" not in states.values():
-            down.append(f"{host.name} ({', '.join(f'{s} {st}' for s, st in states.items())})")
+        states = _admin_states(run, stats, host).values()
+        if all(state != "ready" for _, state in states):
+            down.append(f"{host.name} ({', '.join(f'{s} {st}' for s, st in states)})")
     return down
+
+
+def _admin_states(run: Run, stats: dict[str, Any], host: HostSettings
+                  ) -> dict[int, tuple[str, str]]:
+    """Each slot port of ``host``: its haproxy server and that server's admin state
+    (``missing`` when haproxy lists no such server)."""
+    servers = {port: run.server(host, port) for port in run.config.need("app").ports}
+    return {port: (s, stats[s].admin_state if s in stats else "missing")
+            for port, s in servers.items()}
 
 
 def _by_port(run: Run, index: int, hosts: Sequence[Any] | None = None
